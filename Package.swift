@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "ShardFS",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "shardfs", targets: ["shardfs"]),
+        .library(name: "ShardFS", targets: ["ShardFS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        .target(
+            name: "ShardFS",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "shardfs",
+            dependencies: [
+                "ShardFS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "ShardFSTests", dependencies: ["ShardFS"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
