@@ -1,0 +1,169 @@
+/// Writes pickle protocol 2 exactly as CPython's pickler does for the objects
+/// `torch.save` pickles: same opcodes, same memo numbering.
+///
+/// Python memoizes by object identity. Objects that are one object in the
+/// pickled data (a class, an interned string such as `'storage'`) are written
+/// through `shared(_:)`, which emits `BINGET` after first use; everything else
+/// is new each time and gets a fresh `BINPUT`.
+public struct PickleWriter {
+    public private(set) var bytes: [UInt8] = [0x80, 0x02]  // PROTO 2
+    private var memoCount = 0
+    private var sharedMemo: [String: Int] = [:]
+
+    public init() {}
+
+    // Opcodes used here, named as in pickletools.
+    static let mark: UInt8 = 0x28           // (
+    static let stop: UInt8 = 0x2E           // .
+    static let binint: UInt8 = 0x4A         // J
+    static let binint1: UInt8 = 0x4B        // K
+    static let binint2: UInt8 = 0x4D        // M
+    static let binpersid: UInt8 = 0x51      // Q
+    static let reduce: UInt8 = 0x52         // R
+    static let binunicode: UInt8 = 0x58     // X
+    static let emptyTuple: UInt8 = 0x29     // )
+    static let global: UInt8 = 0x63         // c
+    static let emptyDict: UInt8 = 0x7D      // }
+    static let binget: UInt8 = 0x68         // h
+    static let longBinget: UInt8 = 0x6A     // j
+    static let binput: UInt8 = 0x71         // q
+    static let longBinput: UInt8 = 0x72     // r
+    static let setitem: UInt8 = 0x73        // s
+    static let tuple: UInt8 = 0x74          // t
+    static let setitems: UInt8 = 0x75       // u
+    static let newobj: UInt8 = 0x81
+    static let build: UInt8 = 0x62          // b
+    static let tuple1: UInt8 = 0x85
+    static let tuple2: UInt8 = 0x86
+    static let tuple3: UInt8 = 0x87
+    static let newtrue: UInt8 = 0x88
+    static let newfalse: UInt8 = 0x89
+    static let long1: UInt8 = 0x8A
+
+    public mutating func op(_ code: UInt8) { bytes.append(code) }
+
+    private mutating func appendUInt32(_ v: UInt32) {
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Memoizes the object just written (Python's `memoize`).
+    public mutating func put() {
+        if memoCount < 256 {
+            bytes += [PickleWriter.binput, UInt8(memoCount)]
+        } else {
+            bytes.append(PickleWriter.longBinput)
+            appendUInt32(UInt32(memoCount))
+        }
+        memoCount += 1
+    }
+
+    private mutating func get(_ index: Int) {
+        if index < 256 {
+            bytes += [PickleWriter.binget, UInt8(index)]
+        } else {
+            bytes.append(PickleWriter.longBinget)
+            appendUInt32(UInt32(index))
+        }
+    }
+
+    /// Writes an object that is the same Python object wherever it appears:
+    /// the first time with `write` and a `BINPUT`, afterwards as a `BINGET`.
+    public mutating func shared(_ identity: String, _ write: (inout PickleWriter) -> Void) {
+        if let index = sharedMemo[identity] { return get(index) }
+        write(&self)
+        sharedMemo[identity] = memoCount
+        put()
+    }
+
+    /// `GLOBAL 'module\nname\n'`; a class is one object, so memoized by name.
+    public mutating func global(_ module: String, _ name: String) {
+        shared("global \(module).\(name)") { p in
+            p.op(PickleWriter.global)
+            p.bytes += Array("\(module)\n\(name)\n".utf8)
+        }
+    }
+
+    /// A new string object (`BINUNICODE`, memoized).
+    public mutating func string(_ s: String) {
+        let utf8 = Array(s.utf8)
+        op(PickleWriter.binunicode)
+        appendUInt32(UInt32(utf8.count))
+        bytes += utf8
+        put()
+    }
+
+    /// A string that is one interned object in the pickled data.
+    public mutating func sharedString(_ s: String) {
+        shared("string \(s)") { p in
+            let utf8 = Array(s.utf8)
+            p.op(PickleWriter.binunicode)
+            p.appendUInt32(UInt32(utf8.count))
+            p.bytes += utf8
+        }
+    }
+
+    /// A non-negative integer, in the smallest encoding Python picks.
+    public mutating func int(_ v: Int) {
+        precondition(v >= 0, "ShardFS pickles only sizes and counts")
+        if v < 0x100 {
+            bytes += [PickleWriter.binint1, UInt8(v)]
+        } else if v < 0x10000 {
+            bytes += [PickleWriter.binint2, UInt8(v & 0xFF), UInt8(v >> 8)]
+        } else if v <= Int(Int32.max) {
+            op(PickleWriter.binint)
+            appendUInt32(UInt32(v))
+        } else {
+            // LONG1: minimal two's-complement little-endian, as encode_long.
+            let byteCount = (Int.bitWidth - v.leadingZeroBitCount) / 8 + 1
+            bytes += [PickleWriter.long1, UInt8(byteCount)]
+            for i in 0..<byteCount { bytes.append(i < 8 ? UInt8(truncatingIfNeeded: v >> (8 * i)) : 0) }
+        }
+    }
+
+    /// A tuple of integers (a size or a stride): a new tuple object each time.
+    public mutating func intTuple(_ values: [Int]) {
+        tuple(count: values.count) { p in for v in values { p.int(v) } }
+    }
+
+    /// A new tuple whose `count` items `items` writes.
+    public mutating func tuple(count: Int, _ items: (inout PickleWriter) -> Void) {
+        switch count {
+        case 0:
+            op(PickleWriter.emptyTuple)  // the empty tuple is a singleton: never memoized
+        case 1...3:
+            items(&self)
+            op([PickleWriter.tuple1, PickleWriter.tuple2, PickleWriter.tuple3][count - 1])
+            put()
+        default:
+            op(PickleWriter.mark)
+            items(&self)
+            op(PickleWriter.tuple)
+            put()
+        }
+    }
+
+    /// A dict built as Python's `_batch_setitems` does: `EMPTY_DICT`, then
+    /// batches of up to 1000 items (`MARK ... SETITEMS`, a lone item `SETITEM`).
+    public mutating func dict<Item>(_ items: [Item], _ writeItem: (inout PickleWriter, Item) -> Void) {
+        op(PickleWriter.emptyDict)
+        put()
+        var start = 0
+        while start < items.count {
+            let batch = items[start..<min(start + 1000, items.count)]
+            if batch.count == 1 {
+                writeItem(&self, batch.first!)
+                op(PickleWriter.setitem)
+            } else {
+                op(PickleWriter.mark)
+                for item in batch { writeItem(&self, item) }
+                op(PickleWriter.setitems)
+            }
+            start += batch.count
+        }
+    }
+
+    public mutating func finish() -> [UInt8] {
+        op(PickleWriter.stop)
+        return bytes
+    }
+}

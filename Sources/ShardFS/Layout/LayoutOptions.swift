@@ -1,0 +1,40 @@
+/// The Trainium generation a layout is for. It changes only the order of
+/// attention heads under `qkvLinear` (nxd-layout.md, "How each tensor is cut").
+public enum HardwareBackend: String, CaseIterable, Sendable, Codable {
+    case trn1, trn2
+}
+
+/// The parameters of an NxD layout, named after the converter's flags.
+public struct LayoutOptions: Equatable, Sendable, Codable {
+    public var tpSize: Int
+    public var ppSize: Int
+    public var virtualPPSize: Int
+    public var kvSizeMultiplier: Int
+    public var qkvLinear: Bool
+    public var fuseQKV: Bool
+    public var backend: HardwareBackend
+    /// Output dtype; nil means the checkpoint's own.
+    public var dtype: DType?
+
+    public init(tpSize: Int = 1, ppSize: Int = 1, virtualPPSize: Int = 1, kvSizeMultiplier: Int = 1,
+                qkvLinear: Bool = false, fuseQKV: Bool = false, backend: HardwareBackend = .trn1, dtype: DType? = nil) {
+        self.tpSize = tpSize
+        self.ppSize = ppSize
+        self.virtualPPSize = virtualPPSize
+        self.kvSizeMultiplier = kvSizeMultiplier
+        self.qkvLinear = qkvLinear
+        self.fuseQKV = fuseQKV
+        self.backend = backend
+        self.dtype = dtype
+    }
+
+    /// A one-line description, used in logs and to derive serialization ids.
+    public var summary: String {
+        var parts = ["tp=\(tpSize)", "pp=\(ppSize)", "vpp=\(virtualPPSize)", "kv_mult=\(kvSizeMultiplier)"]
+        if qkvLinear { parts.append("qkv_linear") }
+        if fuseQKV { parts.append("fuse_qkv") }
+        parts.append(backend.rawValue)
+        parts.append(dtype?.rawValue ?? "source-dtype")
+        return parts.joined(separator: " ")
+    }
+}

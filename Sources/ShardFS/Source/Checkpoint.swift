@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One tensor of the source checkpoint: where its bytes are and what they hold.
+public struct SourceTensor: Equatable, Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    /// Index into `Checkpoint.files`.
+    public let fileIndex: Int
+    /// Absolute byte offset of the tensor's first element in its file.
+    public let offset: Int
+
+    public var byteCount: Int { shape.reduce(dtype.size, *) }
+}
+
+/// A Hugging Face model directory, opened and validated: `config.json` plus
+/// `model.safetensors`, or `model.safetensors.index.json` and its shards.
+/// Opening reads headers only, never tensor data.
+public final class Checkpoint: Sendable {
+    public static let indexName = "model.safetensors.index.json"
+    public static let singleFileName = "model.safetensors"
+
+    public let directory: String
+    public let config: ModelConfig
+    public let files: [SourceFile]
+    /// Every tensor of the files, by name.
+    public let tensors: [String: SourceTensor]
+
+    public init(directory: String) throws(ShardFSError) {
+        self.directory = directory
+        let configBytes = try Checkpoint.readSmallFile(directory: directory, name: "config.json", limit: 16 << 20)
+        config = try ModelConfig(json: configBytes)
+
+        let fileNames: [String]
+        var weightMap: [(key: String, value: JSONValue)]?
+        if Checkpoint.exists(directory: directory, name: Checkpoint.indexName) {
+            let indexBytes = try Checkpoint.readSmallFile(directory: directory, name: Checkpoint.indexName, limit: 256 << 20)
+            let index: JSONValue
+            do { index = try JSONReader.parse(indexBytes) } catch {
+                throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "not valid JSON: \(error)")
+            }
+            guard case let .object(map)? = index["weight_map"] else {
+                throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "no \"weight_map\" object")
+            }
+            var names: [String] = []
+            for (tensor, file) in map {
+                guard let fileName = file.stringValue else {
+                    throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "weight_map entry for \(tensor) is not a file name")
+                }
+                try Checkpoint.checkShardName(fileName, tensor: tensor)
+                if !names.contains(fileName) { names.append(fileName) }
+            }
+            fileNames = names.sorted()
+            weightMap = map
+        } else if Checkpoint.exists(directory: directory, name: Checkpoint.singleFileName) {
+            fileNames = [Checkpoint.singleFileName]
+        } else {
+            throw ShardFSError.badSource(
+                file: directory, reason: "holds neither \(Checkpoint.singleFileName) nor \(Checkpoint.indexName)")
+        }
+
+        var files: [SourceFile] = []
+        var tensors: [String: SourceTensor] = [:]
+        for (fileIndex, name) in fileNames.enumerated() {
+            guard Checkpoint.exists(directory: directory, name: name) else {
+                throw ShardFSError.badSource(file: name, reason: "named by \(Checkpoint.indexName) but missing from \(directory)")
+            }
+            let file = try SourceFile(directory: directory, name: name)
+            let header = try SafetensorsHeader(file: name, fileSize: file.size) { (offset, count) throws(ShardFSError) in
+                try file.readBytes(at: offset, count: count)
+            }
+            for entry in header.entries {
+                if let other = tensors[entry.name] {
+                    throw ShardFSError.badSource(file: name, reason: "tensor \(entry.name) is also in \(files[other.fileIndex].name)")
+                }
+                tensors[entry.name] = SourceTensor(name: entry.name, dtype: entry.dtype, shape: entry.shape,
+                                                   fileIndex: fileIndex, offset: header.dataStart + entry.begin)
+            }
+            files.append(file)
+        }
+        if let weightMap {
+            for (tensor, file) in weightMap {
+                let fileName = file.stringValue ?? ""
+                guard let found = tensors[tensor] else {
+                    throw ShardFSError.badSource(file: fileName, reason: "\(Checkpoint.indexName) puts tensor \(tensor) here but the file lacks it")
+                }
+                guard files[found.fileIndex].name == fileName else {
+                    throw ShardFSError.badSource(
+                        file: fileName, reason: "\(Checkpoint.indexName) puts tensor \(tensor) here but it is in \(files[found.fileIndex].name)")
+                }
+            }
+            let mapped = Set(weightMap.map(\.key))
+            if let stray = tensors.values.filter({ !mapped.contains($0.name) }).map(\.name).sorted().first {
+                throw ShardFSError.badSource(
+                    file: files[tensors[stray]!.fileIndex].name, reason: "holds tensor \(stray), which \(Checkpoint.indexName) does not list")
+            }
+        }
+        self.files = files
+        self.tensors = tensors
+    }
+
+    /// Shard names must stay inside the model directory: no separators, no `..`.
+    static func checkShardName(_ name: String, tensor: String) throws(ShardFSError) {
+        if name.isEmpty || name.contains("/") || name == "." || name == ".." || name.contains("\0") {
+            throw ShardFSError.badSource(
+                file: Checkpoint.indexName, reason: "weight_map names \"\(name)\" for \(tensor): shard names must be plain file names inside the model directory")
+        }
+    }
+
+    static func exists(directory: String, name: String) -> Bool {
+        var info = stat()
+        return stat(directory + "/" + name, &info) == 0
+    }
+
+    static func readSmallFile(directory: String, name: String, limit: Int) throws(ShardFSError) -> [UInt8] {
+        guard exists(directory: directory, name: name) else {
+            throw ShardFSError.badSource(file: name, reason: "missing from \(directory)")
+        }
+        let file = try SourceFile(directory: directory, name: name)
+        guard file.size <= limit else { throw ShardFSError.badSource(file: name, reason: "larger than \(limit) bytes") }
+        return try file.readBytes(at: 0, count: file.size)
+    }
+}

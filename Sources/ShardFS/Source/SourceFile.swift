@@ -1,0 +1,77 @@
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One opened source file (a safetensors shard), read with `pread` from any
+/// thread. Its identity (size, mtime, inode) is captured at open time so that
+/// front ends can notice a file that changed under them.
+public final class SourceFile: Sendable {
+    /// The name relative to the model directory, as the index names it.
+    public let name: String
+    public let path: String
+    public let descriptor: FileDescriptor
+    public let size: Int
+    public let modificationTime: timespec
+    public let inode: UInt
+
+    public init(directory: String, name: String) throws(ShardFSError) {
+        self.name = name
+        self.path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        } catch {
+            throw ShardFSError.io(path: path, operation: "open", error: error)
+        }
+        var info = stat()
+        guard fstat(fd.rawValue, &info) == 0 else {
+            let code = errno
+            try? fd.close()
+            throw ShardFSError.io(path: path, operation: "fstat", errno: code)
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            try? fd.close()
+            throw ShardFSError.badSource(file: name, reason: "not a regular file")
+        }
+        self.descriptor = fd
+        self.size = Int(info.st_size)
+        self.modificationTime = info.st_mtim
+        self.inode = UInt(info.st_ino)
+    }
+
+    deinit { try? descriptor.close() }
+
+    /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error,
+    /// since the header promised those bytes.
+    public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            do {
+                n = try descriptor.read(
+                    fromAbsoluteOffset: Int64(offset + done),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            } catch {
+                throw ShardFSError.io(path: path, operation: "read", error: error)
+            }
+            if n == 0 {
+                throw ShardFSError.badSource(
+                    file: name, reason: "ends at byte \(offset + done), before byte \(offset + buffer.count) (truncated while in use?)")
+            }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array (headers only: small).
+    public func readBytes(at offset: Int, count: Int) throws(ShardFSError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: ShardFSError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(ShardFSError) { try read(at: offset, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+}

@@ -1,0 +1,89 @@
+/// Produces bytes of a virtual file from its source files. One reader per
+/// thread: it owns a small scratch buffer for dtype conversion, so memory per
+/// reader is bounded whatever the tensor sizes.
+public final class ExtentReader {
+    public let sources: [SourceFile]
+    private let scratch: UnsafeMutableRawBufferPointer
+    private let staging: UnsafeMutableRawBufferPointer
+
+    /// `scratchBytes` bounds the conversion buffers (two of this size).
+    public init(sources: [SourceFile], scratchBytes: Int = 1 << 20) {
+        self.sources = sources
+        scratch = .allocate(byteCount: scratchBytes, alignment: 64)
+        staging = .allocate(byteCount: scratchBytes, alignment: 64)
+    }
+
+    deinit {
+        scratch.deallocate()
+        staging.deallocate()
+    }
+
+    /// Fills `buffer` with the file's bytes from `offset` on; returns the byte
+    /// count written (short only at end of file).
+    public func read(_ file: VirtualFile, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) -> Int {
+        var written = 0
+        for piece in file.pieces(of: offset..<offset + buffer.count) {
+            let out = UnsafeMutableRawBufferPointer(rebasing: buffer[written..<written + piece.range.count])
+            try read(file.extents[piece.extent], range: piece.range, into: out)
+            written += piece.range.count
+        }
+        return written
+    }
+
+    /// Fills `out` with bytes `range` of one extent.
+    public func read(_ extent: Extent, range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        switch extent {
+        case let .literal(bytes):
+            bytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[range])) }
+        case let .slice(slice):
+            if slice.sourceDType == slice.outputDType {
+                try readSource(slice, bytes: range, into: out)
+            } else {
+                try readConverted(slice, range: range, into: out)
+            }
+        }
+    }
+
+    /// Reads the bytes `range` of the slice's rows, packed (as if the rows
+    /// were contiguous), in the source dtype.
+    func readSource(_ slice: SliceExtent, bytes range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        let file = sources[slice.fileIndex]
+        let rowBytes = slice.sourceRowBytes
+        var position = range.lowerBound
+        var written = 0
+        while position < range.upperBound {
+            let row = position / rowBytes, column = position % rowBytes
+            let count = min(rowBytes - column, range.upperBound - position)
+            try file.read(at: slice.offset + row * slice.rowStride + column,
+                          into: UnsafeMutableRawBufferPointer(rebasing: out[written..<written + count]))
+            position += count
+            written += count
+        }
+    }
+
+    /// Converts the elements covering output bytes `range`, a scratch-full at
+    /// a time; partial elements at either end go through `staging`.
+    func readConverted(_ slice: SliceExtent, range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        let inSize = slice.sourceDType.size, outSize = slice.outputDType.size
+        let perChunk = min(scratch.count / inSize, staging.count / outSize)
+        var element = range.lowerBound / outSize
+        let endElement = (range.upperBound + outSize - 1) / outSize
+        while element < endElement {
+            let count = min(perChunk, endElement - element)
+            let source = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count * inSize])
+            try readSource(slice, bytes: element * inSize..<(element + count) * inSize, into: source)
+            let chunkStart = element * outSize, chunkEnd = (element + count) * outSize
+            let wanted = max(chunkStart, range.lowerBound)..<min(chunkEnd, range.upperBound)
+            let destinationOffset = wanted.lowerBound - range.lowerBound
+            if wanted.count == chunkEnd - chunkStart {
+                DTypeConversion.convert(source.baseAddress!, slice.sourceDType,
+                                        out.baseAddress! + destinationOffset, slice.outputDType, count: count)
+            } else {
+                DTypeConversion.convert(source.baseAddress!, slice.sourceDType, staging.baseAddress!, slice.outputDType, count: count)
+                (out.baseAddress! + destinationOffset).copyMemory(
+                    from: staging.baseAddress! + (wanted.lowerBound - chunkStart), byteCount: wanted.count)
+            }
+            element += count
+        }
+    }
+}

@@ -1,0 +1,71 @@
+/// Where a zip record's CRC-32 goes once its data is known: the data's byte
+/// range in the file and the offsets of the 4-byte CRC fields (in its data
+/// descriptor and its central-directory entry).
+public struct CRCSlot: Equatable, Sendable {
+    public let data: Range<Int>
+    public let fieldOffsets: [Int]
+}
+
+/// A file that exists only as a recipe: an ordered list of extents whose
+/// concatenation is the file. Its size is known without reading any data,
+/// and any byte range can be produced by reading only the source bytes it
+/// covers. Served files carry 0 in their CRC fields; writers that see all
+/// bytes fill them in from `crcSlots`.
+public struct VirtualFile: Sendable {
+    public let extents: [Extent]
+    /// `starts[i]` is the file offset of `extents[i]`.
+    public let starts: [Int]
+    public let size: Int
+    public let crcSlots: [CRCSlot]
+
+    public init(extents: [Extent], crcSlots: [CRCSlot] = []) {
+        // Adjacent literals are merged: fewer, larger pieces per read.
+        var merged: [Extent] = []
+        for extent in extents where extent.byteCount > 0 {
+            if case let .literal(next) = extent, case let .literal(previous)? = merged.last {
+                merged[merged.count - 1] = .literal(previous + next)
+            } else {
+                merged.append(extent)
+            }
+        }
+        var starts: [Int] = []
+        var offset = 0
+        for extent in merged {
+            starts.append(offset)
+            offset += extent.byteCount
+        }
+        self.extents = merged
+        self.starts = starts
+        self.size = offset
+        self.crcSlots = crcSlots
+    }
+
+    /// Index of the extent holding byte `offset` (which must be < size).
+    public func extentIndex(containing offset: Int) -> Int {
+        var low = 0, high = starts.count - 1
+        while low < high {
+            let mid = (low + high + 1) / 2
+            if starts[mid] <= offset { low = mid } else { high = mid - 1 }
+        }
+        return low
+    }
+
+    /// The pieces that make up `range`: each an extent index and the byte
+    /// range within that extent. This is the whole of "which source bytes
+    /// serve this read"; readers (convert, FUSE) act on it.
+    public func pieces(of range: Range<Int>) -> [(extent: Int, range: Range<Int>)] {
+        let range = range.clamped(to: 0..<size)
+        guard !range.isEmpty else { return [] }
+        var result: [(extent: Int, range: Range<Int>)] = []
+        var index = extentIndex(containing: range.lowerBound)
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let start = starts[index], count = extents[index].byteCount
+            let end = min(range.upperBound, start + count)
+            result.append((index, (offset - start)..<(end - start)))
+            offset = end
+            index += 1
+        }
+        return result
+    }
+}

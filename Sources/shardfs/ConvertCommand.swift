@@ -1,0 +1,85 @@
+import ArgumentParser
+import ShardFS
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Write every rank file of a layout to OUT/model/, without FUSE.",
+        discussion: """
+            Streams: never holds a whole tensor or file in memory. Each file is written
+            under a temporary name, fsynced and renamed only when complete, so an
+            interrupted run never leaves a partial file under a final name. Every check
+            (headers, config, layout) happens before the first byte is written.
+
+            The seed tutorial's conversion (Llama-3-70B, TP=32, PP=8, float32 as its
+            transformers 4.x pipeline produced):
+
+              shardfs convert /fsx/ubuntu/Meta-Llama-3-70B /fsx/ubuntu/llama3_70B/pretrained_weight \\
+                  --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
+
+            Split over the 16 nodes of a Slurm array (--array=0-15):
+
+              shardfs convert ... --part $SLURM_ARRAY_TASK_ID/16
+            """
+    )
+
+    @Argument(help: "The Hugging Face model directory (config.json and *.safetensors).")
+    var source: String
+
+    @Argument(help: "The output root (the checkpoint tag directory); files go to OUT/model/.")
+    var output: String
+
+    @OptionGroup(title: "Layout")
+    var layout: LayoutFlags
+
+    @Option(help: "Files written at once (default: the number of cores).")
+    var jobs: Int = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+
+    @Option(help: ArgumentHelp("Write only share I (0-based) of N even shares of the files, e.g. 3/16.", valueName: "I/N"),
+            transform: { text in
+                guard let part = Part(parsing: text) else {
+                    throw ValidationError("--part takes I/N with 0 <= I < N, e.g. 0/4; got \(text)")
+                }
+                return part
+            })
+    var part: Part = .whole
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
+    }
+
+    func run() throws {
+        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, layout) }
+        let files = part.select(plan.files)
+        let display = ProgressDisplay()
+        Interruption.install()
+        try reportingErrors { () throws(ShardFSError) in
+            try Converter(checkpoint: checkpoint, plan: plan).run(
+                root: output, files: files, jobs: jobs,
+                isCancelled: { Interruption.requested.load(ordering: .relaxed) },
+                events: display.handle)
+        }
+        display.finish()
+    }
+}
+
+/// SIGINT/SIGTERM during a conversion: the workers stop between chunks and
+/// remove their temporary files instead of dying with them half written.
+enum Interruption {
+    static let requested = Atomic<Bool>(false)
+
+    static func install() {
+        for signal in [SIGINT, SIGTERM] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in Interruption.requested.store(true, ordering: .relaxed) }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, nil)
+        }
+    }
+}

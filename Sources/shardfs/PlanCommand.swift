@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import ShardFS
+
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Print every rank file of a layout: size, tensors, and where each comes from.",
+        discussion: """
+            Reads headers only, never tensor data: check a layout here before a job.
+
+              shardfs plan /fsx/ubuntu/Meta-Llama-3-70B \\
+                  --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
+            """
+    )
+
+    @Argument(help: "The Hugging Face model directory (config.json and *.safetensors).")
+    var source: String
+
+    @OptionGroup(title: "Layout")
+    var layout: LayoutFlags
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func run() throws {
+        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, layout) }
+        let report = PlanReport(checkpoint: checkpoint, plan: plan)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes]
+            Console.out(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            Console.out(report.text)
+        }
+    }
+}
+
+/// What `plan` prints, shaped for JSON and for people.
+struct PlanReport: Encodable {
+    struct Source: Encodable {
+        let tensor: String
+        let file: String
+        let rows: [Int]
+        let columns: [Int]
+    }
+    struct Tensor: Encodable {
+        let key: String
+        let dtype: String
+        let shape: [Int]
+        let sources: [Source]
+    }
+    struct File: Encodable {
+        let path: String
+        let tpRank: Int
+        let ppRank: Int
+        let size: Int
+        let tensors: [Tensor]
+    }
+    struct Layout: Encodable {
+        let tpSize, ppSize, virtualPPSize, kvSizeMultiplier: Int
+        let qkvLinear, fuseQKV: Bool
+        let hwBackend, dtype: String
+        let layersOfPPRank: [[Int]]
+    }
+
+    let model: String
+    let layout: Layout
+    let totalSize: Int
+    let files: [File]
+
+    init(checkpoint: Checkpoint, plan: LayoutPlan) {
+        let o = plan.options
+        let c = checkpoint.config
+        model = "\(c.architecture): \(c.layers) layers, hidden \(c.hidden), \(c.heads) heads, \(c.kvHeads) KV heads, intermediate \(c.intermediate), vocab \(c.vocab)\(c.tieWordEmbeddings ? ", tied embeddings" : "")"
+        layout = Layout(tpSize: o.tpSize, ppSize: o.ppSize, virtualPPSize: o.virtualPPSize, kvSizeMultiplier: o.kvSizeMultiplier,
+                        qkvLinear: o.qkvLinear, fuseQKV: o.fuseQKV, hwBackend: o.backend.rawValue, dtype: plan.dtype.rawValue,
+                        layersOfPPRank: plan.layersOfPipelineRank)
+        files = plan.files.map { file in
+            File(path: file.path, tpRank: file.tpRank, ppRank: file.ppRank, size: file.virtualFile(layout: o).size,
+                 tensors: file.tensors.map { t in
+                     Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape, sources: t.blocks.map { b in
+                         Source(tensor: b.tensor.name, file: checkpoint.files[b.tensor.fileIndex].name,
+                                rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound])
+                     })
+                 })
+        }
+        totalSize = files.reduce(0) { $0 + $1.size }
+    }
+
+    var text: String {
+        var lines = [model,
+                     "layout: tp \(layout.tpSize), pp \(layout.ppSize), virtual pp \(layout.virtualPPSize), kv multiplier \(layout.kvSizeMultiplier)"
+                        + (layout.qkvLinear ? ", qkv-linear" : "") + (layout.fuseQKV ? ", fuse-qkv" : "")
+                        + ", \(layout.hwBackend), \(layout.dtype)",
+                     "\(files.count) files, \(Format.bytes(totalSize)) in all"]
+        for (pp, layers) in layout.layersOfPPRank.enumerated() {
+            lines.append("  pp rank \(pp): layers \(layers.map(String.init).joined(separator: " "))")
+        }
+        for file in files {
+            lines.append("")
+            lines.append("\(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))")
+            for t in file.tensors {
+                let from = t.sources.map { s in
+                    "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
+                }.joined(separator: " + ")
+                lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
