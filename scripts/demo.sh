@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The demo: set up, build, convert the bundled tiny Llama checkpoint
+# (examples/tiny-llama) into NxD rank files, and load one with torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+swift build -c release 2>&1 | tail -n 3
+shardfs=.build/release/shardfs
+out=${1:-/tmp/shardfs-demo}
+rm -rf "$out"
+
+layout=(--tp-size 2 --pp-size 2 --kv-size-multiplier 1 --qkv-linear --fuse-qkv --dtype float32)
+echo
+echo "\$ shardfs plan examples/tiny-llama ${layout[*]}   (first lines)"
+"$shardfs" plan examples/tiny-llama "${layout[@]}" | head -n 12
+echo
+echo "\$ shardfs convert examples/tiny-llama $out ${layout[*]}"
+"$shardfs" convert examples/tiny-llama "$out" "${layout[@]}"
+echo
+echo "\$ ls $out/model"
+ls -l "$out/model"
+echo
+echo "Loading $out/model/dp_rank_00_tp_rank_01_pp_rank_01.pt with torch.load(weights_only=True):"
+.venv/bin/python - "$out/model/dp_rank_00_tp_rank_01_pp_rank_01.pt" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1], weights_only=True)
+for key, tensor in state.items():
+    print(f"  {key:55s} {str(tensor.dtype):15s} {list(tensor.shape)}")
+PY

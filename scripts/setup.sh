@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what ShardFS needs to build and test on a fresh Debian machine:
+# libfuse3 and pkg-config from Debian, and a Python venv (.venv) with torch,
+# safetensors, transformers and pytest for the compatibility tests and demo.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for package in libfuse3-dev fuse3 pkg-config time; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import torch, safetensors, transformers, pytest' 2>/dev/null; then
+    echo "setup: installing torch, safetensors, transformers, pytest into .venv" >&2
+    # The CPU wheel is in the local wheel folder on our machines; elsewhere
+    # plain `torch` from PyPI does.
+    .venv/bin/pip install -q 'torch==2.13.0+cpu' 2>/dev/null || .venv/bin/pip install -q torch
+    .venv/bin/pip install -q safetensors transformers pytest numpy
+fi
