@@ -43,6 +43,8 @@ struct PlanReport: Encodable {
         let file: String
         let rows: [Int]
         let columns: [Int]
+        /// True when the block is the whole source tensor.
+        let whole: Bool
     }
     struct Tensor: Encodable {
         let key: String
@@ -81,7 +83,8 @@ struct PlanReport: Encodable {
                  tensors: file.tensors.map { t in
                      Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape, sources: t.blocks.map { b in
                          Source(tensor: b.tensor.name, file: checkpoint.files[b.tensor.fileIndex].name,
-                                rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound])
+                                rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound],
+                                whole: b == RowBlock(whole: b.tensor))
                      })
                  })
         }
@@ -102,7 +105,8 @@ struct PlanReport: Encodable {
             lines.append("\(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))")
             for t in file.tensors {
                 let from = t.sources.map { s in
-                    "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
+                    s.whole ? "\(s.tensor) (\(s.file))"
+                        : "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
                 }.joined(separator: " + ")
                 lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)")
             }

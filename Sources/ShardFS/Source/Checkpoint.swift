@@ -30,6 +30,10 @@ public final class Checkpoint: Sendable {
 
     public init(directory: String) throws(ShardFSError) {
         self.directory = directory
+        var info = stat()
+        guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw ShardFSError.badSource(file: directory, reason: "not a model directory (no such directory)")
+        }
         let configBytes = try Checkpoint.readSmallFile(directory: directory, name: "config.json", limit: 16 << 20)
         config = try ModelConfig(json: configBytes)
 
