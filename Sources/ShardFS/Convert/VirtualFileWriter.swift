@@ -1,3 +1,4 @@
+import CLinux
 import SystemPackage
 
 #if canImport(Glibc)
@@ -73,6 +74,9 @@ public struct VirtualFileWriter {
             } catch {
                 throw ShardFSError.io(path: temporary, operation: "write", error: error)
             }
+            // Start writeback now, so dirty pages do not pile up and the final
+            // fsync waits for the tail only, not the whole file.
+            _ = shardfs_start_writeback(fd.rawValue, offset, count)
             offset += count
             progress(count)
         }
