@@ -35,7 +35,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "ShardFSTests", dependencies: ["ShardFS"]),
+        .testTarget(name: "ShardFSTests", dependencies: ["ShardFS"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

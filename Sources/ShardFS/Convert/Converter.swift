@@ -26,7 +26,7 @@ public struct Converter: Sendable {
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) {
         let files = files ?? plan.files
-        let virtualFiles = files.map { $0.virtualFile(layout: plan.options) }
+        let virtualFiles = plan.virtualFiles(files).map(\.file)
         let modelDirectory = root + "/model"
         do {
             try FileManager.default.createDirectory(atPath: modelDirectory, withIntermediateDirectories: true)

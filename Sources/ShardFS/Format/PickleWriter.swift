@@ -142,24 +142,31 @@ public struct PickleWriter {
         }
     }
 
-    /// A dict built as Python's `_batch_setitems` does: `EMPTY_DICT`, then
-    /// batches of up to 1000 items (`MARK ... SETITEMS`, a lone item `SETITEM`).
+    /// A dict as CPython's C pickler (`batch_dict_exact`, which torch.save
+    /// uses) writes it: `EMPTY_DICT`; a dict of exactly one item as a bare
+    /// `SETITEM`; otherwise `MARK ... SETITEMS` batches of up to 1000 items,
+    /// going on while the last batch was full (so 1000 items end with an
+    /// empty `MARK SETITEMS`). pt-format.md states the pure-Python pickler's
+    /// rule (a lone last item as `SETITEM`), which torch.save does not follow.
     public mutating func dict<Item>(_ items: [Item], _ writeItem: (inout PickleWriter, Item) -> Void) {
         op(PickleWriter.emptyDict)
         put()
-        var start = 0
-        while start < items.count {
-            let batch = items[start..<min(start + 1000, items.count)]
-            if batch.count == 1 {
-                writeItem(&self, batch.first!)
-                op(PickleWriter.setitem)
-            } else {
-                op(PickleWriter.mark)
-                for item in batch { writeItem(&self, item) }
-                op(PickleWriter.setitems)
-            }
-            start += batch.count
+        if items.count == 1 {
+            writeItem(&self, items[0])
+            op(PickleWriter.setitem)
+            return
         }
+        guard !items.isEmpty else { return }
+        var start = 0
+        var batchWasFull: Bool
+        repeat {
+            let batch = items[start..<min(start + 1000, items.count)]
+            op(PickleWriter.mark)
+            for item in batch { writeItem(&self, item) }
+            op(PickleWriter.setitems)
+            start += batch.count
+            batchWasFull = batch.count == 1000
+        } while batchWasFull
     }
 
     public mutating func finish() -> [UInt8] {

@@ -54,3 +54,10 @@ extension RankFile {
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + fileName))
     }
 }
+
+extension LayoutPlan {
+    /// The rank files (all, or `files`) as virtual files at their relative paths.
+    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: VirtualFile)] {
+        (files ?? self.files).map { ($0.path, $0.virtualFile(layout: options)) }
+    }
+}

@@ -1,0 +1,141 @@
+import CFuse
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The session whose loop a SIGINT/SIGTERM ends (one mount per process).
+private let signalledSession = Atomic<Int>(0)
+
+/// Serves a `MountedFileSystem` through libfuse's low-level API: mounts,
+/// runs the multithreaded loop until unmounted or signalled, and unmounts.
+public final class FUSEServer: @unchecked Sendable {
+    public let fileSystem: MountedFileSystem
+    public let options: FUSEMountOptions
+    public let logger: Logger
+    public let totalBytes: Int
+    private let spliceNegotiated = Atomic<Bool>(false)
+    private let reportedProblems = Mutex<Set<String>>([])
+    private let stopping = Atomic<Bool>(false)
+
+    public init(fileSystem: MountedFileSystem, options: FUSEMountOptions, logger: Logger) {
+        self.fileSystem = fileSystem
+        self.options = options
+        self.logger = logger
+        totalBytes = fileSystem.tree.nodes.reduce(0) { $0 + ($1.isDirectory ? 0 : $1.size) }
+    }
+
+    /// Whether reads may hand source descriptors to the kernel.
+    var spliceEnabled: Bool { spliceNegotiated.load(ordering: .relaxed) }
+
+    func negotiated(splice: Bool) {
+        spliceNegotiated.store(splice, ordering: .relaxed)
+        logger.info("kernel connection ready: max_read \(options.maximumRead), splice \(splice ? "on" : "off"), \(options.directIO ? "direct_io" : "page cache")")
+    }
+
+    /// Logs a source problem once per (file, source) pair: readers retry.
+    func reportSourceProblem(file: String, source: String, problem: String) {
+        let key = file + "\u{0}" + source
+        guard reportedProblems.withLock({ $0.insert(key).inserted }) else { return }
+        logger.error("\(file): EIO: source \(source) \(problem) since mounting; remount to serve the new bytes")
+    }
+
+    /// Mounts, calls `ready` once the mount is visible, serves until
+    /// unmounted (`shardfs unmount`, `fusermount3 -u`) or SIGINT/SIGTERM,
+    /// then unmounts. Throws when mounting fails.
+    public func run(ready: () -> Void) throws(ShardFSError) {
+        var ops = shardfsOperations()
+        let arguments: [String] = ["shardfs", "-o", options.optionString]
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var argvPointers: [UnsafeMutablePointer<CChar>?] = argv + [nil]
+        let retained = Unmanaged.passRetained(self)
+        defer { retained.release() }
+        let session: OpaquePointer? = argvPointers.withUnsafeMutableBufferPointer { pointers in
+            var args = fuse_args(argc: Int32(argv.count), argv: pointers.baseAddress, allocated: 0)
+            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, retained.toOpaque())
+        }
+        guard let session else {
+            throw ShardFSError.badLayout(flag: "mount", reason: "libfuse refused the session options \(options.optionString)")
+        }
+        defer { fuse_session_destroy(session) }
+        guard fuse_session_mount(session, options.mountpoint) == 0 else {
+            throw ShardFSError.io(path: options.mountpoint, operation: "mount (is /dev/fuse available, and fuse3 installed?)", errno: EPERM)
+        }
+        defer {
+            fuse_session_unmount(session)
+            logger.info("unmounted \(options.mountpoint)")
+        }
+        installSignalHandlers(session)
+        tuneReadahead()
+        logger.info("mounted \(options.mountpoint): \(fileSystem.tree.nodes.filter { !$0.isDirectory }.count) files, \(totalBytes) bytes")
+        let watcherDone = startSourceWatcher(session)
+        ready()
+
+        let config = fuse_loop_cfg_create()
+        defer { fuse_loop_cfg_destroy(config) }
+        fuse_loop_cfg_set_max_threads(config, UInt32(options.maximumThreads))
+        fuse_loop_cfg_set_clone_fd(config, 1)
+        let status = shardfs_session_loop_mt(session, config)
+        stopping.store(true, ordering: .relaxed)
+        watcherDone.wait()  // it must not notify a destroyed session
+        if status != 0 { logger.warning("session loop ended with status \(status)") }
+        signalledSession.store(0, ordering: .relaxed)
+    }
+
+    /// SIGINT/SIGTERM end the loop (without SA_RESTART, the signal interrupts
+    /// the thread blocked in read or in the loop's wait), and we unmount.
+    private func installSignalHandlers(_ session: OpaquePointer) {
+        signalledSession.store(Int(bitPattern: UnsafeRawPointer(session)), ordering: .relaxed)
+        for signal in [SIGINT, SIGTERM] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in
+                let bits = signalledSession.load(ordering: .relaxed)
+                if let session = OpaquePointer(bitPattern: bits) { fuse_session_exit(session) }
+            }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, nil)
+        }
+    }
+
+    /// The kernel reads ahead 128 KiB per request on a FUSE mount unless its
+    /// bdi says otherwise; raise it to the request size (root only; harmless
+    /// to skip).
+    private func tuneReadahead() {
+        // The device comes from mountinfo: a stat of the mount point would
+        // ask this very file system, which is not serving yet, and hang.
+        guard !options.directIO, let device = MountTable.entries().last(where: { $0.mountPoint == options.mountpoint })?.device else { return }
+        let path = "/sys/class/bdi/\(device)/read_ahead_kb"
+        let value = "\(options.maximumRead / 1024)\n"
+        let fd = open(path, O_WRONLY)
+        guard fd >= 0 else { logger.debug("readahead left at the default: cannot open \(path)"); return }
+        defer { close(fd) }
+        if value.withCString({ write(fd, $0, strlen($0)) }) > 0 { logger.debug("readahead set to \(value.dropLast()) KiB") }
+    }
+
+    /// Polls the sources' paths once a second; a changed source turns its
+    /// files into EIO and drops their cached pages so no reader keeps stale bytes.
+    private func startSourceWatcher(_ session: OpaquePointer) -> DispatchSemaphore {
+        let sessionBits = Int(bitPattern: UnsafeRawPointer(session))
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { [self] in
+            defer { done.signal() }
+            while !stopping.load(ordering: .relaxed) {
+                for index in fileSystem.watch.checkPaths() {
+                    let source = fileSystem.watch.sources[index]
+                    let inodes = fileSystem.inodes(usingSource: index)
+                    logger.error("source \(source.name) \(fileSystem.watch.problem(index) ?? "changed"): \(inodes.count) files now fail with EIO")
+                    for inode in inodes {
+                        _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), inode, 0, 0)
+                    }
+                }
+                usleep(200_000)
+            }
+        }
+        return done
+    }
+}

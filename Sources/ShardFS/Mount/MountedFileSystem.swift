@@ -1,0 +1,123 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The file system a mount serves, with no FUSE in it: the tree, attributes,
+/// and the answer to "which bytes make up this read". The FUSE adapter
+/// translates kernel requests to these calls; tests call them directly.
+public final class MountedFileSystem: Sendable {
+    public let tree: FileTree
+    public let watch: SourceWatch
+    /// Source file indexes each inode's bytes come from.
+    private let sourcesOfInode: [UInt64: [Int]]
+    /// mtime shown for every entry: the newest source's.
+    public let modificationTime: timespec
+    public let owner: (uid: uid_t, gid: gid_t)
+    private let readers: Mutex<[ReadContext]>
+    /// The largest read the kernel will send (the buffer each context holds).
+    public let maximumRead: Int
+
+    /// A reader with its request buffer; one per concurrent request. Only
+    /// ever used by one thread at a time: the pool's mutex hands it over.
+    public final class ReadContext: @unchecked Sendable {
+        public let reader: ExtentReader
+        public let buffer: UnsafeMutableRawBufferPointer
+
+        init(sources: [SourceFile], bufferSize: Int) {
+            reader = ExtentReader(sources: sources, scratchBytes: 1 << 20)
+            buffer = .allocate(byteCount: bufferSize, alignment: 4096)
+        }
+
+        deinit { buffer.deallocate() }
+    }
+
+    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], maximumRead: Int = 1 << 20) {
+        tree = FileTree(files: files)
+        watch = SourceWatch(sources: checkpoint.files)
+        var sourcesOfInode: [UInt64: [Int]] = [:]
+        for node in tree.nodes {
+            guard case let .file(file) = node.kind else { continue }
+            var indexes = Set<Int>()
+            for case let .slice(slice) in file.extents { indexes.insert(slice.fileIndex) }
+            sourcesOfInode[node.inode] = indexes.sorted()
+        }
+        self.sourcesOfInode = sourcesOfInode
+        modificationTime = checkpoint.files.map(\.modificationTime)
+            .max { ($0.tv_sec, $0.tv_nsec) < ($1.tv_sec, $1.tv_nsec) } ?? timespec()
+        owner = (getuid(), getgid())
+        readers = Mutex([])
+        self.maximumRead = maximumRead
+    }
+
+    /// `stat` of an inode, as the kernel is told it.
+    public func attributes(_ inode: UInt64) -> stat? {
+        guard let node = tree.node(inode) else { return nil }
+        var s = stat()
+        s.st_ino = UInt(node.inode)
+        s.st_uid = owner.uid
+        s.st_gid = owner.gid
+        s.st_mtim = modificationTime
+        s.st_ctim = modificationTime
+        s.st_atim = modificationTime
+        s.st_blksize = 1 << 20
+        if node.isDirectory {
+            s.st_mode = S_IFDIR | 0o555
+            s.st_nlink = UInt(2 + tree.subdirectoryCount(of: inode))
+            s.st_size = 4096
+        } else {
+            s.st_mode = S_IFREG | 0o444
+            s.st_nlink = 1
+            s.st_size = node.size
+            s.st_blocks = (node.size + 511) / 512
+        }
+        return s
+    }
+
+    /// The problem with the sources of `inode`, if any (checked cheaply on the
+    /// open descriptors).
+    public func sourceProblem(_ inode: UInt64) -> (source: String, problem: String)? {
+        for index in sourcesOfInode[inode] ?? [] {
+            if let problem = watch.checkOpenFile(index) { return (watch.sources[index].name, problem) }
+        }
+        return nil
+    }
+
+    /// Inodes whose bytes come from source `index`.
+    public func inodes(usingSource index: Int) -> [UInt64] {
+        sourcesOfInode.filter { $0.value.contains(index) }.map(\.key).sorted()
+    }
+
+    public enum ReadError: Error, Equatable {
+        case notFound, isDirectory
+        case sourceChanged(source: String, problem: String)
+        case io(ShardFSError)
+    }
+
+    /// Serves `count` bytes of `inode` from `offset`: calls `reply` with the
+    /// segments and the buffer they refer to (valid only during the call).
+    public func read<R>(_ inode: UInt64, offset: Int, count: Int, allowSource: Bool,
+                        reply: ([ReadSegment], UnsafeMutableRawBufferPointer) -> R) -> Result<R, ReadError> {
+        guard let node = tree.node(inode) else { return .failure(.notFound) }
+        guard case let .file(file) = node.kind else { return .failure(.isDirectory) }
+        if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
+        let context = takeContext()
+        defer { readers.withLock { $0.append(context) } }
+        let wanted = min(count, maximumRead)
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
+        do {
+            let segments = try context.reader.segments(of: file, range: offset..<offset + wanted, buffer: buffer, allowSource: allowSource)
+            // A change that raced with the read must not leak mixed bytes.
+            if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
+            return .success(reply(segments, context.buffer))
+        } catch {
+            return .failure(.io(error))
+        }
+    }
+
+    private func takeContext() -> ReadContext {
+        if let context = readers.withLock({ $0.popLast() }) { return context }
+        return ReadContext(sources: watch.sources, bufferSize: maximumRead)
+    }
+}

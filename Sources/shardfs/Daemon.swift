@@ -1,0 +1,68 @@
+import ArgumentParser
+import ShardFS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts `shardfs` again as a background daemon and waits until it says the
+/// mount is ready (or why it failed). A fresh exec, not fork: forking a
+/// multithreaded Swift process is unsafe.
+enum Daemon {
+    static func start(arguments: [String], logFile: String) throws {
+        var pipeFDs: [Int32] = [0, 0]
+        guard pipe(&pipeFDs) == 0 else { throw failure("pipe failed: \(String(cString: strerror(errno)))") }
+        let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard logFD >= 0 else { throw failure("cannot open log file \(logFile): \(String(cString: strerror(errno)))") }
+        defer { close(logFD) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // In this order: the read end may itself be fd 3.
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 3)
+        if pipeFDs[1] != 3 { posix_spawn_file_actions_addclose(&actions, pipeFDs[1]) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+
+        let argv: [UnsafeMutablePointer<CChar>?] = (["shardfs"] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, "/proc/self/exe", &actions, nil, argv, environ)
+        close(pipeFDs[1])
+        defer { close(pipeFDs[0]) }
+        guard status == 0 else { throw failure("cannot start the daemon: \(String(cString: strerror(status)))") }
+
+        // The daemon writes "ready" once mounted, or its error, one line.
+        var message: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            message += chunk[0..<n]
+            if message.contains(UInt8(ascii: "\n")) { break }
+        }
+        let text = String(decoding: message, as: UTF8.self).trimmingSuffix()
+        guard text == "ready" else {
+            var exitStatus: Int32 = 0
+            waitpid(pid, &exitStatus, 0)
+            throw failure(text.isEmpty ? "the daemon exited before mounting; see \(logFile)" : "\(text) (log: \(logFile))")
+        }
+    }
+
+    private static func failure(_ message: String) -> ExitCode {
+        Console.error("shardfs: error: \(message)")
+        return ExitCode.failure
+    }
+}
+
+extension String {
+    func trimmingSuffix() -> String {
+        var s = Substring(self)
+        while let last = s.last, last.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}

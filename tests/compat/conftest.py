@@ -1,0 +1,141 @@
+"""Fixtures of the ShardFS compatibility suite (see README.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import checkpoints  # noqa: E402
+from checks import assert_no_output, files_under  # noqa: E402,F401
+
+REPO = HERE.parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: large (zip64, > 8 GiB of output) test; runs by default")
+
+
+def find_binary() -> Optional[Path]:
+    env = os.environ.get("SHARDFS_BIN")
+    if env:
+        return Path(env)
+    for p in (REPO / ".build/release/shardfs", REPO / ".build/debug/shardfs"):
+        if p.exists():
+            return p
+    return None
+
+
+@dataclass
+class Run:
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"$ shardfs {' '.join(map(str, self.args))}\n"
+            f"exit status {self.returncode}\n"
+            f"--- stderr ---\n{self.stderr[-4000:]}\n--- stdout ---\n{self.stdout[-2000:]}"
+        )
+
+
+class Shardfs:
+    """Runs the binary; fails (never skips) the calling test when there is
+    no binary."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = path
+
+    def require(self) -> Path:
+        if self.path is None:
+            pytest.fail(
+                "no shardfs binary: set SHARDFS_BIN or build one "
+                f"({REPO}/.build/release/shardfs or {REPO}/.build/debug/shardfs)",
+                pytrace=False,
+            )
+        if not self.path.exists():
+            pytest.fail(f"SHARDFS_BIN={self.path} does not exist", pytrace=False)
+        return self.path
+
+    def run(self, *args, timeout: float = 600) -> Run:
+        exe = self.require()
+        args = [str(a) for a in args]
+        p = subprocess.run(
+            [str(exe), *args], capture_output=True, text=True, timeout=timeout,
+            errors="replace",
+        )
+        return Run(args, p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture(scope="session")
+def shardfs() -> Shardfs:
+    return Shardfs(find_binary())
+
+
+class CheckpointStore:
+    """Builds each checkpoint of checkpoints.SPECS once per session."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._built: dict = {}
+
+    def get(self, name: str) -> checkpoints.Checkpoint:
+        if name not in self._built:
+            spec = checkpoints.SPECS[name]
+            self._built[name] = checkpoints.build_checkpoint(spec, self.root / name)
+        return self._built[name]
+
+
+@pytest.fixture(scope="session")
+def ckpts(tmp_path_factory) -> CheckpointStore:
+    return CheckpointStore(tmp_path_factory.mktemp("checkpoints"))
+
+
+@dataclass
+class Conversion:
+    run: Run
+    out: Path
+
+
+class ConversionCache:
+    """Runs `shardfs convert` once per (checkpoint, args) per session."""
+
+    def __init__(self, root: Path, shardfs: Shardfs, store: CheckpointStore):
+        self.root = root
+        self.shardfs = shardfs
+        self.store = store
+        self._done: dict = {}
+        self._n = 0
+
+    def convert(self, ckpt: str, args: list) -> Conversion:
+        key = (ckpt, tuple(args))
+        if key not in self._done:
+            self.shardfs.require()
+            src = self.store.get(ckpt).path
+            self._n += 1
+            out = self.root / f"out{self._n:03d}"
+            run = self.shardfs.run("convert", src, out, *args)
+            self._done[key] = Conversion(run, out)
+        return self._done[key]
+
+    def converted_ok(self, ckpt: str, args: list) -> Conversion:
+        c = self.convert(ckpt, args)
+        if c.run.returncode != 0:
+            pytest.fail(f"conversion of {ckpt!r} failed:\n{c.run.describe()}", pytrace=False)
+        return c
+
+
+@pytest.fixture(scope="session")
+def conversions(tmp_path_factory, shardfs, ckpts) -> ConversionCache:
+    return ConversionCache(tmp_path_factory.mktemp("converted"), shardfs, ckpts)
