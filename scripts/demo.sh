@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: set up, build, convert the bundled tiny Llama checkpoint
-# (examples/tiny-llama) into NxD rank files, and load one with torch.
+# (examples/tiny-llama) into NxD rank files, load one with torch, then mount
+# the same layout with FUSE and load the same file through the mount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -27,3 +28,25 @@ state = torch.load(sys.argv[1], weights_only=True)
 for key, tensor in state.items():
     print(f"  {key:55s} {str(tensor.dtype):15s} {list(tensor.shape)}")
 PY
+
+mnt="$out-mount"
+mkdir -p "$mnt"
+cleanup() { "$shardfs" unmount "$mnt" 2>/dev/null || true; }
+trap cleanup EXIT
+echo
+echo "\$ shardfs mount examples/tiny-llama $mnt ${layout[*]}"
+"$shardfs" mount examples/tiny-llama "$mnt" "${layout[@]}"
+echo "\$ ls $mnt/model"
+ls -l "$mnt/model"
+echo
+echo "Loading $mnt/model/dp_rank_00_tp_rank_01_pp_rank_01.pt through the mount (mmap=True) and comparing with the converted file:"
+.venv/bin/python - "$mnt/model/dp_rank_00_tp_rank_01_pp_rank_01.pt" "$out/model/dp_rank_00_tp_rank_01_pp_rank_01.pt" <<'PY'
+import sys, torch
+mounted = torch.load(sys.argv[1], weights_only=True, mmap=True)
+converted = torch.load(sys.argv[2], weights_only=True)
+assert list(mounted) == list(converted)
+assert all(torch.equal(mounted[k], converted[k]) for k in mounted)
+print(f"  {len(mounted)} tensors, identical to the converted file")
+PY
+echo "\$ shardfs unmount $mnt"
+"$shardfs" unmount "$mnt"
