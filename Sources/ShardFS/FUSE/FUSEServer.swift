@@ -125,7 +125,10 @@ public final class FUSEServer: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             defer { done.signal() }
             while !stopping.load(ordering: .relaxed) {
-                for index in fileSystem.watch.checkPaths() {
+                // A read may have found the change first: either way, each
+                // broken source gets its files' cached pages dropped once.
+                _ = fileSystem.watch.checkPaths()
+                for index in fileSystem.watch.takeNewlyBroken() {
                     let source = fileSystem.watch.sources[index]
                     let inodes = fileSystem.inodes(usingSource: index)
                     logger.error("source \(source.name) \(fileSystem.watch.problem(index) ?? "changed"): \(inodes.count) files now fail with EIO")

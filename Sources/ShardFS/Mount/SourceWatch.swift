@@ -11,6 +11,8 @@ import Glibc
 public final class SourceWatch: Sendable {
     public let sources: [SourceFile]
     private let broken: Mutex<[String?]>
+    /// Broken sources whose files' cached pages have been dropped.
+    private let announced = Mutex<Set<Int>>([])
 
     public init(sources: [SourceFile]) {
         self.sources = sources
@@ -48,6 +50,17 @@ public final class SourceWatch: Sendable {
             if problem != nil { newlyBroken.append(index) }
         }
         return newlyBroken
+    }
+
+    /// Sources found broken (by a read or by `checkPaths`) that have not yet
+    /// been returned here: the caller drops their files' cached pages once.
+    public func takeNewlyBroken() -> [Int] {
+        let brokenNow = broken.withLock { state in state.indices.filter { state[$0] != nil } }
+        return announced.withLock { done in
+            let fresh = brokenNow.filter { !done.contains($0) }
+            done.formUnion(fresh)
+            return fresh
+        }
     }
 
     private func compare(_ index: Int, _ info: stat) -> String? {
