@@ -17,12 +17,14 @@ let package = Package(
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .target(name: "CGather"),
         .target(
             name: "ShardFS",
             dependencies: [
                 "CFuse",
                 "CZlib",
                 "CLinux",
+                "CGather",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

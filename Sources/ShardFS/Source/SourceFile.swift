@@ -15,6 +15,10 @@ public final class SourceFile: Sendable {
     public let size: Int
     public let modificationTime: timespec
     public let inode: UInt
+    /// A read-only mapping of the whole file, for gathering narrow column
+    /// cuts without a system call per row (nil when mapping failed: readers
+    /// fall back to pread). Address space only: pages are released after use.
+    nonisolated(unsafe) let mapping: UnsafeRawPointer?  // read-only memory: safe to share
 
     public init(directory: String, name: String) throws(ShardFSError) {
         self.name = name
@@ -39,9 +43,14 @@ public final class SourceFile: Sendable {
         self.size = Int(info.st_size)
         self.modificationTime = info.st_mtim
         self.inode = UInt(info.st_ino)
+        let mapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
+        self.mapping = mapped == MAP_FAILED ? nil : mapped.map { UnsafeRawPointer($0) }
     }
 
-    deinit { try? descriptor.close() }
+    deinit {
+        if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), size) }
+        try? descriptor.close()
+    }
 
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error,
     /// since the header promised those bytes.

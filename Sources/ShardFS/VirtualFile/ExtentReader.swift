@@ -1,3 +1,5 @@
+import CGather
+
 /// Produces bytes of a virtual file from its source files. One reader per
 /// thread: it owns a small scratch buffer for dtype conversion, so memory per
 /// reader is bounded whatever the tensor sizes.
@@ -51,11 +53,54 @@ public final class ExtentReader {
         let rowBytes = slice.sourceRowBytes
         var position = range.lowerBound
         var written = 0
+        if let mapping = file.mapping, slice.rowCount > 1, rowBytes < ExtentReader.gatherBelowRowBytes {
+            try gather(slice, from: mapping, file: file, bytes: range, into: out)
+            return
+        }
         while position < range.upperBound {
             let row = position / rowBytes, column = position % rowBytes
             let count = min(rowBytes - column, range.upperBound - position)
             try file.read(at: slice.offset + row * slice.rowStride + column,
                           into: UnsafeMutableRawBufferPointer(rebasing: out[written..<written + count]))
+            position += count
+            written += count
+        }
+    }
+
+    /// Rows narrower than this are copied from the source's mapping rather
+    /// than read with a pread each.
+    static let gatherBelowRowBytes = 64 << 10
+    /// Mapped span touched before its page-table entries are released, which
+    /// bounds the RSS a gather adds (file pages stay in the page cache).
+    static let gatherWindow = 4 << 20
+
+    /// Like the pread loop of `readSource`, from the file's mapping: partial
+    /// rows at either end, whole rows in windows of `gatherWindow` bytes.
+    func gather(_ slice: SliceExtent, from mapping: UnsafeRawPointer, file: SourceFile,
+                bytes range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        let rowBytes = slice.sourceRowBytes, stride = slice.rowStride
+        guard slice.offset + (slice.rowCount - 1) * stride + rowBytes <= file.size else {
+            throw ShardFSError.badSource(file: file.name, reason: "is shorter than its header says (truncated while in use?)")
+        }
+        var position = range.lowerBound
+        var written = 0
+        while position < range.upperBound {
+            let row = position / rowBytes, column = position % rowBytes
+            let wholeRows = column == 0 ? min((range.upperBound - position) / rowBytes, max(1, ExtentReader.gatherWindow / stride)) : 0
+            let source = mapping + slice.offset + row * stride + column
+            let count: Int, status: Int32
+            if wholeRows > 0 {
+                count = wholeRows * rowBytes
+                status = shardfs_gather_rows(out.baseAddress! + written, source, rowBytes, stride, wholeRows)
+                shardfs_release_mapped(source, (wholeRows - 1) * stride + rowBytes)
+            } else {
+                count = min(rowBytes - column, range.upperBound - position)
+                status = shardfs_gather_rows(out.baseAddress! + written, source, count, 0, 1)
+                shardfs_release_mapped(source, count)
+            }
+            guard status == 0 else {
+                throw ShardFSError.badSource(file: file.name, reason: "became shorter while being read (truncated while in use?)")
+            }
             position += count
             written += count
         }

@@ -1,0 +1,16 @@
+#ifndef SHARDFS_GATHER_H
+#define SHARDFS_GATHER_H
+
+#include <stddef.h>
+
+/// Copies `rows` rows of `row_bytes` bytes, `stride` bytes apart in `src`
+/// (a read-only file mapping), packed into `dst`. Returns 0, or -1 when the
+/// mapping faulted (SIGBUS: the file was truncated under it); the daemon
+/// then answers EIO instead of dying.
+int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t stride, size_t rows);
+
+/// Drops the page-table entries of a mapped range (the page cache keeps the
+/// data), so that touching a source through its mapping does not grow RSS.
+void shardfs_release_mapped(const void *start, size_t length);
+
+#endif
