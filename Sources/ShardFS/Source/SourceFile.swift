@@ -44,7 +44,14 @@ public final class SourceFile: Sendable {
         self.modificationTime = info.st_mtim
         self.inode = UInt(info.st_ino)
         let mapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
-        self.mapping = mapped == MAP_FAILED ? nil : mapped.map { UnsafeRawPointer($0) }
+        if let mapped, mapped != MAP_FAILED {
+            // No fault-around: pages mapped beside the rows a gather touches
+            // would escape its release and pile up in RSS.
+            madvise(mapped, size, MADV_RANDOM)
+            self.mapping = UnsafeRawPointer(mapped)
+        } else {
+            self.mapping = nil
+        }
     }
 
     deinit {
