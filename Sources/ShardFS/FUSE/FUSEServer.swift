@@ -59,7 +59,7 @@ public final class FUSEServer: @unchecked Sendable {
             return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, retained.toOpaque())
         }
         guard let session else {
-            throw ShardFSError.badLayout(flag: "mount", reason: "libfuse refused the session options \(options.optionString)")
+            throw ShardFSError.badSource(file: options.mountpoint, reason: "libfuse refused the session options \(options.optionString)")
         }
         defer { fuse_session_destroy(session) }
         guard fuse_session_mount(session, options.mountpoint) == 0 else {

@@ -19,15 +19,21 @@ public struct VirtualFile: Sendable {
     public let crcSlots: [CRCSlot]
 
     public init(extents: [Extent], crcSlots: [CRCSlot] = []) {
-        // Adjacent literals are merged: fewer, larger pieces per read.
+        // Adjacent literals are merged: fewer, larger pieces per read. A run
+        // of literals is gathered in one buffer, not re-concatenated per piece.
         var merged: [Extent] = []
+        var pending: [UInt8] = []
         for extent in extents where extent.byteCount > 0 {
-            if case let .literal(next) = extent, case let .literal(previous)? = merged.last {
-                merged[merged.count - 1] = .literal(previous + next)
-            } else {
+            switch extent {
+            case let .literal(bytes):
+                pending += bytes
+            case .slice:
+                if !pending.isEmpty { merged.append(.literal(pending)) }
+                pending = []
                 merged.append(extent)
             }
         }
+        if !pending.isEmpty { merged.append(.literal(pending)) }
         var starts: [Int] = []
         var offset = 0
         for extent in merged {
