@@ -17,7 +17,7 @@
 #     ratio mount/direct (target >= 0.5x for bf16). Median of --repeat runs.
 #  c. the daemon's peak RSS (VmHWM of the pid `pgrep -f "shardfs.*mount.*MNT"`,
 #     read after the reads, before unmounting; target < 256 MB).
-#  d. variants --direct-io, --no-splice, --max-read-kib 1024: bf16 (see
+#  d. variants --page-cache, --no-splice, --max-read-kib 1024: bf16 (see
 #     --variant-dtypes), 1 and 8 readers, --variant-repeat runs each (default 1).
 # Untimed checks after each mount read: dd byte counts equal the file sizes,
 # and the sha256 of two rank files agrees across all bf16 (and all fp32) mounts;
@@ -30,7 +30,7 @@
 #   --mount-repeat N      runs of a (default 5)
 #   --variant-repeat N    runs per variant in d (default 1)
 #   --variants LIST       ';'-separated flag sets for d
-#                         (default "--direct-io;--no-splice;--max-read-kib 1024")
+#                         (default "--page-cache;--no-splice;--max-read-kib 1024")
 #   --variant-dtypes LIST ','-separated output dtypes for d (default bfloat16;
 #                         e.g. bfloat16,float32)
 #                         A variant may hold `--bench-readahead-kib N`: the bench
@@ -56,7 +56,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC8="" SRC70=""
 REPEAT=3 MOUNT_REPEAT=5 VARIANT_REPEAT=1
-VARIANTS="--direct-io;--no-splice;--max-read-kib 1024"
+VARIANTS="--page-cache;--no-splice;--max-read-kib 1024"
 VARIANT_DTYPES=bfloat16
 SKIP_MOUNT=0 SKIP_READS=0 SKIP_FP32=0 SKIP_VARIANTS=0 CHECK=0
 if [[ -z "${PYTHON:-}" ]]; then
@@ -487,7 +487,7 @@ if (( ! SKIP_READS )); then
             r=$(ratio "mount-$short-$readers" "direct-$short-$readers")
             verdict=""
             [[ $dt == bfloat16 ]] && verdict=$(awk -v a="${MED_GBPS[mount-$short-$readers]}" -v b="${MED_GBPS[direct-$short-$readers]}" 'BEGIN { print (a >= 0.5 * b) ? "≥ 0.5x: yes" : "≥ 0.5x: **NO**" }')
-            SUMMARY+=("| b,c | mount $short (default: page cache, splice, max-read 512 KiB), $readers reader$(plural "$readers") | [$c_m] + [$( ((readers == 1)) && echo "$c_dd1" || echo "$c_dd8")] | $ROW_BYTES | $ROW_MED s | $ROW_RANGE | **${MED_GBPS[mount-$short-$readers]}** ($r of direct) | $ROW_RSS MiB$(if ((ROW_RSS >= 256)); then echo ' **≥ 256**'; fi) | $ROW_DCPU s | $ROW_BUSY% | $verdict |")
+            SUMMARY+=("| b,c | mount $short (default: direct_io, splice, max-read 512 KiB), $readers reader$(plural "$readers") | [$c_m] + [$( ((readers == 1)) && echo "$c_dd1" || echo "$c_dd8")] | $ROW_BYTES | $ROW_MED s | $ROW_RANGE | **${MED_GBPS[mount-$short-$readers]}** ($r of direct) | $ROW_RSS MiB$(if ((ROW_RSS >= 256)); then echo ' **≥ 256**'; fi) | $ROW_DCPU s | $ROW_BUSY% | $verdict |")
         done
     done
 

@@ -286,7 +286,7 @@ def require_fuse(shardfs) -> None:
         r = shardfs.run("mount", "--help", timeout=60)
         _FUSE_CHECKED[exe] = r
     r = _FUSE_CHECKED[exe]
-    if r.returncode != 0 or "--direct-io" not in r.stdout:
+    if r.returncode != 0 or "--page-cache" not in r.stdout:
         pytest.fail(f"{exe} has no usable `mount` subcommand (stale build? rebuild it, or set SHARDFS_BIN):\n"
                     f"{r.describe()}", pytrace=False)
     if not os.path.exists("/dev/fuse"):
@@ -537,29 +537,39 @@ def test_mounted_bytes_equal_converted(conversions, ckpts, mounts, tmp_path, cas
     for n in exp.names:
         load_pair(m.model / n, exp.path(n), f"{c.id}: mounted {n} [weights_only]")
         load_pair(m.model / n, exp.path(n), f"{c.id}: mounted {n} [weights_only+mmap]", mmap=True)
-    # a shared read-only mapping of the page-cached file works too
+    # direct_io (the default) refuses a shared mapping cleanly, as --help
+    # says; --page-cache allows it (test_mount_options_bytes)
+    n = exp.names[0]
+    with open(m.model / n, "rb") as f:
+        with pytest.raises(OSError) as failure:
+            mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        assert failure.value.errno == errno.ENODEV, f"{n}: MAP_SHARED failed with {failure.value}, not ENODEV"
+    assert m.pids(), f"no daemon process found for {m.mnt}"
+
+
+def assert_shared_mapping_works(m, exp) -> None:
     n = exp.names[0]
     with open(m.model / n, "rb") as f:
         with mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mm:
             assert mm[:] == exp.zeroed(n), f"{n}: MAP_SHARED mapping differs"
-    assert m.pids(), f"no daemon process found for {m.mnt}"
 
 
 MOUNT_OPTIONS = {
-    "direct-io": ["--direct-io"],
+    "page-cache": ["--page-cache"],
     "no-splice": ["--no-splice"],
-    "direct-io-no-splice": ["--direct-io", "--no-splice"],
+    "page-cache-no-splice": ["--page-cache", "--no-splice"],
     "max-read-4k": ["--max-read-kib", "4"],
     "max-read-1m": ["--max-read-kib", "1024"],
-    "direct-io-max-read-1m": ["--direct-io", "--max-read-kib", "1024"],
+    "page-cache-max-read-1m": ["--page-cache", "--max-read-kib", "1024"],
 }
 
 
 @pytest.mark.parametrize("opts", list(MOUNT_OPTIONS), ids=list(MOUNT_OPTIONS))
 @pytest.mark.parametrize("case_id", [BIG.id, "gqa-tp4-qkvlin-fuse-m2"])
 def test_mount_options_bytes(conversions, ckpts, mounts, tmp_path, case_id, opts):
-    """--direct-io, --no-splice, --max-read-kib: the same bytes, and
-    torch.load(mmap=True) works (private mapping, also under direct_io)."""
+    """--page-cache, --no-splice, --max-read-kib: the same bytes, and
+    torch.load(mmap=True) works (private mapping, also under direct_io);
+    with --page-cache a shared mapping works too."""
     c = CASE_BY_ID[case_id]
     exp = expected_for(conversions, c)
     m = mounts.mount(ckpts.get(c.ckpt).path, new_mnt(tmp_path), *c.args, *MOUNT_OPTIONS[opts])
@@ -569,6 +579,8 @@ def test_mount_options_bytes(conversions, ckpts, mounts, tmp_path, case_id, opts
     n = exp.names[-1]
     load_pair(m.model / n, exp.path(n), f"{c.id} [{opts}]: mounted {n} [weights_only+mmap]", mmap=True)
     load_pair(m.model / n, exp.path(n), f"{c.id} [{opts}]: mounted {n} [weights_only]")
+    if "--page-cache" in MOUNT_OPTIONS[opts]:
+        assert_shared_mapping_works(m, exp)
 
 
 # ---------------------------------------------------------------------------
@@ -600,7 +612,7 @@ def random_reads(rng: random.Random, size: int, bounds: list[int], n: int = 200)
     return out
 
 
-READ_MODES = {"cached": [], "direct-io": ["--direct-io"], "direct-io-no-splice": ["--direct-io", "--no-splice"]}
+READ_MODES = {"cached": ["--page-cache"], "direct-io": [], "direct-io-no-splice": ["--no-splice"]}
 
 
 @pytest.mark.parametrize("mode", list(READ_MODES))

@@ -1,11 +1,13 @@
-/// How a mount talks to the kernel. The defaults favour correctness for every
-/// reader (shared mmap works, re-reads come from the page cache).
+/// How a mount talks to the kernel. The defaults favour one streaming pass
+/// per file, which is how training loads rank files.
 public struct FUSEMountOptions: Sendable {
     public var mountpoint: String
     /// Let other users see the mount (needs `user_allow_other` for non-root).
     public var allowOther = false
-    /// Bypass the page cache: faster streaming, but no shared mmap.
-    public var directIO = false
+    /// Bypass the page cache: 2-3x faster streaming (a spliced reply lands in
+    /// the reader's buffer, not in a cache page first), but no shared mmap and
+    /// no cached re-reads.
+    public var directIO = true
     /// Hand unchanged source bytes to the kernel as file descriptors (splice).
     public var splice = true
     /// Largest read request; replies above the pipe size (1 MiB here) cannot splice.

@@ -18,6 +18,7 @@ public final class FUSEServer: @unchecked Sendable {
     public let logger: Logger
     public let totalBytes: Int
     private let spliceNegotiated = Atomic<Bool>(false)
+    private let initialised = Atomic<Bool>(false)
     private let reportedProblems = Mutex<Set<String>>([])
     private let stopping = Atomic<Bool>(false)
 
@@ -33,6 +34,7 @@ public final class FUSEServer: @unchecked Sendable {
 
     func negotiated(splice: Bool) {
         spliceNegotiated.store(splice, ordering: .relaxed)
+        initialised.store(true, ordering: .relaxed)
         logger.info("kernel connection ready: max_read \(options.maximumRead), splice \(splice ? "on" : "off"), \(options.directIO ? "direct_io" : "page cache")")
     }
 
@@ -70,7 +72,6 @@ public final class FUSEServer: @unchecked Sendable {
             logger.info("unmounted \(options.mountpoint)")
         }
         installSignalHandlers(session)
-        tuneReadahead()
         logger.info("mounted \(options.mountpoint): \(fileSystem.tree.nodes.filter { !$0.isDirectory }.count) files, \(totalBytes) bytes")
         let watcherDone = startSourceWatcher(session)
         ready()
@@ -102,19 +103,29 @@ public final class FUSEServer: @unchecked Sendable {
         }
     }
 
-    /// The kernel reads ahead 128 KiB per request on a FUSE mount unless its
-    /// bdi says otherwise; raise it to the request size (root only; harmless
-    /// to skip).
-    private func tuneReadahead() {
+    /// In page-cache mode the kernel reads ahead 128 KiB per request unless
+    /// the mount's bdi says otherwise; raise it to the request size (root
+    /// only; harmless to skip). The kernel lowers it to what INIT negotiated
+    /// when INIT completes, so this runs after INIT, and again should it have
+    /// raced with it. Returns whether there is nothing (more) to do.
+    private func tuneReadahead() -> Bool {
         // The device comes from mountinfo: a stat of the mount point would
-        // ask this very file system, which is not serving yet, and hang.
-        guard !options.directIO, let device = MountTable.entries().last(where: { $0.mountPoint == options.mountpoint })?.device else { return }
+        // ask this very file system and wait for our own loop.
+        guard !options.directIO, let device = MountTable.entries().last(where: { $0.mountPoint == options.mountpoint })?.device else { return true }
         let path = "/sys/class/bdi/\(device)/read_ahead_kb"
-        let value = "\(options.maximumRead / 1024)\n"
+        let wanted = options.maximumRead / 1024
+        if let current = try? String(contentsOfFile: path, encoding: .utf8), Int(current.trimmingCharacters(in: .whitespacesAndNewlines)) == wanted {
+            return true
+        }
         let fd = open(path, O_WRONLY)
-        guard fd >= 0 else { logger.debug("readahead left at the default: cannot open \(path)"); return }
+        guard fd >= 0 else {
+            logger.info("readahead left at the kernel's default: cannot open \(path)")
+            return true
+        }
         defer { close(fd) }
-        if value.withCString({ write(fd, $0, strlen($0)) }) > 0 { logger.debug("readahead set to \(value.dropLast()) KiB") }
+        let value = "\(wanted)\n"
+        if value.withCString({ write(fd, $0, strlen($0)) }) > 0 { logger.info("readahead set to \(wanted) KiB") }
+        return false  // check again on the next tick
     }
 
     /// Polls the sources' paths once a second; a changed source turns its
@@ -124,7 +135,9 @@ public final class FUSEServer: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread { [self] in
             defer { done.signal() }
+            var readaheadSettled = false
             while !stopping.load(ordering: .relaxed) {
+                if !readaheadSettled, initialised.load(ordering: .relaxed) { readaheadSettled = tuneReadahead() }
                 // A read may have found the change first: either way, each
                 // broken source gets its files' cached pages dropped once.
                 _ = fileSystem.watch.checkPaths()

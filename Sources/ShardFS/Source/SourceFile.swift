@@ -17,7 +17,8 @@ public final class SourceFile: Sendable {
     public let inode: UInt
     /// A read-only mapping of the whole file, for gathering narrow column
     /// cuts without a system call per row (nil when mapping failed: readers
-    /// fall back to pread). Address space only: pages are released after use.
+    /// fall back to pread). Address space only: `MappedPages` releases the
+    /// page-table entries gathers leave behind.
     nonisolated(unsafe) let mapping: UnsafeRawPointer?  // read-only memory: safe to share
 
     public init(directory: String, name: String) throws(ShardFSError) {
@@ -45,8 +46,7 @@ public final class SourceFile: Sendable {
         self.inode = UInt(info.st_ino)
         let mapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
         if let mapped, mapped != MAP_FAILED {
-            // No fault-around: pages mapped beside the rows a gather touches
-            // would escape its release and pile up in RSS.
+            // No readahead beyond what a gather touches: its reads are rows.
             madvise(mapped, size, MADV_RANDOM)
             self.mapping = UnsafeRawPointer(mapped)
         } else {

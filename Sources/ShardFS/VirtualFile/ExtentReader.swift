@@ -70,8 +70,7 @@ public final class ExtentReader {
     /// Rows narrower than this are copied from the source's mapping rather
     /// than read with a pread each.
     static let gatherBelowRowBytes = 64 << 10
-    /// Mapped span touched before its page-table entries are released, which
-    /// bounds the RSS a gather adds (file pages stay in the page cache).
+    /// Mapped span a gather copies from in one go (the SIGBUS guard's unit).
     static let gatherWindow = 4 << 20
 
     /// Like the pread loop of `readSource`, from the file's mapping: partial
@@ -92,11 +91,11 @@ public final class ExtentReader {
             if wholeRows > 0 {
                 count = wholeRows * rowBytes
                 status = shardfs_gather_rows(out.baseAddress! + written, source, rowBytes, stride, wholeRows)
-                shardfs_release_mapped(source, (wholeRows - 1) * stride + rowBytes)
+                MappedPages.touched((wholeRows - 1) * stride + rowBytes, sources: sources)
             } else {
                 count = min(rowBytes - column, range.upperBound - position)
                 status = shardfs_gather_rows(out.baseAddress! + written, source, count, 0, 1)
-                shardfs_release_mapped(source, count)
+                MappedPages.touched(count, sources: sources)
             }
             guard status == 0 else {
                 throw ShardFSError.badSource(file: file.name, reason: "became shorter while being read (truncated while in use?)")
