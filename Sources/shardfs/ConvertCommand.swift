@@ -41,12 +41,7 @@ struct ConvertCommand: ParsableCommand {
     var jobs: Int = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
     @Option(help: ArgumentHelp("Write only share I (0-based) of N even shares of the files, e.g. 3/16.", valueName: "I/N"),
-            transform: { text in
-                guard let part = Part(parsing: text) else {
-                    throw ValidationError("--part takes I/N with 0 <= I < N, e.g. 0/4; got \(text)")
-                }
-                return part
-            })
+            transform: parsePart)
     var part: Part = .whole
 
     func validate() throws {

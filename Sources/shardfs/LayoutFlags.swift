@@ -69,3 +69,11 @@ func openAndPlan(_ source: String, _ flags: LayoutFlags) throws(ShardFSError) ->
     for warning in plan.warnings { Console.error("warning: \(warning)") }
     return (checkpoint, plan)
 }
+
+/// `--part I/N` (convert, and mount with --persist-to).
+func parsePart(_ text: String) throws -> Part {
+    guard let part = Part(parsing: text) else {
+        throw ValidationError("--part takes I/N with 0 <= I < N, e.g. 0/4; got \(text)")
+    }
+    return part
+}

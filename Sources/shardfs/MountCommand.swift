@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import ShardFS
 
@@ -56,6 +57,27 @@ struct MountCommand: ParsableCommand {
             help: "Largest read request in KiB (default 512: a 1 MiB reply no longer fits the 1 MiB pipe that splice needs).")
     var maxReadKiB = 512
 
+    @Option(help: ArgumentHelp(
+        "Also write every rank file to DIR/model/ in the background, as `shardfs convert SRC DIR` would.",
+        discussion: """
+            Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/;             a daemon started again on the same DIR keeps the finished files and writes the rest. Reads             through the mount keep priority, and each file, once persisted and read back intact, is             served from DIR. `shardfs status MNT` shows the progress.
+            """,
+        valueName: "DIR"))
+    var persistTo: String?
+
+    @Option(help: ArgumentHelp("With --persist-to: write only share I (0-based) of N even shares of the files, e.g. 3/16 (the mount still serves all).", valueName: "I/N"),
+            transform: parsePart)
+    var part: Part?
+
+    @Option(help: "With --persist-to: files written at once.")
+    var persistJobs = 1
+
+    @Option(name: .customLong("persist-bandwidth-mib"), help: "With --persist-to: at most this many MiB/s written (default: no limit).")
+    var persistBandwidthMiB: Int?
+
+    @Flag(help: "With --persist-to: replace what DIR holds when it was made for another layout or source.")
+    var force = false
+
     @Option(help: "Where the background daemon logs (default /tmp/shardfs-<mount point name>.log).")
     var logFile: String?
 
@@ -64,6 +86,13 @@ struct MountCommand: ParsableCommand {
 
     func validate() throws {
         guard (4...1024).contains(maxReadKiB) else { throw ValidationError("--max-read-kib must be between 4 and 1024, not \(maxReadKiB)") }
+        if persistTo == nil {
+            for (given, flag) in [(part != nil, "--part"), (force, "--force"), (persistBandwidthMiB != nil, "--persist-bandwidth-mib")] where given {
+                throw ValidationError("\(flag) applies to --persist-to DIR, which is not given")
+            }
+        }
+        guard persistJobs >= 1 else { throw ValidationError("--persist-jobs must be at least 1, not \(persistJobs)") }
+        if let persistBandwidthMiB, persistBandwidthMiB < 1 { throw ValidationError("--persist-bandwidth-mib must be at least 1, not \(persistBandwidthMiB)") }
     }
 
     func run() throws {
@@ -91,17 +120,57 @@ struct MountCommand: ParsableCommand {
         options.directIO = !pageCache
         options.splice = !noSplice
         options.maximumRead = maxReadKiB << 10
-        let fileSystem = MountedFileSystem(checkpoint: checkpoint, files: plan.virtualFiles(), maximumRead: options.maximumRead)
-        let server = FUSEServer(fileSystem: fileSystem, options: options, logger: logger)
+        let files = plan.virtualFiles()
+        let fileSystem = MountedFileSystem(checkpoint: checkpoint, files: files, maximumRead: options.maximumRead)
+        let materialiser = try persistTo.map { directory in
+            try failing { () throws(ShardFSError) in
+                try makeMaterialiser(directory: directory, checkpoint: checkpoint, plan: plan, fileSystem: fileSystem, logger: logger)
+            }
+        }
+        let summary = plan.options.summary, sourceDirectory = self.source
+        let totalBytes = files.reduce(0) { $0 + $1.file.size }
+        let server = FUSEServer(fileSystem: fileSystem, options: options, logger: logger) { reads, bytes in
+            MountStatus(mountpoint: mountpoint, source: sourceDirectory, layout: summary, pid: getpid(), files: files.count, bytes: totalBytes,
+                        readsServed: reads, bytesServed: bytes, persist: materialiser?.materialiser.status)
+        }
+        materialiser?.server.set(server)
         logger.info("serving \(source) as \(plan.options.summary)")
         try failing { () throws(ShardFSError) in
             try server.run(ready: {
+                materialiser?.materialiser.start()
                 if let readyFD {
                     Console.write("ready\n", fd: readyFD)
                     close(readyFD)
                 }
             })
         }
+        materialiser?.materialiser.stop()
+    }
+
+    /// The materialiser of --persist-to, prepared (DIR claimed, finished files
+    /// found) so that a refusal reaches the user before the mount exists.
+    private func makeMaterialiser(directory: String, checkpoint: Checkpoint, plan: LayoutPlan, fileSystem: MountedFileSystem,
+                                  logger: Logger) throws(ShardFSError) -> (materialiser: Materialiser, server: ServerBox) {
+        let part = self.part ?? .whole
+        var options = Materialiser.Options(directory: MountTable.absolute(directory), layout: plan.options.summary)
+        options.part = part
+        options.jobs = persistJobs
+        options.bandwidth = persistBandwidthMiB.map { $0 << 20 }
+        options.force = force
+        let box = ServerBox()
+        let prefix = options.directory.count + 1
+        let materialiser = Materialiser(
+            sources: checkpoint.files, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
+            readersActive: { box.server?.readersActive() ?? false },
+            verified: { _, path in
+                do throws(ShardFSError) {
+                    try fileSystem.servePersisted(String(path.dropFirst(prefix)), from: path)
+                } catch {
+                    logger.warning("\(path): not served from the copy: \(error)")
+                }
+            })
+        try materialiser.prepare()
+        return (materialiser, box)
     }
 
     /// Reports an error to the user, or to the waiting parent when daemonized.
@@ -131,4 +200,12 @@ struct UnmountCommand: ParsableCommand {
     func run() throws {
         try reportingErrors { () throws(ShardFSError) in try MountTable.unmount(mountpoint, lazy: lazy) }
     }
+}
+
+/// The server, known only after the materialiser that reports to it is made.
+final class ServerBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: FUSEServer?
+    var server: FUSEServer? { lock.withLock { value } }
+    func set(_ server: FUSEServer) { lock.withLock { value = server } }
 }

@@ -303,9 +303,11 @@ import Testing
         defer { writer.close() }
         try FileManager.default.createDirectory(atPath: dir.path + "/out", withIntermediateDirectories: true)
         let path = dir.path + "/out/" + RankFile.fileName(tp: 1, pp: 0)
-        try writer.write(virtual, to: path)
+        let fileCRC = try writer.write(virtual, to: path)
         let written = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(written.count == served.count)
+        // The returned whole-file CRC (assembled from parts) is the file's.
+        #expect(fileCRC == bitwiseCRC32(written))
 
         var expected = served
         for entry in try TestZip.entries(served) {

@@ -36,6 +36,10 @@ import Glibc
                 defer { try? handle.close() }
                 try handle.seek(toOffset: UInt64(offset))
                 out += Array(try handle.read(upToCount: count) ?? Data())
+            case let .persisted(descriptor, offset, count):
+                var bytes = [UInt8](repeating: 0, count: count)
+                let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
+                out += bytes.prefix(max(0, n))
             }
         }
         return out

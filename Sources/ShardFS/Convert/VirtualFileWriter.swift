@@ -24,6 +24,11 @@ public struct VirtualFileWriter {
     /// Frees the chunk buffer; the writer is unusable afterwards.
     public func close() { buffer.deallocate() }
 
+    /// Lends the chunk buffer (between writes), e.g. to read a file back.
+    public func withChunkBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) throws(ShardFSError) -> T) throws(ShardFSError) -> T {
+        try body(buffer)
+    }
+
     /// The temporary name a file is written under before its rename.
     public static func temporaryPath(for path: String) -> String {
         let slash = path.lastIndex(of: "/")
@@ -32,15 +37,19 @@ public struct VirtualFileWriter {
         return "\(directory).\(name).shardfs-tmp-\(getpid())"
     }
 
-    /// Writes `file` to `path`. `progress` is told of every chunk written;
-    /// `isCancelled` is polled between chunks.
+    /// Writes `file` to `path` and returns the whole file's CRC-32.
+    /// `progress` is told of every chunk written; `pace` is called before each
+    /// chunk (it may sleep, to yield to readers); `isCancelled` is polled
+    /// between chunks.
+    @discardableResult
     public func write(_ file: VirtualFile, to path: String,
                       progress: (Int) -> Void = { _ in },
-                      isCancelled: () -> Bool = { false }) throws(ShardFSError) {
+                      pace: () -> Void = {},
+                      isCancelled: () -> Bool = { false }) throws(ShardFSError) -> UInt32 {
         let temporary = VirtualFileWriter.temporaryPath(for: path)
         let fd: FileDescriptor
         do {
-            fd = try FileDescriptor.open(FilePath(temporary), .writeOnly, options: [.create, .truncate, .closeOnExec],
+            fd = try FileDescriptor.open(FilePath(temporary), .readWrite, options: [.create, .truncate, .closeOnExec],
                                          permissions: [.ownerReadWrite, .groupRead, .otherRead])
         } catch {
             throw ShardFSError.io(path: temporary, operation: "create", error: error)
@@ -55,6 +64,7 @@ public struct VirtualFileWriter {
         var firstOpenSlot = 0
         var offset = 0
         while offset < file.size {
+            pace()
             if isCancelled() { throw ShardFSError.io(path: path, operation: "write (interrupted)", errno: EINTR) }
             let count = try reader.read(file, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, file.size - offset)]))
             let chunk = offset..<offset + count
@@ -90,10 +100,48 @@ public struct VirtualFileWriter {
                 }
             }
         }
+        let fileCRC = try wholeFileCRC(file, recordCRCs: crcs.map(\.value), written: fd, path: temporary)
         guard fsync(fd.rawValue) == 0 else { throw ShardFSError.io(path: temporary, operation: "fsync", errno: errno) }
         guard rename(temporary, path) == 0 else { throw ShardFSError.io(path: path, operation: "rename", errno: errno) }
         renamed = true
         try VirtualFileWriter.syncDirectory(of: path)
+        return fileCRC
+    }
+
+    /// The CRC-32 of the whole written file, from the records' CRCs and the
+    /// zip metadata between them (headers, descriptors, central directory:
+    /// small, and read back so the patched CRC fields are included), without
+    /// a second pass over the tensor bytes.
+    private func wholeFileCRC(_ file: VirtualFile, recordCRCs: [UInt32], written fd: FileDescriptor,
+                              path: String) throws(ShardFSError) -> UInt32 {
+        var crc: UInt32 = 0
+        var position = 0
+        func addGap(upTo end: Int) throws(ShardFSError) {
+            while position < end {
+                let count = min(buffer.count, end - position)
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+                do {
+                    guard try fd.read(fromAbsoluteOffset: Int64(position), into: chunk) == count else {
+                        throw ShardFSError.io(path: path, operation: "read back", errno: EIO)
+                    }
+                } catch let error as ShardFSError {
+                    throw error
+                } catch {
+                    throw ShardFSError.io(path: path, operation: "read back", error: error)
+                }
+                var part = CRC32()
+                part.update(UnsafeRawBufferPointer(chunk))
+                crc = CRC32.combine(crc, part.value, lengthOfB: count)
+                position += count
+            }
+        }
+        for (slot, recordCRC) in zip(file.crcSlots, recordCRCs) {
+            try addGap(upTo: slot.data.lowerBound)
+            crc = CRC32.combine(crc, recordCRC, lengthOfB: slot.data.count)
+            position = slot.data.upperBound
+        }
+        try addGap(upTo: file.size)
+        return crc
     }
 
     /// fsync of the directory holding `path`, so that a rename survives a crash.

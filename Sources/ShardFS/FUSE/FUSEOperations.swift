@@ -36,8 +36,27 @@ private func opInit(_ userdata: UnsafeMutableRawPointer?, _ conn: UnsafeMutableP
     server.negotiated(splice: conn.pointee.want & UInt32(FUSE_CAP_SPLICE_WRITE) != 0)
 }
 
+/// The hidden status file's attributes: its size is that of a fresh
+/// snapshot (reads are direct_io, so a later, longer snapshot still reads whole).
+private func statusAttributes(_ server: FUSEServer) -> stat {
+    var attributes = server.fileSystem.attributes(FileTree.rootInode)!
+    attributes.st_ino = UInt(server.statusInode)
+    attributes.st_mode = S_IFREG | 0o444
+    attributes.st_nlink = 1
+    attributes.st_size = server.statusBytes().count
+    return attributes
+}
+
 private func opLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
     let server = server(req)
+    if parent == FileTree.rootInode, let name, String(cString: name) == MountStatus.fileName {
+        var entry = fuse_entry_param()
+        entry.ino = server.statusInode
+        entry.generation = 1
+        entry.attr = statusAttributes(server)
+        fuse_reply_entry(req, &entry)  // zero timeouts: always asked afresh
+        return
+    }
     guard let name, let node = server.fileSystem.tree.lookup(parent: parent, name: String(cString: name)),
           var entry = entryParameters(server, node.inode) else {
         fuse_reply_err(req, ENOENT)
@@ -48,6 +67,11 @@ private func opLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePo
 
 private func opGetattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let server = server(req)
+    if inode == server.statusInode {
+        var attributes = statusAttributes(server)
+        fuse_reply_attr(req, &attributes, 0)
+        return
+    }
     guard var attributes = server.fileSystem.attributes(inode) else {
         fuse_reply_err(req, ENOENT)
         return
@@ -57,6 +81,13 @@ private func opGetattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMuta
 
 private func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let server = server(req)
+    if inode == server.statusInode, let fi {
+        guard fi.pointee.flags & O_ACCMODE == O_RDONLY else { fuse_reply_err(req, EROFS); return }
+        fi.pointee.fh = server.openStatus()
+        fi.pointee.direct_io = 1
+        fuse_reply_open(req, fi)
+        return
+    }
     guard let fi, let node = server.fileSystem.tree.node(inode) else { fuse_reply_err(req, ENOENT); return }
     guard !node.isDirectory else { fuse_reply_err(req, EISDIR); return }
     guard fi.pointee.flags & O_ACCMODE == O_RDONLY, fi.pointee.flags & O_TRUNC == 0 else { fuse_reply_err(req, EROFS); return }
@@ -76,6 +107,15 @@ private func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutable
 
 private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let server = server(req)
+    if inode == server.statusInode {
+        let snapshot = fi.flatMap { server.statusSnapshot($0.pointee.fh) } ?? []
+        let start = min(max(0, offset), snapshot.count), end = min(snapshot.count, start + size)
+        snapshot[start..<end].withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress, $0.count) }
+        return
+    }
+    server.readStarted()
+    var served = 0
+    defer { server.readEnded(bytes: served) }
     let result = server.fileSystem.read(inode, offset: offset, count: size, allowSource: server.spliceEnabled) { segments, buffer in
         guard let vector = shardfs_bufvec_create(segments.count) else { return ENOMEM }
         defer { free(vector) }
@@ -85,9 +125,12 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
                 shardfs_bufvec_set_memory(vector, i, buffer.baseAddress! + range.lowerBound, range.count)
             case let .source(fileIndex, offset, count):
                 shardfs_bufvec_set_fd(vector, i, server.fileSystem.watch.sources[fileIndex].descriptor.rawValue, offset, count)
+            case let .persisted(descriptor, offset, count):
+                shardfs_bufvec_set_fd(vector, i, descriptor, offset, count)
             }
         }
         let status = fuse_reply_data(req, vector, FUSE_BUF_SPLICE_MOVE)
+        served = segments.reduce(0) { $0 + $1.count }
         return status < 0 ? -status : 0
     }
     switch result {
@@ -106,6 +149,12 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
             fuse_reply_err(req, EIO)
         }
     }
+}
+
+private func opRelease(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let server = server(req)
+    if inode == server.statusInode, let fi { server.closeStatus(fi.pointee.fh) }
+    fuse_reply_err(req, 0)
 }
 
 private func opOpendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -159,6 +208,7 @@ func shardfsOperations() -> fuse_lowlevel_ops {
     ops.getattr = opGetattr
     ops.open = opOpen
     ops.read = opRead
+    ops.release = opRelease
     ops.opendir = opOpendir
     ops.readdir = opReaddir
     ops.statfs = opStatfs

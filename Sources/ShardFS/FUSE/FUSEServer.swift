@@ -21,13 +21,67 @@ public final class FUSEServer: @unchecked Sendable {
     private let initialised = Atomic<Bool>(false)
     private let reportedProblems = Mutex<Set<String>>([])
     private let stopping = Atomic<Bool>(false)
+    /// Reads in progress, and when the last one ended (monotonic ns): the
+    /// materialiser backs off while readers are active.
+    private let activeReads = Atomic<Int>(0)
+    private let lastReadEnd = Atomic<Int>(0)
+    private let readsServed = Atomic<Int>(0)
+    private let bytesServed = Atomic<Int>(0)
+    /// Status snapshots of open `.shardfs-status` handles, by file handle.
+    private let statusSnapshots = Mutex<(next: UInt64, open: [UInt64: [UInt8]])>((1, [:]))
+    /// Describes the mount for `shardfs status` (set before `run`).
+    public let describe: @Sendable (_ readsServed: Int, _ bytesServed: Int) -> MountStatus
 
-    public init(fileSystem: MountedFileSystem, options: FUSEMountOptions, logger: Logger) {
+    public init(fileSystem: MountedFileSystem, options: FUSEMountOptions, logger: Logger,
+                describe: @escaping @Sendable (_ readsServed: Int, _ bytesServed: Int) -> MountStatus) {
         self.fileSystem = fileSystem
         self.options = options
         self.logger = logger
+        self.describe = describe
         totalBytes = fileSystem.tree.nodes.reduce(0) { $0 + ($1.isDirectory ? 0 : $1.size) }
     }
+
+    /// The inode of the hidden status file: just past the tree's.
+    var statusInode: UInt64 { UInt64(fileSystem.tree.nodes.count + 1) }
+
+    /// Whether a read is in progress or ended less than `quietNanoseconds` ago.
+    public func readersActive(quietNanoseconds: Int = 200_000_000) -> Bool {
+        activeReads.load(ordering: .relaxed) > 0 || FUSEServer.monotonicNanoseconds() - lastReadEnd.load(ordering: .relaxed) < quietNanoseconds
+    }
+
+    func readStarted() { activeReads.add(1, ordering: .relaxed) }
+
+    func readEnded(bytes: Int) {
+        activeReads.subtract(1, ordering: .relaxed)
+        lastReadEnd.store(FUSEServer.monotonicNanoseconds(), ordering: .relaxed)
+        readsServed.add(1, ordering: .relaxed)
+        bytesServed.add(bytes, ordering: .relaxed)
+    }
+
+    static func monotonicNanoseconds() -> Int {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return t.tv_sec * 1_000_000_000 + t.tv_nsec
+    }
+
+    /// A fresh status snapshot.
+    func statusBytes() -> [UInt8] {
+        describe(readsServed.load(ordering: .relaxed), bytesServed.load(ordering: .relaxed)).json()
+    }
+
+    /// Keeps a snapshot for an open status handle; returns the handle.
+    func openStatus() -> UInt64 {
+        let snapshot = statusBytes()
+        return statusSnapshots.withLock { state in
+            defer { state.next += 1 }
+            state.open[state.next] = snapshot
+            return state.next
+        }
+    }
+
+    func statusSnapshot(_ handle: UInt64) -> [UInt8]? { statusSnapshots.withLock { $0.open[handle] } }
+
+    func closeStatus(_ handle: UInt64) { _ = statusSnapshots.withLock { $0.open.removeValue(forKey: handle) } }
 
     /// Whether reads may hand source descriptors to the kernel.
     var spliceEnabled: Bool { spliceNegotiated.load(ordering: .relaxed) }

@@ -64,6 +64,16 @@ public struct FileTree: Sendable {
         return nodes[Int(inode - 1)]
     }
 
+    /// The node at a relative path (`model/x.pt`).
+    public func node(path: String) -> Node? {
+        var node = self.node(FileTree.rootInode)
+        for component in path.split(separator: "/") {
+            guard let current = node else { return nil }
+            node = lookup(parent: current.inode, name: String(component))
+        }
+        return node
+    }
+
     public func lookup(parent: UInt64, name: String) -> Node? {
         guard let p = node(parent), case let .directory(children, _) = p.kind, let inode = children[name] else { return nil }
         return node(inode)

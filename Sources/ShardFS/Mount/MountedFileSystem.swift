@@ -18,6 +18,8 @@ public final class MountedFileSystem: Sendable {
     private let readers: Mutex<[ReadContext]>
     /// The largest read the kernel will send (the buffer each context holds).
     public let maximumRead: Int
+    /// Files answered from their persisted, verified copies (`--persist-to`).
+    public let persisted: PersistedCopies
 
     /// A reader with its request buffer; one per concurrent request. Only
     /// ever used by one thread at a time: the pool's mutex hands it over.
@@ -49,6 +51,16 @@ public final class MountedFileSystem: Sendable {
         owner = (getuid(), getgid())
         readers = Mutex([])
         self.maximumRead = maximumRead
+        persisted = PersistedCopies(inodes: tree.nodes.count)
+    }
+
+    /// From now on, answers reads of the file at `path` (relative, as in the
+    /// tree) from `copy`, a persisted file verified to hold its bytes.
+    public func servePersisted(_ path: String, from copy: String) throws(ShardFSError) {
+        guard let node = tree.node(path: path), case let .file(file) = node.kind else {
+            throw ShardFSError.badSource(file: path, reason: "is not a file of this mount")
+        }
+        try persisted.adopt(node.inode, file: file, path: copy)
     }
 
     /// `stat` of an inode, as the kernel is told it.
@@ -107,7 +119,13 @@ public final class MountedFileSystem: Sendable {
         let wanted = min(count, maximumRead)
         let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
         do {
-            let segments = try context.reader.segments(of: file, range: offset..<offset + wanted, buffer: buffer, allowSource: allowSource)
+            let segments: [ReadSegment]
+            if let copy = persisted.copy(inode) {
+                let range = offset..<offset + min(wanted, max(0, file.size - offset))
+                segments = try copy.segments(of: range, buffer: buffer, allowSource: allowSource)
+            } else {
+                segments = try context.reader.segments(of: file, range: offset..<offset + wanted, buffer: buffer, allowSource: allowSource)
+            }
             // A change that raced with the read must not leak mixed bytes.
             if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
             return .success(reply(segments, context.buffer))

@@ -6,11 +6,15 @@ public enum ReadSegment: Equatable, Sendable {
     case buffer(Range<Int>)
     /// `count` bytes of source file `fileIndex` from `offset`.
     case source(fileIndex: Int, offset: Int, count: Int)
+    /// `count` bytes from `offset` of a persisted copy of the file itself
+    /// (open as `descriptor` for the daemon's life).
+    case persisted(descriptor: Int32, offset: Int, count: Int)
 
     public var count: Int {
         switch self {
         case let .buffer(range): return range.count
         case let .source(_, _, count): return count
+        case let .persisted(_, _, count): return count
         }
     }
 }

@@ -19,6 +19,12 @@ public struct CRC32: Sendable {
         value = UInt32(truncatingIfNeeded: crc)
     }
 
+    /// The CRC of `a` followed by `lengthOfB` bytes whose CRC is `b`
+    /// (zlib's crc32_combine): a file's CRC from its parts' without a pass.
+    public static func combine(_ a: UInt32, _ b: UInt32, lengthOfB: Int) -> UInt32 {
+        UInt32(truncatingIfNeeded: crc32_combine(UInt(a), UInt(b), lengthOfB))
+    }
+
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         var crc = CRC32()
         bytes.withUnsafeBytes { crc.update($0) }

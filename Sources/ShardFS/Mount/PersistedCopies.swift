@@ -1,0 +1,147 @@
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Files of a mount that the materialiser has persisted and verified: their
+/// reads are answered from that real file (one splice, no gathering or
+/// conversion), so serving gets cheaper as persisting proceeds.
+///
+/// The copy has the real CRC-32s; the mount serves 0 in those fields (a
+/// lazily made file cannot know them), so the CRC fields are answered with
+/// zeros and the bytes a reader sees never change when a file switches over.
+public final class PersistedCopies: Sendable {
+    struct Copy: Sendable {
+        let descriptor: FileDescriptor
+        let path: String
+        let size: Int
+        let modificationTime: timespec
+        let inode: UInt
+        /// Offsets of the 4-byte CRC fields, ascending.
+        let crcFields: [Int]
+    }
+
+    final class Slot: Sendable {
+        let copy = Mutex<Copy?>(nil)
+    }
+
+    /// Indexed by inode - 1.
+    private let slots: [Slot]
+    private let count = Atomic<Int>(0)
+
+    init(inodes: Int) {
+        slots = (0..<inodes).map { _ in Slot() }
+    }
+
+    /// Files now served from their copies.
+    public var servedCount: Int { count.load(ordering: .relaxed) }
+
+    /// Serves `inode` (`file`) from the real file at `path` from now on.
+    /// The caller has verified the copy's bytes.
+    func adopt(_ inode: UInt64, file: VirtualFile, path: String) throws(ShardFSError) {
+        let descriptor: FileDescriptor
+        do { descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) } catch {
+            throw ShardFSError.io(path: path, operation: "open", error: error)
+        }
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0, Int(info.st_size) == file.size else {
+            try? descriptor.close()
+            throw ShardFSError.badSource(file: path, reason: "is not \(file.size) bytes long")
+        }
+        let copy = Copy(descriptor: descriptor, path: path, size: file.size, modificationTime: info.st_mtim,
+                        inode: UInt(info.st_ino), crcFields: file.crcSlots.flatMap(\.fieldOffsets).sorted())
+        let replaced = slots[Int(inode - 1)].copy.withLock { slot in
+            defer { slot = copy }
+            return slot
+        }
+        if replaced == nil { count.add(1, ordering: .relaxed) }
+    }
+
+    /// The copy of `inode`, if it has one that is still what was verified
+    /// (a copy changed behind our back is dropped: the sources answer again).
+    func copy(_ inode: UInt64) -> Copy? {
+        guard inode >= 1, inode <= UInt64(slots.count) else { return nil }
+        let slot = slots[Int(inode - 1)]
+        guard let copy = slot.copy.withLock({ $0 }) else { return nil }
+        var info = stat()
+        if fstat(copy.descriptor.rawValue, &info) == 0, Int(info.st_size) == copy.size, info.st_ino == copy.inode,
+           info.st_mtim.tv_sec == copy.modificationTime.tv_sec, info.st_mtim.tv_nsec == copy.modificationTime.tv_nsec {
+            return copy
+        }
+        // Another thread may still be reading through it: leave it open.
+        if slot.copy.withLock({ current in defer { current = nil }; return current != nil }) { count.subtract(1, ordering: .relaxed) }
+        return nil
+    }
+}
+
+extension PersistedCopies.Copy {
+    /// The segments of `range` (within the file): the copy's bytes, with the
+    /// CRC fields as zeros in `buffer`. Without `allowSource`, everything is
+    /// read into `buffer`.
+    func segments(of range: Range<Int>, buffer: UnsafeMutableRawBufferPointer, allowSource: Bool) throws(ShardFSError) -> [ReadSegment] {
+        var segments: [ReadSegment] = []
+        var used = 0
+        var position = range.lowerBound
+        func take(upTo end: Int) throws(ShardFSError) {
+            guard end > position else { return }
+            if allowSource {
+                segments.append(.persisted(descriptor: descriptor.rawValue, offset: position, count: end - position))
+            } else {
+                try readExactly(at: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]))
+                appendBuffer(&segments, used..<used + end - position)
+                used += end - position
+            }
+            position = end
+        }
+        // The first field that may overlap the range (fields are 4 bytes).
+        var field = crcFields.partitionPoint { $0 + 4 <= range.lowerBound }
+        while field < crcFields.count, crcFields[field] < range.upperBound {
+            let start = crcFields[field], end = min(start + 4, range.upperBound)
+            try take(upTo: max(start, position))
+            if end > position {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]).initializeMemory(as: UInt8.self, repeating: 0)
+                appendBuffer(&segments, used..<used + end - position)
+                used += end - position
+                position = end
+            }
+            field += 1
+        }
+        try take(upTo: range.upperBound)
+        return segments
+    }
+
+    private func appendBuffer(_ segments: inout [ReadSegment], _ range: Range<Int>) {
+        if case let .buffer(previous)? = segments.last, previous.upperBound == range.lowerBound {
+            segments[segments.count - 1] = .buffer(previous.lowerBound..<range.upperBound)
+        } else {
+            segments.append(.buffer(range))
+        }
+    }
+
+    private func readExactly(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            do { n = try descriptor.read(fromAbsoluteOffset: Int64(offset + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...])) } catch {
+                throw ShardFSError.io(path: path, operation: "read", error: error)
+            }
+            guard n > 0 else { throw ShardFSError.badSource(file: path, reason: "ends at byte \(offset + done) (truncated?)") }
+            done += n
+        }
+    }
+}
+
+extension Array where Element == Int {
+    /// The first index whose element does not satisfy `belongsBefore` (the
+    /// array being partitioned by it).
+    func partitionPoint(_ belongsBefore: (Int) -> Bool) -> Int {
+        var low = 0, high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if belongsBefore(self[mid]) { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}

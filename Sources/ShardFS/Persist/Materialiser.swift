@@ -1,0 +1,289 @@
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The background materialiser of `shardfs mount --persist-to DIR`: writes
+/// files of the mount to DIR with the writer `shardfs convert` uses (so each
+/// is byte-identical to convert's, and complete under its final name or
+/// absent), records each in DIR's manifest, reads it back to verify it, and
+/// then tells the mount it may serve that file from DIR.
+///
+/// Reads through the mount keep priority: before each chunk it waits while
+/// readers are active (up to a second, so it never starves), and it can be
+/// held to a bandwidth.
+public final class Materialiser: Sendable {
+    public struct Options: Sendable {
+        public var directory: String
+        public var part: Part = .whole
+        /// Files written at once.
+        public var jobs = 1
+        /// Bytes per second, all jobs together; nil for no limit.
+        public var bandwidth: Int?
+        /// Replace what DIR holds if it is another layout or source.
+        public var force = false
+        /// The layout DIR is claimed for (the plan's summary and the format).
+        public var layout: String
+
+        public init(directory: String, layout: String) {
+            self.directory = directory
+            self.layout = layout
+        }
+    }
+
+    public let options: Options
+    /// This part's files, at their paths relative to DIR.
+    public let files: [(path: String, file: VirtualFile)]
+    private let sources: [SourceFile]
+    private let manifest: PersistManifest
+    private let logger: Logger
+    private let readersActive: @Sendable () -> Bool
+    private let verified: @Sendable (_ index: Int, _ path: String) -> Void
+    private let state: Mutex<MaterialiserStatus>
+    /// Indexes of `files` found finished in DIR at `prepare` (kept as they are).
+    private let resumed = Mutex<[Int]>([])
+    private let cancelled = Atomic<Bool>(false)
+    private let finishedGroup = DispatchGroup()
+    private let pacing = Mutex<(start: Double, bytes: Int)>((0, 0))
+
+    /// `readersActive` tells whether the mount is serving reads right now;
+    /// `verified` is called for each file persisted and read back intact.
+    public init(sources: [SourceFile], files: [(path: String, file: VirtualFile)], options: Options, logger: Logger,
+                readersActive: @escaping @Sendable () -> Bool,
+                verified: @escaping @Sendable (_ index: Int, _ path: String) -> Void) {
+        self.options = options
+        self.files = files
+        self.sources = sources
+        manifest = PersistManifest(directory: options.directory)
+        self.logger = logger
+        self.readersActive = readersActive
+        self.verified = verified
+        var status = MaterialiserStatus(directory: options.directory, part: options.part.description)
+        status.filesTotal = files.count
+        status.bytesTotal = files.reduce(0) { $0 + $1.file.size }
+        state = Mutex(status)
+    }
+
+    public var status: MaterialiserStatus { state.withLock { $0 } }
+
+    /// Claims DIR for this layout (refusing another, unless `force`), removes
+    /// what a killed writer of this part left (temporaries, files without a
+    /// manifest entry are rewritten), and finds the files already finished.
+    /// Synchronous, so that a refusal reaches the user before mounting.
+    public func prepare() throws(ShardFSError) {
+        var fingerprints: [SourceFingerprint] = []
+        for source in sources { fingerprints.append(try SourceFingerprint(source)) }
+        let replaced = try manifest.claim(PersistManifest.Layout(layout: options.layout, sources: fingerprints), force: options.force)
+        // --force over another layout: its files that this one does not
+        // rewrite would be left looking valid; remove them.
+        let ours = Set(files.map(\.path))
+        for entry in replaced where !ours.contains(entry.path) {
+            if unlink(options.directory + "/" + entry.path) == 0 { logger.info("removed \(entry.path) of the replaced layout") }
+        }
+        let finished = Dictionary(try manifest.finished().map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+        var kept: [Int] = []
+        var keptBytes = 0
+        for (index, (path, file)) in files.enumerated() {
+            let target = options.directory + "/" + path
+            try removeTemporaries(of: target)
+            var info = stat()
+            if let entry = finished[path], entry.size == file.size, stat(target, &info) == 0, Int(info.st_size) == file.size {
+                kept.append(index)
+                keptBytes += file.size
+            } else if finished[path] != nil {
+                manifest.forget(path)  // its file is gone or wrong: rewrite it
+            }
+        }
+        resumed.withLock { $0 = kept }
+        state.withLock {
+            $0.filesDone = kept.count
+            $0.filesResumed = kept.count
+            $0.bytesDone = keptBytes
+        }
+    }
+
+    /// Starts writing in the background.
+    public func start() {
+        pacing.withLock { $0 = (Self.now(), 0) }
+        let queue = Mutex<[Int]>(Array(Set(files.indices).subtracting(resumed.withLock { $0 })).sorted().reversed())
+        let jobs = max(1, min(options.jobs, files.count))
+        logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
+        let remainingJobs = Atomic<Int>(jobs)
+        for _ in 0..<jobs {
+            finishedGroup.enter()
+            let thread = Thread { [self] in
+                defer { finishedGroup.leave() }
+                let writer = VirtualFileWriter(reader: ExtentReader(sources: sources))
+                defer { writer.close() }
+                while !cancelled.load(ordering: .relaxed), let index = queue.withLock({ $0.popLast() }) {
+                    guard persist(index, writer: writer) else { return }
+                }
+                // The last writer out verifies the files kept from before.
+                if remainingJobs.subtract(1, ordering: .relaxed).newValue == 0 { verifyResumed(writer: writer) }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// Stops the writers (an unfinished file's temporary is removed) and waits.
+    public func stop() {
+        cancelled.store(true, ordering: .relaxed)
+        finishedGroup.wait()
+        state.withLock { if $0.state == .writing || $0.state == .verifying { $0.state = .stopped } }
+    }
+
+    /// Waits until the materialiser has finished (done, failed or stopped).
+    public func wait() { finishedGroup.wait() }
+
+    /// Writes, records and verifies one file; false when it failed (and the
+    /// materialiser is stopped).
+    private func persist(_ index: Int, writer: VirtualFileWriter) -> Bool {
+        let (path, file) = files[index]
+        let target = options.directory + "/" + path
+        do throws(ShardFSError) {
+            try makeParent(of: target)
+            manifest.forget(path)
+            let crc = try writer.write(file, to: target, progress: { count in wrote(count) }, pace: { pace() },
+                                       isCancelled: { cancelled.load(ordering: .relaxed) })
+            try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
+            state.withLock { $0.filesDone += 1 }
+            try verify(index, crc: crc, buffer: writer)
+            logProgress(finished: path)
+            return true
+        } catch {
+            if cancelled.load(ordering: .relaxed) { return false }
+            fail("\(target): \(error)")
+            return false
+        }
+    }
+
+    /// Reads a persisted file back; if it matches, the mount may serve it.
+    private func verify(_ index: Int, crc: UInt32, buffer writer: VirtualFileWriter) throws(ShardFSError) {
+        let (path, file) = files[index]
+        let target = options.directory + "/" + path
+        let actual = try writer.withChunkBuffer { (buffer) throws(ShardFSError) in
+            try FileChecksum.crc32(of: target, expectedSize: file.size, buffer: buffer)
+        }
+        guard actual == crc else {
+            manifest.forget(path)
+            throw ShardFSError.badSource(file: target, reason: String(format: "reads back with CRC-32 %08x, written as %08x (storage corrupting data?)", actual, crc))
+        }
+        verified(index, target)
+        state.withLock { $0.filesServedFromDirectory += 1 }
+    }
+
+    /// Files kept from an earlier run are verified last (a read pass each):
+    /// until then they are served from the sources like any other.
+    private func verifyResumed(writer: VirtualFileWriter) {
+        let kept = resumed.withLock { $0 }
+        guard state.withLock({ $0.state == .writing }) else { return }
+        state.withLock { $0.state = .verifying }
+        let entries = Dictionary(((try? manifest.finished()) ?? []).map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+        for index in kept where !cancelled.load(ordering: .relaxed) {
+            let path = files[index].path
+            guard let entry = entries[path] else { continue }
+            do throws(ShardFSError) {
+                try verify(index, crc: entry.crc32, buffer: writer)
+            } catch {
+                // Not what was recorded: rewrite it now.
+                logger.warning("\(path): \(error); rewriting it")
+                state.withLock { $0.filesDone -= 1; $0.bytesDone -= files[index].file.size }
+                guard persist(index, writer: writer) else { return }
+            }
+        }
+        state.withLock {
+            if $0.state == .verifying, !cancelled.load(ordering: .relaxed) {
+                $0.state = .done
+                $0.etaSeconds = 0
+                $0.backingOff = false
+            }
+        }
+        if status.state == .done { logger.info("persisted every file of part \(options.part) to \(options.directory): \(status.summary)") }
+    }
+
+    private func wrote(_ count: Int) {
+        let now = Self.now()
+        let (start, bytes) = pacing.withLock { $0.bytes += count; return ($0.start, $0.bytes) }
+        state.withLock {
+            $0.bytesDone += count
+            let elapsed = now - start
+            if elapsed > 0.5 {
+                $0.bytesPerSecond = Double(bytes) / elapsed
+                $0.etaSeconds = Double($0.bytesTotal - $0.bytesDone) / max($0.bytesPerSecond, 1)
+            }
+        }
+    }
+
+    /// Before each chunk: yield to readers (up to a second), then hold the
+    /// bandwidth limit.
+    private func pace() {
+        var waited = 0
+        while readersActive(), waited < 10, !cancelled.load(ordering: .relaxed) {
+            state.withLock { $0.backingOff = true }
+            usleep(100_000)
+            waited += 1
+        }
+        if waited == 0 { state.withLock { $0.backingOff = false } }
+        guard let bandwidth = options.bandwidth, bandwidth > 0 else { return }
+        let (start, bytes) = pacing.withLock { ($0.start, $0.bytes) }
+        let due = start + Double(bytes) / Double(bandwidth)
+        let ahead = due - Self.now()
+        if ahead > 0 { usleep(useconds_t(min(ahead, 1) * 1e6)) }
+    }
+
+    private let lastLog = Mutex<Double>(0)
+
+    private func logProgress(finished path: String) {
+        let now = Self.now()
+        let due = lastLog.withLock { last in
+            guard now - last >= 10 else { return false }
+            last = now
+            return true
+        }
+        let status = self.status
+        if due || status.filesDone == status.filesTotal { logger.info("persisted \(path): \(status.summary)") }
+        else { logger.debug("persisted \(path)") }
+    }
+
+    private func fail(_ message: String) {
+        let first = state.withLock { status -> Bool in
+            guard status.state != .failed else { return false }
+            status.state = .failed
+            status.lastError = message
+            status.backingOff = false
+            status.etaSeconds = nil
+            return true
+        }
+        cancelled.store(true, ordering: .relaxed)
+        if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
+    }
+
+    /// Temporaries of `target` left by a killed writer (any pid: with
+    /// `--part` this file is this writer's alone).
+    private func removeTemporaries(of target: String) throws(ShardFSError) {
+        let slash = target.lastIndex(of: "/")!
+        let directory = String(target[..<slash]), name = String(target[target.index(after: slash)...])
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        let prefix = ".\(name).shardfs-tmp-"
+        for entry in entries where entry.hasPrefix(prefix) {
+            if unlink(directory + "/" + entry) == 0 { logger.info("removed \(directory)/\(entry), left by an interrupted writer") }
+        }
+    }
+
+    private func makeParent(of target: String) throws(ShardFSError) {
+        let directory = String(target[..<target.lastIndex(of: "/")!])
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw ShardFSError.io(path: directory, operation: "mkdir", errno: EIO)
+        }
+    }
+
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The record of a persisted layout, under `DIR/.shardfs/`:
+///
+/// - `layout.json`: the layout and the source fingerprints the files of DIR
+///   are made from. Written once, by whichever writer comes first (several
+///   daemons or convert tasks may share DIR with `--part`); later writers
+///   compare and refuse a different one.
+/// - `finished/<file>.json`: one per file complete under its final name,
+///   with its size and CRC-32, written after the file's rename. One entry per
+///   file, not one shared list, so that writers on other nodes never race on
+///   an update.
+///
+/// Nothing is written into DIR itself but `model/`: a `done` file in a tag
+/// makes the trainer resume from it (nxd-layout.md).
+public struct PersistManifest: Sendable {
+    public struct Layout: Codable, Equatable, Sendable {
+        public var version = 1
+        public let layout: String
+        public let sources: [SourceFingerprint]
+    }
+
+    public struct FinishedFile: Codable, Equatable, Sendable {
+        public let path: String
+        public let size: Int
+        public let crc32: UInt32
+    }
+
+    public let directory: String
+    var stateDirectory: String { directory + "/.shardfs" }
+    var layoutPath: String { stateDirectory + "/layout.json" }
+    var finishedDirectory: String { stateDirectory + "/finished" }
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// The entry name of a file path (which may hold `/`).
+    static func entryName(_ path: String) -> String {
+        path.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F") + ".json"
+    }
+
+    /// Makes DIR hold `layout`: records it when DIR has none, accepts an
+    /// equal one, and refuses another (naming the difference) unless `force`,
+    /// which forgets the old one and its finished files (returned, so the
+    /// caller can remove those it will not rewrite).
+    public func claim(_ layout: Layout, force: Bool) throws(ShardFSError) -> [FinishedFile] {
+        try makeDirectory(finishedDirectory)
+        if let existing = try readLayout() {
+            if existing == layout { return [] }
+            guard force else {
+                throw ShardFSError.badLayout(flag: "--persist-to \(directory)",
+                                             reason: "holds another \(Self.difference(existing, layout)); use another directory, or --force to replace it")
+            }
+            let stale = try finished()
+            for entry in stale { unlink(finishedDirectory + "/" + Self.entryName(entry.path)) }
+            unlink(layoutPath)
+            try VirtualFileWriter.syncDirectory(of: finishedDirectory + "/x")
+            try writeLayout(layout)
+            return stale
+        }
+        try writeLayout(layout)
+        return []
+    }
+
+    private func writeLayout(_ layout: Layout) throws(ShardFSError) {
+        let data: Data
+        do { data = try JSONEncoder.sorted.encode(layout) } catch { throw ShardFSError.io(path: layoutPath, operation: "encode", errno: EINVAL) }
+        // link() fails if another writer got there first: then theirs must match.
+        let temporary = try writeTemporary(data, near: layoutPath)
+        defer { unlink(temporary) }
+        if link(temporary, layoutPath) != 0 {
+            guard errno == EEXIST else { throw ShardFSError.io(path: layoutPath, operation: "link", errno: errno) }
+            if let existing = try readLayout(), existing != layout {
+                throw ShardFSError.badLayout(flag: "--persist-to \(directory)",
+                                             reason: "was just claimed by another writer with another \(Self.difference(existing, layout))")
+            }
+        }
+        try VirtualFileWriter.syncDirectory(of: layoutPath)
+    }
+
+    /// What differs between the layout DIR holds and the wanted one.
+    static func difference(_ existing: Layout, _ wanted: Layout) -> String {
+        if existing.layout != wanted.layout {
+            return "layout (\(existing.layout)), not this one (\(wanted.layout))"
+        }
+        let old = Dictionary(existing.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for source in wanted.sources {
+            guard let before = old[source.name] else { return "source (it has no \(source.name))" }
+            if let change = source.difference(from: before) { return "source: \(change)" }
+        }
+        let names = Set(wanted.sources.map(\.name))
+        if let extra = existing.sources.first(where: { !names.contains($0.name) }) {
+            return "source (made also from \(extra.name), which this one lacks)"
+        }
+        return "manifest version (\(existing.version), not \(wanted.version))"
+    }
+
+    func readLayout() throws(ShardFSError) -> Layout? {
+        guard let data = FileManager.default.contents(atPath: layoutPath) else { return nil }
+        do { return try JSONDecoder().decode(Layout.self, from: data) } catch {
+            throw ShardFSError.badSource(file: layoutPath, reason: "is not a ShardFS manifest (\(error)); remove \(stateDirectory) or use another directory")
+        }
+    }
+
+    /// The files recorded as finished.
+    public func finished() throws(ShardFSError) -> [FinishedFile] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: finishedDirectory)) ?? []
+        var entries: [FinishedFile] = []
+        for name in names.sorted() where name.hasSuffix(".json") {
+            // A torn entry cannot exist (written by rename), but an unreadable
+            // one only costs a rewrite of its file: skip it.
+            guard let data = FileManager.default.contents(atPath: finishedDirectory + "/" + name),
+                  let entry = try? JSONDecoder().decode(FinishedFile.self, from: data) else { continue }
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    /// Records `entry` as finished (after its file's rename), crash-safe.
+    public func recordFinished(_ entry: FinishedFile) throws(ShardFSError) {
+        let path = finishedDirectory + "/" + Self.entryName(entry.path)
+        let data: Data
+        do { data = try JSONEncoder.sorted.encode(entry) } catch { throw ShardFSError.io(path: path, operation: "encode", errno: EINVAL) }
+        let temporary = try writeTemporary(data, near: path)
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw ShardFSError.io(path: path, operation: "rename", errno: code)
+        }
+        try VirtualFileWriter.syncDirectory(of: path)
+    }
+
+    /// Forgets `path` (its file is about to be rewritten).
+    public func forget(_ path: String) {
+        unlink(finishedDirectory + "/" + Self.entryName(path))
+    }
+
+    /// Writes `data` under a temporary name beside `path`, fsynced.
+    private func writeTemporary(_ data: Data, near path: String) throws(ShardFSError) -> String {
+        let temporary = VirtualFileWriter.temporaryPath(for: path)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ShardFSError.io(path: temporary, operation: "create", errno: errno) }
+        defer { close(fd) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count else {
+            let code = written < 0 ? errno : ENOSPC
+            unlink(temporary)
+            throw ShardFSError.io(path: temporary, operation: "write", errno: code)
+        }
+        guard fsync(fd) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw ShardFSError.io(path: temporary, operation: "fsync", errno: code)
+        }
+        return temporary
+    }
+
+    private func makeDirectory(_ path: String) throws(ShardFSError) {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw ShardFSError.io(path: path, operation: "mkdir", errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
+        }
+    }
+}
+
+extension JSONEncoder {
+    /// Stable output: sorted keys, so equal manifests are equal bytes.
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return encoder
+    }
+}
