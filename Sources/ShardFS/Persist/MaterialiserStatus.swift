@@ -52,7 +52,7 @@ public struct MaterialiserStatus: Codable, Equatable, Sendable {
         let units = ["B", "KB", "MB", "GB", "TB"]
         var value = Double(count), unit = 0
         while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
-        return unit == 0 ? "\(count) B" : String(format: value < 10 ? "%.2f %@" : "%.1f %@", value, units[unit])
+        return unit == 0 ? "\(count) B" : String(format: value < 10 ? "%.2f" : "%.1f", value) + " " + units[unit]
     }
 
     static func duration(_ seconds: Double) -> String {
