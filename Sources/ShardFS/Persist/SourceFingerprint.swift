@@ -9,6 +9,13 @@ public struct SourceFingerprint: Codable, Equatable, Sendable {
     /// a shard rewritten with other tensors but the same size and mtime.
     public let headerCRC32: UInt32
 
+    init(name: String, size: Int, mtimeNanoseconds: Int, headerCRC32: UInt32) {
+        self.name = name
+        self.size = size
+        self.mtimeNanoseconds = mtimeNanoseconds
+        self.headerCRC32 = headerCRC32
+    }
+
     public init(_ file: SourceFile) throws(ShardFSError) {
         name = file.name
         size = file.size

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+@testable import ShardFS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The materialiser's pieces without FUSE: a mount serving a persisted copy
+/// gives the same bytes as the engine (CRC fields zero), and DIR's manifest
+/// refuses another layout or source by name.
+@Suite struct PersistTests {
+    typealias Fixture = ExtentReadTests
+
+    @Test func persistedCopyReadsLikeTheEngine() throws {
+        let dir = try Fixture.TemporaryDirectory()
+        let (fs, checkpoint, plan) = try MountedFileSystemTests.mounted(dir, LayoutOptions(tpSize: 2, ppSize: 2), maximumRead: 4096)
+        let (path, file) = plan.virtualFiles()[1]
+        let whole = try readWhole(file, sources: checkpoint.files)  // CRC fields 0
+        let copy = dir.path + "/copy.pt"
+        let writer = VirtualFileWriter(reader: ExtentReader(sources: checkpoint.files))
+        defer { writer.close() }
+        try writer.write(file, to: copy)
+        let written = [UInt8](try Data(contentsOf: URL(fileURLWithPath: copy)))
+        #expect(written != whole, "the copy carries real CRCs")
+        try fs.servePersisted(path, from: copy)
+        #expect(fs.persisted.servedCount == 1)
+        let inode = try #require(fs.tree.node(path: path)).inode
+        // Every CRC field boundary, and random ranges.
+        var starts: [Int] = []
+        for field in file.crcSlots.flatMap(\.fieldOffsets) {
+            for delta in [-3, 0, 2, 4] where field + delta >= 0 { starts.append(field + delta) }
+        }
+        var random = SplitMix64(seed: 11)
+        for _ in 0..<80 { starts.append(Int.random(in: 0..<whole.count, using: &random)) }
+        for start in starts {
+            for allowSource in [true, false] {
+                let count = Int.random(in: 1...5000, using: &random)
+                let result: Result<([UInt8]?, [ReadSegment]), MountedFileSystem.ReadError> =
+                    fs.read(inode, offset: start, count: count, allowSource: allowSource) { segments, buffer in
+                        (try? MountedFileSystemTests.resolve(segments, buffer, checkpoint), segments)
+                    }
+                let (bytes, segments) = try result.get()
+                let end = min(whole.count, start + min(count, fs.maximumRead))
+                #expect(bytes == Array(whole[start..<end]), "at \(start) (+\(count)), splice \(allowSource)")
+                let fromCopy = segments.contains { segment in if case .persisted = segment { return true } else { return false } }
+                // Only a range inside one CRC field has nothing to take from the copy.
+                if !allowSource { #expect(!fromCopy) }
+                if allowSource, end - start > 4 { #expect(fromCopy, "at \(start): \(segments)") }
+            }
+        }
+        // A copy changed behind the daemon's back is dropped: the engine answers.
+        var times = [timespec(tv_sec: 12345, tv_nsec: 0), timespec(tv_sec: 12345, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, copy, &times, 0) == 0)
+        let segments = try fs.read(inode, offset: 0, count: 4096, allowSource: true) { s, _ in s }.get()
+        #expect(!segments.contains { segment in if case .persisted = segment { return true } else { return false } })
+        #expect(fs.persisted.servedCount == 0)
+    }
+
+    @Test func manifestRefusesAnotherLayoutOrSourceByName() throws {
+        let dir = try Fixture.TemporaryDirectory()
+        let checkpoint = try Fixture.shardedCheckpoint(dir)
+        let fingerprints = try checkpoint.files.map { try SourceFingerprint($0) }
+        let manifest = PersistManifest(directory: dir.path + "/out")
+        let a = PersistManifest.Layout(layout: "tp=2 pp=1", sources: fingerprints)
+        #expect(try manifest.claim(a, force: false).isEmpty)
+        #expect(try manifest.claim(a, force: false).isEmpty, "the same layout again is accepted")
+        try manifest.recordFinished(.init(path: "model/a.pt", size: 10, crc32: 0xDEAD_BEEF))
+        #expect(try manifest.finished() == [.init(path: "model/a.pt", size: 10, crc32: 0xDEAD_BEEF)])
+
+        let b = PersistManifest.Layout(layout: "tp=4 pp=1", sources: fingerprints)
+        #expect(throws: ShardFSError.badLayout(flag: "--persist-to \(dir.path)/out",
+                                               reason: "holds another layout (tp=2 pp=1), not this one (tp=4 pp=1); use another directory, or --force to replace it")) {
+            try manifest.claim(b, force: false)
+        }
+        var touched = fingerprints
+        touched[0] = SourceFingerprint(name: touched[0].name, size: touched[0].size, mtimeNanoseconds: 1, headerCRC32: touched[0].headerCRC32)
+        #expect(throws: ShardFSError.badLayout(flag: "--persist-to \(dir.path)/out",
+                                               reason: "holds another source: \(touched[0].name) was modified since (mtime differs); use another directory, or --force to replace it")) {
+            try manifest.claim(PersistManifest.Layout(layout: "tp=2 pp=1", sources: touched), force: false)
+        }
+        // --force: the old layout's finished files are handed back, the entries forgotten.
+        #expect(try manifest.claim(b, force: true) == [.init(path: "model/a.pt", size: 10, crc32: 0xDEAD_BEEF)])
+        #expect(try manifest.finished().isEmpty)
+        #expect(try manifest.claim(b, force: false).isEmpty)
+    }
+}
