@@ -69,8 +69,8 @@ struct MountCommand: ParsableCommand {
             transform: parsePart)
     var part: Part?
 
-    @Option(help: "With --persist-to: files written at once.")
-    var persistJobs = 1
+    @Option(help: "With --persist-to: files written at once (each backs off while the mount serves reads).")
+    var persistJobs = 2
 
     @Option(name: .customLong("persist-bandwidth-mib"), help: "With --persist-to: at most this many MiB/s written (default: no limit).")
     var persistBandwidthMiB: Int?
