@@ -25,6 +25,12 @@ struct MountCommand: ParsableCommand {
               shardfs mount /fsx/ubuntu/Meta-Llama-3-70B /mnt/llama3-70b-tp32pp8 \\
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
               ln -sfn /mnt/llama3-70b-tp32pp8 /fsx/ubuntu/llama3_70B/pretrained_weight
+
+            To also leave real files on FSx for later jobs, add --persist-to (each of 16
+            nodes writing its share) and watch it with `shardfs status`:
+
+              shardfs mount ... --persist-to /fsx/ubuntu/llama3_70B-tp32pp8 --part $SLURM_NODEID/16
+              shardfs status /mnt/llama3-70b-tp32pp8
             """
     )
 
@@ -45,9 +51,7 @@ struct MountCommand: ParsableCommand {
 
     @Flag(help: ArgumentHelp(
         "Serve through the kernel page cache instead of FUSE direct_io.",
-        discussion: """
-            By default every read goes to the daemon (direct_io): a rank file is read once per node, and             this streams 2-3x faster than the page-cache path, whose splice replies the kernel copies into             its cache. The cost: re-reads come back to the daemon, and shared mmap (MAP_SHARED) of the files             fails with ENODEV; torch.load(mmap=True) maps privately and works either way. Use --page-cache             when several processes on a node read the same files, or something maps them shared.
-            """))
+        discussion: "By default every read goes to the daemon (direct_io): a rank file is read once per node, and this streams 2-3x faster than the page-cache path, whose splice replies the kernel copies into its cache. The cost: re-reads come back to the daemon, and shared mmap (MAP_SHARED) of the files fails with ENODEV; torch.load(mmap=True) maps privately and works either way. Use --page-cache when several processes on a node read the same files, or something maps them shared."))
     var pageCache = false
 
     @Flag(name: .customLong("no-splice"), help: "Copy every byte through the daemon instead of handing the kernel source file descriptors.")
@@ -59,9 +63,7 @@ struct MountCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp(
         "Also write every rank file to DIR/model/ in the background, as `shardfs convert SRC DIR` would.",
-        discussion: """
-            Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/;             a daemon started again on the same DIR keeps the finished files and writes the rest. Reads             through the mount keep priority, and each file, once persisted and read back intact, is             served from DIR. `shardfs status MNT` shows the progress.
-            """,
+        discussion: "Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/; a daemon started again on the same DIR keeps the finished files and writes the rest. Reads through the mount keep priority, and each file, once persisted and read back intact, is served from DIR. `shardfs status MNT` shows the progress.",
         valueName: "DIR"))
     var persistTo: String?
 
