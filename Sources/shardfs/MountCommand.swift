@@ -12,10 +12,10 @@ struct MountCommand: ParsableCommand {
         abstract: "Mount a directory whose rank files are made on demand from SRC.",
         discussion: """
             MNT/model/ then holds every rank file of the layout (with --format xser, each
-            with its .info.pt and .tensors/ folder), read-only, each reading
-            exactly as `shardfs convert` writes it (except the zip CRC-32 fields, which are
-            0: torch never checks them, and a lazily served file cannot know them). Mounting
-            reads headers only; switching layout is a remount. The command returns once the
+            with its .info.pt and .tensors/ folder), read-only, each reading exactly as
+            `shardfs convert` writes it (except the zip CRC-32 fields, which are 0: torch
+            never checks them, and a lazily served file cannot know them). Mounting reads
+            headers only; switching layout is a remount. The command returns once the
             mount is ready and serves in the background; `shardfs unmount MNT` ends it.
 
             The trainer saves its own checkpoints next to pretrained_weight, so mount
