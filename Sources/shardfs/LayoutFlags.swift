@@ -2,6 +2,7 @@ import ArgumentParser
 import ShardFS
 
 extension HardwareBackend: ExpressibleByArgument {}
+extension CheckpointFormat: ExpressibleByArgument {}
 
 /// Output dtypes `--dtype` accepts.
 enum OutputDType: String, CaseIterable, ExpressibleByArgument {
@@ -49,9 +50,27 @@ struct LayoutFlags: ParsableArguments {
             help: "Output dtype: float32, bfloat16 or float16 (default: the checkpoint's own; float32 reproduces the tutorial's files, which transformers 4.x loads as float32).")
     var dtype: OutputDType?
 
+    @Option(name: .customLong("format"),
+            help: ArgumentHelp(
+                "File format: pt (one torch.save file per rank) or xser (each tensor in its own file, as NxD's trainer saves).",
+                discussion: """
+                    xser serves, for each rank file P, the layout NxD's trainer itself writes \
+                    with --save_load_xser 1: P holds a dict of torch_xla TensorReference \
+                    objects, P.info.pt their dtypes and shapes, and P.tensors/tensor_<tid>.pt \
+                    each tensor alone. The trainer loads a tag as xser when it finds a \
+                    *.tensors entry (else as plain pt files, so pt always loads); with xser its \
+                    data-parallel ranks split the tensor files among themselves instead of each \
+                    reading every byte: use it for jobs with many data-parallel ranks on shared \
+                    storage. Reading P needs torch_xla (present on Neuron hosts). NxD's offline \
+                    converter with --save_xser 1 (as the seed passes it) writes plain files and \
+                    empty P.tensors folders instead; ShardFS writes the trainer's real layout.
+                    """,
+                valueName: "pt|xser"))
+    var format: CheckpointFormat = .pt
+
     var options: LayoutOptions {
         LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
-                      qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype)
+                      qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
     }
 
     func validate() throws {

@@ -12,10 +12,11 @@ struct MountCommand: ParsableCommand {
         commandName: "mount",
         abstract: "Mount a directory whose rank files are made on demand from SRC.",
         discussion: """
-            MNT/model/ then holds every rank file of the layout, read-only, each reading
-            exactly as `shardfs convert` writes it (except the zip CRC-32 fields, which are
-            0: torch never checks them, and a lazily served file cannot know them). Mounting
-            reads headers only; switching layout is a remount. The command returns once the
+            MNT/model/ then holds every rank file of the layout (with --format xser, each
+            with its .info.pt and .tensors/ folder), read-only, each reading exactly as
+            `shardfs convert` writes it (except the zip CRC-32 fields, which are 0: torch
+            never checks them, and a lazily served file cannot know them). Mounting reads
+            headers only; switching layout is a remount. The command returns once the
             mount is ready and serves in the background; `shardfs unmount MNT` ends it.
 
             The trainer saves its own checkpoints next to pretrained_weight, so mount
@@ -106,7 +107,8 @@ struct MountCommand: ParsableCommand {
         guard foreground else {
             let log = logFile ?? "/tmp/shardfs-\(mountpoint.split(separator: "/").last ?? "root").log"
             try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3"], logFile: log)
-            Console.out("shardfs: serving \(plan.files.count) files of \(source) at \(mountpoint) (log: \(log))")
+            let what = plan.options.format == .pt ? "\(plan.files.count) files" : "\(plan.files.count) rank files (\(plan.options.format))"
+            Console.out("shardfs: serving \(what) of \(source) at \(mountpoint) (log: \(log))")
             return
         }
         if readyFD != nil {

@@ -46,17 +46,27 @@ struct PlanReport: Encodable {
         /// True when the block is the whole source tensor.
         let whole: Bool
     }
+    /// A file of the xser format besides the rank file itself.
+    struct Companion: Encodable {
+        let path: String
+        let size: Int
+    }
     struct Tensor: Encodable {
         let key: String
         let dtype: String
         let shape: [Int]
         let sources: [Source]
+        /// xser: the file holding this tensor alone (`P.tensors/tensor_<tid>.pt`).
+        let file: Companion?
     }
     struct File: Encodable {
         let path: String
         let tpRank: Int
         let ppRank: Int
+        /// Size of the file at `path` (in xser, the dict of references).
         let size: Int
+        /// xser: `P.info.pt`.
+        let info: Companion?
         let tensors: [Tensor]
     }
     struct Layout: Encodable {
@@ -68,6 +78,10 @@ struct PlanReport: Encodable {
 
     let model: String
     let layout: Layout
+    /// "pt" or "xser" (`--format`).
+    let format: String
+    /// Every file of the format: in xser, each rank file, its .info.pt and its tensor files.
+    let fileCount: Int
     let totalSize: Int
     let files: [File]
 
@@ -78,37 +92,49 @@ struct PlanReport: Encodable {
         layout = Layout(tpSize: o.tpSize, ppSize: o.ppSize, virtualPPSize: o.virtualPPSize, kvSizeMultiplier: o.kvSizeMultiplier,
                         qkvLinear: o.qkvLinear, fuseQKV: o.fuseQKV, hwBackend: o.backend.rawValue, dtype: plan.dtype.rawValue,
                         layersOfPPRank: plan.layersOfPipelineRank)
+        // Sizes come from the very files convert writes and mount serves.
+        let outputs = plan.virtualFiles()
+        var sizeOf: [String: Int] = [:]
+        for (path, file) in outputs { sizeOf[path] = file.size }
+        let xser = o.format == .xser
+        func companion(_ path: String) -> Companion? { xser ? Companion(path: path, size: sizeOf[path] ?? 0) : nil }
+        format = o.format.rawValue
+        fileCount = outputs.count
+        totalSize = outputs.reduce(0) { $0 + $1.file.size }
         files = plan.files.map { file in
-            File(path: file.path, tpRank: file.tpRank, ppRank: file.ppRank, size: file.virtualFile(layout: o).size,
-                 tensors: file.tensors.map { t in
+            File(path: file.path, tpRank: file.tpRank, ppRank: file.ppRank, size: sizeOf[file.path] ?? 0,
+                 info: companion(RankFile.xserInfoPath(file.path)),
+                 tensors: file.tensors.enumerated().map { tid, t in
                      Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape, sources: t.blocks.map { b in
                          Source(tensor: b.tensor.name, file: checkpoint.files[b.tensor.fileIndex].name,
                                 rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound],
                                 whole: b == RowBlock(whole: b.tensor))
-                     })
+                     }, file: companion(RankFile.xserTensorPath(file.path, tid: tid)))
                  })
         }
-        totalSize = files.reduce(0) { $0 + $1.size }
     }
 
     var text: String {
         var lines = [model,
                      "layout: tp \(layout.tpSize), pp \(layout.ppSize), virtual pp \(layout.virtualPPSize), kv multiplier \(layout.kvSizeMultiplier)"
                         + (layout.qkvLinear ? ", qkv-linear" : "") + (layout.fuseQKV ? ", fuse-qkv" : "")
-                        + ", \(layout.hwBackend), \(layout.dtype)",
-                     "\(files.count) files, \(Format.bytes(totalSize)) in all"]
+                        + ", \(layout.hwBackend), \(layout.dtype)" + (format == "pt" ? "" : ", \(format)"),
+                     format == "pt" ? "\(fileCount) files, \(Format.bytes(totalSize)) in all"
+                        : "\(fileCount) files (\(files.count) rank files with their .info.pt and tensor files), \(Format.bytes(totalSize)) in all"]
         for (pp, layers) in layout.layersOfPPRank.enumerated() {
             lines.append("  pp rank \(pp): layers \(layers.map(String.init).joined(separator: " "))")
         }
         for file in files {
             lines.append("")
             lines.append("\(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))")
+            if let info = file.info { lines.append("\(info.path)  \(info.size) bytes (\(Format.bytes(info.size)))") }
             for t in file.tensors {
                 let from = t.sources.map { s in
                     s.whole ? "\(s.tensor) (\(s.file))"
                         : "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
                 }.joined(separator: " + ")
-                lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)")
+                let into = t.file.map { "  -> \($0.path.split(separator: "/").suffix(2).joined(separator: "/")) \($0.size) bytes" } ?? ""
+                lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)\(into)")
             }
         }
         return lines.joined(separator: "\n")

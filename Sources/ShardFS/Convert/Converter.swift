@@ -20,21 +20,56 @@ public struct Converter: Sendable {
         self.plan = plan
     }
 
-    /// Writes `files` (all of the plan's by default) under `root`, creating
-    /// `root/model`. Stops at the first error, removing unfinished temporaries.
+    /// Writes the files of the rank files `files` (all of the plan's by
+    /// default; in the plan's format) under `root`, creating the directories
+    /// they need. Stops at the first error, removing unfinished temporaries.
     public func run(root: String, files: [RankFile]? = nil, jobs: Int,
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) {
-        let files = files ?? plan.files
-        let virtualFiles = plan.virtualFiles(files).map(\.file)
-        let modelDirectory = root + "/model"
-        do {
-            try FileManager.default.createDirectory(atPath: modelDirectory, withIntermediateDirectories: true)
+        let outputs = plan.virtualFiles(files)
+        let created = try Converter.makeDirectories(for: outputs.map(\.path), under: root)
+        events(.started(files: outputs.count, bytes: outputs.reduce(0) { $0 + $1.file.size }))
+        do throws(ShardFSError) {
+            try write(outputs, root: root, jobs: jobs, isCancelled: isCancelled, events: events)
         } catch {
-            throw ShardFSError.io(path: modelDirectory, operation: "mkdir", errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
+            // Leave no empty `p.tensors` folder behind: the trainer takes a tag
+            // holding one for xser.
+            for directory in created.reversed() { rmdir(directory) }
+            throw error
         }
-        events(.started(files: files.count, bytes: virtualFiles.reduce(0) { $0 + $1.size }))
+    }
 
+    /// Creates `root/model` and every other directory the paths need (an
+    /// xser `p.tensors/`), each made durable in its parent. Returns the
+    /// directories below `root/model` that did not exist, parents first.
+    static func makeDirectories(for paths: [String], under root: String) throws(ShardFSError) -> [String] {
+        var directories = [root + "/model"]
+        var seen = Set(directories)
+        for path in paths {
+            guard let slash = path.lastIndex(of: "/") else { continue }
+            let directory = root + "/" + path[..<slash]
+            if seen.insert(directory).inserted { directories.append(directory) }
+        }
+        var created: [String] = []
+        for (index, directory) in directories.enumerated() {
+            let existed = FileManager.default.fileExists(atPath: directory)
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw ShardFSError.io(path: directory, operation: "mkdir", errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
+            }
+            if !existed && index > 0 {
+                created.append(directory)
+                try VirtualFileWriter.syncDirectory(of: directory)
+            }
+        }
+        return created
+    }
+
+    /// Writes `outputs` under `root`, `jobs` files at a time.
+    private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, jobs: Int,
+                       isCancelled: @escaping @Sendable () -> Bool,
+                       events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         struct Shared {
             var next = 0
             var failure: ShardFSError?
@@ -42,7 +77,7 @@ public struct Converter: Sendable {
         let shared = Mutex(Shared())
         let group = DispatchGroup()
         let sources = checkpoint.files
-        for _ in 0..<max(1, min(jobs, files.count)) {
+        for _ in 0..<max(1, min(jobs, outputs.count)) {
             group.enter()
             let thread = Thread {
                 defer { group.leave() }
@@ -50,17 +85,17 @@ public struct Converter: Sendable {
                 defer { writer.close() }
                 while true {
                     let index: Int? = shared.withLock { state in
-                        guard state.failure == nil, state.next < files.count else { return nil }
+                        guard state.failure == nil, state.next < outputs.count else { return nil }
                         defer { state.next += 1 }
                         return state.next
                     }
                     guard let index else { return }
-                    let path = root + "/" + files[index].path
+                    let (path, file) = outputs[index]
                     do throws(ShardFSError) {
-                        try writer.write(virtualFiles[index], to: path,
+                        try writer.write(file, to: root + "/" + path,
                                          progress: { events(.wrote(bytes: $0)) },
                                          isCancelled: { isCancelled() || shared.withLock { $0.failure != nil } })
-                        events(.finished(path: files[index].path, bytes: virtualFiles[index].size))
+                        events(.finished(path: path, bytes: file.size))
                     } catch {
                         shared.withLock { state in if state.failure == nil { state.failure = error } }
                         return

@@ -43,21 +43,3 @@ public enum TorchSaveFile {
         return twentyDigits(fnv1a(0xCBF2_9CE4_8422_2325)) + twentyDigits(fnv1a(0x6C62_272E_07BB_0142))
     }
 }
-
-extension RankFile {
-    /// This rank file as `torch.save(dict)` would write it, over the source.
-    public func virtualFile(layout: LayoutOptions) -> VirtualFile {
-        let fileName = RankFile.fileName(tp: tpRank, pp: ppRank)
-        let pickle = PickleWriter.stateDict(tensors.map { ($0.key, TensorDescription(dtype: $0.dtype, shape: $0.shape)) })
-        let storages = tensors.map { tensor in tensor.blocks.map { Extent.slice(SliceExtent(block: $0, outputDType: tensor.dtype)) } }
-        return TorchSaveFile.file(fileName: fileName, pickle: pickle, storages: storages,
-                                  serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + fileName))
-    }
-}
-
-extension LayoutPlan {
-    /// The rank files (all, or `files`) as virtual files at their relative paths.
-    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: VirtualFile)] {
-        (files ?? self.files).map { ($0.path, $0.virtualFile(layout: options)) }
-    }
-}

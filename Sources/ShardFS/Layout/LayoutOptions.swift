@@ -15,9 +15,13 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
     public var backend: HardwareBackend
     /// Output dtype; nil means the checkpoint's own.
     public var dtype: DType?
+    /// The files each rank is written as. Part of the options, so that every
+    /// consumer of `LayoutPlan.virtualFiles` (convert, mount, ...) follows it.
+    public var format: CheckpointFormat
 
     public init(tpSize: Int = 1, ppSize: Int = 1, virtualPPSize: Int = 1, kvSizeMultiplier: Int = 1,
-                qkvLinear: Bool = false, fuseQKV: Bool = false, backend: HardwareBackend = .trn1, dtype: DType? = nil) {
+                qkvLinear: Bool = false, fuseQKV: Bool = false, backend: HardwareBackend = .trn1, dtype: DType? = nil,
+                format: CheckpointFormat = .pt) {
         self.tpSize = tpSize
         self.ppSize = ppSize
         self.virtualPPSize = virtualPPSize
@@ -26,15 +30,18 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
         self.fuseQKV = fuseQKV
         self.backend = backend
         self.dtype = dtype
+        self.format = format
     }
 
-    /// A one-line description, used in logs and to derive serialization ids.
+    /// A one-line description, used in logs and to derive serialization ids
+    /// (the pt format adds nothing, so pt files keep the ids they always had).
     public var summary: String {
         var parts = ["tp=\(tpSize)", "pp=\(ppSize)", "vpp=\(virtualPPSize)", "kv_mult=\(kvSizeMultiplier)"]
         if qkvLinear { parts.append("qkv_linear") }
         if fuseQKV { parts.append("fuse_qkv") }
         parts.append(backend.rawValue)
         parts.append(dtype?.rawValue ?? "source-dtype")
+        if format != .pt { parts.append(format.rawValue) }
         return parts.joined(separator: " ")
     }
 }

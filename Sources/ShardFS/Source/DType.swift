@@ -23,6 +23,10 @@ public enum DType: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// The dtype's attribute of the `torch` module (`torch.bfloat16`), as a
+    /// pickled `torch.dtype` names it; the raw values were chosen to match.
+    public var torchName: String { rawValue }
+
     /// The storage class `torch.save` pickles for this dtype (`torch.<name>`).
     public var torchStorageClass: String {
         switch self {

@@ -7,8 +7,10 @@ Run with the project's venv (torch 2.13 cpu):
     /work/venv/bin/python Tests/ShardFSTests/Fixtures/generate_torch_save_fixtures.py
 
 Each fixture is torch.save(dict) with CRC-32 off (pt-format.md, "The equality
-to test"). The file name passed to torch.save decides the archive name inside
-the zip; TorchSaveFixtureTests uses the same names. The serialization id is
+to test"); the xser ones (xser.md) are torch.save of a dict of TensorReference
+objects (a stand-in class under torch_xla's module name), of an .info.pt dict,
+and of a single tensor. The file name passed to torch.save decides the
+archive name inside the zip; the tests use the same names. The serialization id is
 random: the tests read it back from the fixture itself.
 """
 
@@ -16,6 +18,7 @@ import base64
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import torch
@@ -55,6 +58,61 @@ def fixtures():
     ]
 
 
+class TensorReference:
+    """A stand-in for torch_xla.utils.serialization.TensorReference, the class
+    NxD's xser writes (xser.md): one attribute, `tid`. install_tensor_reference
+    makes it importable under torch_xla's module name, so that torch.save
+    pickles it exactly as the trainer's own."""
+
+    def __init__(self, tid):
+        self.tid = tid
+
+
+def install_tensor_reference():
+    for name in ("torch_xla", "torch_xla.utils", "torch_xla.utils.serialization"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    TensorReference.__module__ = "torch_xla.utils.serialization"
+    sys.modules["torch_xla.utils.serialization"].TensorReference = TensorReference
+    return TensorReference
+
+
+def xser_fixtures():
+    # (swift name, file name given to torch.save, object). Keep in step with
+    # XserFixtureTests.swift, which restates each object.
+    ref = install_tensor_reference()
+
+    def info(dtype, shape):
+        return {"dtype": dtype, "shape": torch.Size(shape), "expert_model_parallel": False}
+
+    return [
+        # a rank file's reference dict: keys -> TensorReference(tid), tid in key order
+        ("xserReferences", "dp_rank_00_tp_rank_01_pp_rank_00.pt", {
+            "model.embed_tokens.weight": ref(0),
+            "model.layers.0.self_attn.qkv_proj.weight_qkv": ref(1),
+            "model.norm.weight": ref(2),
+        }),
+        # one reference: a bare SETITEM
+        ("xserOneReference", "one.pt", {"lm_head.weight": ref(0)}),
+        # 1001 references: batches of 1000 and memo indices past 256
+        ("xserManyReferences", "refs1001.pt", {f"k{i}": ref(i) for i in range(1001)}),
+        # the .info.pt dict: tid -> dtype, torch.Size, expert_model_parallel;
+        # dtypes repeat (memo), shapes of 0 to 4 dims, dims >= 256 and >= 65536
+        ("xserInfo", "dp_rank_00_tp_rank_01_pp_rank_00.pt.info.pt", {
+            0: info(torch.bfloat16, [2, 3]),
+            1: info(torch.float32, [128256]),
+            2: info(torch.float16, [4, 300, 5]),
+            3: info(torch.bfloat16, []),
+            4: info(torch.float64, [1, 2, 3, 4]),
+            5: info(torch.float32, [7]),
+        }),
+        # a one-tensor info dict: bare SETITEM outside
+        ("xserOneInfo", "one.pt.info.pt", {0: info(torch.bfloat16, [8, 8])}),
+        # tensor files: torch.save of one tensor alone
+        ("xserTensor", "tensor_0.pt", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)),
+        ("xserTensorF32", "tensor_12.pt", torch.arange(300, dtype=torch.float32)),
+    ]
+
+
 def main():
     torch.serialization.set_crc32_options(False)
     lines = [
@@ -65,7 +123,7 @@ def main():
         "enum TorchSaveFixtureData {",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for swift_name, file_name, d in fixtures():
+        for swift_name, file_name, d in fixtures() + xser_fixtures():
             path = os.path.join(tmp, file_name)
             torch.save(d, path)
             data = Path(path).read_bytes()

@@ -1,0 +1,56 @@
+/// The files each rank file of a plan becomes, in either format: the one
+/// place that turns a plan into `(path, VirtualFile)` pairs, which convert
+/// and mount consume unchanged.
+extension LayoutPlan {
+    /// The files of the rank files `files` (default: all), in the plan's
+    /// format (`options.format`), at their relative paths. In xser, each rank
+    /// file's group (`p`, `p.info.pt`, `p.tensors/...`) is contiguous, so a
+    /// share of rank files (`--part`) keeps its groups whole.
+    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: VirtualFile)] {
+        let files = files ?? self.files
+        switch options.format {
+        case .pt:
+            return files.map { ($0.path, $0.virtualFile(layout: options)) }
+        case .xser:
+            return files.flatMap { $0.xserFiles(layout: options) }
+        }
+    }
+}
+
+extension PlannedTensor {
+    var torchDescription: TensorDescription { TensorDescription(dtype: dtype, shape: shape) }
+
+    /// The tensor's bytes: its source blocks, stacked, converted to its dtype.
+    var storage: [Extent] { blocks.map { Extent.slice(SliceExtent(block: $0, outputDType: dtype)) } }
+}
+
+extension RankFile {
+    /// This rank file as `torch.save(dict)` would write it, over the source.
+    public func virtualFile(layout: LayoutOptions) -> VirtualFile {
+        let fileName = RankFile.fileName(tp: tpRank, pp: ppRank)
+        let pickle = PickleWriter.stateDict(tensors.map { ($0.key, $0.torchDescription) })
+        return TorchSaveFile.file(fileName: fileName, pickle: pickle, storages: tensors.map(\.storage),
+                                  serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + fileName))
+    }
+
+    /// This rank file as NxD's trainer saves it with xser (xser.md): the
+    /// reference dict at `path`, then `path.info.pt`, then one file per
+    /// tensor, in tid order. Each is a `torch.save` file over the same
+    /// extents the pt file uses; only literals (pickles, zip framing) are new.
+    public func xserFiles(layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
+        func file(_ path: String, pickle: [UInt8], storages: [[Extent]]) -> (path: String, file: VirtualFile) {
+            // Each file its own id: the seed holds the layout and the path.
+            (path, TorchSaveFile.file(fileName: path, pickle: pickle, storages: storages,
+                                      serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path)))
+        }
+        var result = [
+            file(path, pickle: PickleWriter.tensorReferences(keys: tensors.map(\.key)), storages: []),
+            file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(tensors.map(\.torchDescription)), storages: []),
+        ]
+        for (tid, tensor) in tensors.enumerated() {
+            result.append(file(RankFile.xserTensorPath(path, tid: tid),
+                               pickle: PickleWriter.singleTensor(tensor.torchDescription), storages: [tensor.storage]))
+        }
+        return result
+    }
+}

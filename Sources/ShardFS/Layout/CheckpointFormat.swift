@@ -1,0 +1,17 @@
+/// How the rank files of a layout are written (xser.md).
+public enum CheckpointFormat: String, CaseIterable, Sendable, Codable {
+    /// One `torch.save` file per rank: the dict of tensors.
+    case pt
+    /// NxD's xser layout, as its trainer saves it: per rank file `p`, the dict
+    /// of `TensorReference`s at `p`, their dtypes and shapes at `p.info.pt`,
+    /// and each tensor alone at `p.tensors/tensor_<tid>.pt`.
+    case xser
+}
+
+extension RankFile {
+    /// xser: the dtypes and shapes of the rank file at `path`.
+    public static func xserInfoPath(_ path: String) -> String { path + ".info.pt" }
+
+    /// xser: the file of tensor `tid` (its index in the rank file).
+    public static func xserTensorPath(_ path: String, tid: Int) -> String { path + ".tensors/tensor_\(tid).pt" }
+}
