@@ -53,6 +53,7 @@ conf=$work/slurm.conf
 export SLURM_CONF=$conf
 
 pids=()          # daemons started here, stopped by their process ids
+names=()         # and their names, for messages
 job_id=
 keep_work=1      # cleared once everything passed
 
@@ -84,9 +85,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The daemons' log files; their stderr (*.out) repeats them, so it is shown
+# only where no log file was written (an error before it was opened).
+# Harmless lines in them: mpi/pmix errors (22.05 loads every MPI plugin, and
+# libpmix is only recommended), "could not open ... state file" (fresh state),
+# munged's "Unauthorized credential for client UID=0" (Slurm's uid restriction).
 show_logs() {
-    local log
-    for log in "$work"/log/* "$work"/munge/munged.log; do
+    local name log
+    for name in munged slurmctld slurmd; do
+        log=$work/log/$name.log
+        [ -s "$log" ] || log=$work/log/$name.out
         [ -s "$log" ] || continue
         echo "----- $log (last 40 lines)" >&2
         tail -n 40 "$log" >&2
@@ -104,9 +112,9 @@ fi
 chmod 400 "$work/munge/munge.key"
 socket=$work/munge/munge.socket
 munged --foreground --key-file="$work/munge/munge.key" --socket="$socket" \
-    --pid-file="$work/munge/munged.pid" --log-file="$work/munge/munged.log" \
+    --pid-file="$work/munge/munged.pid" --log-file="$work/log/munged.log" \
     --seed-file="$work/munge/munged.seed" >"$work/log/munged.out" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(munged)
 for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done
 munge --socket="$socket" -n </dev/null | unmunge --socket="$socket" >/dev/null 2>&1 \
     || fail_with_logs "munged does not answer on $socket"
@@ -169,15 +177,17 @@ EOF
 # In the foreground (-D) as background jobs, so each is stopped by its own pid.
 # -i: start from the fresh state directory without complaint.
 slurmctld -D -i -f "$conf" >"$work/log/slurmctld.out" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(slurmctld)
 slurmd -D -f "$conf" >"$work/log/slurmd.out" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(slurmd)
 
 state=
 for _ in $(seq 60); do
     state=$(sinfo -h -N -n "$host" -o %T 2>/dev/null | head -n 1) || true
     [ "$state" = idle ] && break
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || fail_with_logs "a daemon (pid $pid) exited during start-up"; done
+    for i in "${!pids[@]}"; do
+        kill -0 "${pids[i]}" 2>/dev/null || fail_with_logs "${names[i]} (pid ${pids[i]}) exited during start-up"
+    done
     sleep 1
 done
 [ "$state" = idle ] || fail_with_logs "node $host not idle after 60 s (sinfo says '${state:-nothing}')"
