@@ -85,8 +85,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The daemons' log files; their stderr (*.out) repeats them, so it is shown
-# only where no log file was written (an error before it was opened).
+# The daemons' logs: Slurm's log files (their stderr, *.out, repeats them, so
+# it is shown only where no log file was written: an error before it was
+# opened) and munged's stderr.
 # Harmless lines in them: mpi/pmix errors (22.05 loads every MPI plugin, and
 # libpmix is only recommended), "could not open ... state file" (fresh state),
 # munged's "Unauthorized credential for client UID=0" (Slurm's uid restriction).
@@ -111,9 +112,10 @@ else
 fi
 chmod 400 "$work/munge/munge.key"
 socket=$work/munge/munge.socket
+# In the foreground it logs to stderr only.
 munged --foreground --key-file="$work/munge/munge.key" --socket="$socket" \
-    --pid-file="$work/munge/munged.pid" --log-file="$work/log/munged.log" \
-    --seed-file="$work/munge/munged.seed" >"$work/log/munged.out" 2>&1 &
+    --pid-file="$work/munge/munged.pid" --seed-file="$work/munge/munged.seed" \
+    >"$work/log/munged.out" 2>&1 &
 pids+=($!) names+=(munged)
 for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done
 munge --socket="$socket" -n </dev/null | unmunge --socket="$socket" >/dev/null 2>&1 \
