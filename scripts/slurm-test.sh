@@ -70,7 +70,7 @@ own_slurm_processes() {
 cleanup() {
     local status=$? pid i
     set +e
-    if [ -n "$job_id" ] && [ ${#pids[@]} -gt 0 ]; then scancel "$job_id" 2>/dev/null; fi
+    if [ -n "$job_id" ] && [ ${#pids[@]} -gt 0 ]; then client scancel "$job_id" 2>/dev/null; fi
     # Reverse order: slurmd, slurmctld, then munged, which they authenticate with.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null; done
     for pid in "${pids[@]}"; do
@@ -78,6 +78,8 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
+    # Unset first, or the scan's own tr and grep would match.
+    unset SLURM_CONF
     for pid in $(own_slurm_processes); do kill -KILL "$pid" 2>/dev/null; done
     if [ $status = 0 ] && [ $keep_work = 0 ]; then rm -rf "$work"; else say "state, logs and outputs kept in $work"; fi
     exit $status
@@ -102,6 +104,9 @@ show_logs() {
     done
 }
 fail_with_logs() { say "FAIL: $*"; show_logs; exit 1; }
+# Slurm's clients wait forever for an unreadable slurm.conf or an absent
+# controller: bounded, a broken setup fails instead of hanging CI.
+client() { timeout 20 "$@"; }
 
 # --- munge -------------------------------------------------------------------
 # A private key and socket: never touches (or depends on) a system munged.
@@ -185,7 +190,7 @@ pids+=($!) names+=(slurmd)
 
 state=
 for _ in $(seq 60); do
-    state=$(sinfo -h -N -n "$host" -o %T 2>/dev/null | head -n 1) || true
+    state=$(client sinfo -h -N -n "$host" -o %T 2>/dev/null | head -n 1) || true
     [ "$state" = idle ] && break
     for i in "${!pids[@]}"; do
         kill -0 "${pids[i]}" 2>/dev/null || fail_with_logs "${names[i]} (pid ${pids[i]}) exited during start-up"
@@ -206,18 +211,20 @@ status=\$?
 echo \$status >"$work/jobs/task-\$SLURM_ARRAY_TASK_ID.status"
 exit \$status
 EOF
-job_id=$(sbatch --parsable --array=0-$((TASKS - 1)) --job-name=shardfs-part \
+job_id=$(client sbatch --parsable --array=0-$((TASKS - 1)) --job-name=shardfs-part \
     --output="$work/jobs/task-%a.out" "$work/job.sh") || fail_with_logs "sbatch refused the array"
 job_id=${job_id%%;*}
 say "submitted array job $job_id (tasks 0-$((TASKS - 1)))"
 
 # Polled here rather than with `sbatch --wait`, whose back-off adds up to 10 s.
-for _ in $(seq 180); do
-    [ -z "$(squeue -h -j "$job_id" -o %i 2>/dev/null)" ] && break
+# Done once squeue answers and lists none of the array's tasks.
+finished=0
+limit=180
+for _ in $(seq $limit); do
+    if queued=$(client squeue -h -j "$job_id" -o %i 2>&1) && [ -z "$queued" ]; then finished=1; break; fi
     sleep 1
 done
-[ -z "$(squeue -h -j "$job_id" -o %i 2>/dev/null)" ] \
-    || { squeue -j "$job_id" >&2; fail_with_logs "array job $job_id still queued or running after 180 s"; }
+[ $finished = 1 ] || fail_with_logs "array job $job_id not finished after $limit s (squeue: $(echo ${queued:-nothing}))"
 
 # --- checks ------------------------------------------------------------------
 failures=()
@@ -249,7 +256,7 @@ done
 { echo model; cat "$work/plan.txt"; } | sort >"$work/union.expected"
 (cd "$out" 2>/dev/null && find . -mindepth 1 | sed 's|^\./||' | sort) >"$work/union.actual" || true
 if ! diff -u "$work/union.expected" "$work/union.actual" >"$work/union.diff"; then
-    failures+=("$out does not hold exactly the plan's $total files ('-' missing, '+' extra):")
+    failures+=("$out does not hold exactly the plan's $total files (diff above: '-' missing, '+' extra)")
     cat "$work/union.diff" >&2
 fi
 
