@@ -233,3 +233,19 @@ def test_status_without_persist(shardfs, conversions, ckpts, mounts, tmp_path):
     assert s["persist"] is None if "persist" in s else True
     assert s["files"] == len(exp.names) and s["bytesServed"] >= len(exp.zeroed(n)), s
     assert sorted(os.listdir(m.mnt)) == ["model"], "the status file must not be listed"
+
+
+def test_persist_xser(shardfs, conversions, ckpts, mounts, tmp_path):
+    """--format xser: the persisted tree (reference files, .info.pt, one file
+    per tensor) is convert's, byte for byte."""
+    case = GQA_TP2_PP2
+    args = [*case.args, "--format", "xser"]
+    exp = Expected(conversions.converted_ok(case.ckpt, args).out)
+    assert any(".tensors/tensor_" in n for n in exp.names), exp.names
+    d = tmp_path / "persisted"
+    m = mounts.mount(ckpts.get(case.ckpt).path, new_mnt(tmp_path), *args, "--persist-to", d)
+    p = wait_persist(shardfs, m)
+    assert p["filesDone"] == len(exp.names), p
+    assert temporaries(d) == []
+    done = assert_final_files_are_converts(d, exp, "xser persisted")
+    assert sorted(done) == sorted("model/" + n for n in exp.names)
