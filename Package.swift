@@ -37,6 +37,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer targets (scripts/fuzz.sh); a plain build makes a corpus replayer.
+        .executableTarget(name: "shardfs-fuzz", dependencies: ["ShardFS"]),
         .testTarget(name: "ShardFSTests", dependencies: ["ShardFS"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1166,3 +1166,27 @@ def test_source_changed(shardfs, ckpts, mounts, tmp_path, how, mode):
                               + "\n" + log_tail(m.log))
     finally:
         os.close(old_fd)
+
+
+def _mount_options(mnt: Path) -> list[str]:
+    """The options column of mnt's fuse.shardfs line in /proc/mounts."""
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 4 and _unescape(parts[1]) == str(mnt) and parts[2] == FUSE_TYPE:
+                return parts[3].split(",")
+    raise AssertionError(f"{mnt} is not in /proc/mounts")
+
+
+@pytest.mark.parametrize("allow_other", [False, True])
+def test_mount_options_in_proc_mounts(ckpts, mounts, tmp_path, allow_other):
+    """The kernel sees a read-only mount that checks permissions itself
+    (default_permissions, always), visible to other users only when asked
+    (--allow-other)."""
+    c = GQA_TP2_PP2
+    args = list(c.args) + (["--allow-other"] if allow_other else [])
+    m = mounts.mount(ckpts.get(c.ckpt).path, new_mnt(tmp_path), *args)
+    options = _mount_options(m.mnt)
+    assert "ro" in options, options
+    assert "default_permissions" in options, options
+    assert ("allow_other" in options) == allow_other, options

@@ -10,6 +10,7 @@ public enum LayoutPlanner {
             warnings.append("--kv-size-multiplier \(o.kvSizeMultiplier) has no effect without --qkv-linear (as in NxD's converter): K and V are cut, not replicated")
         }
         let layersOfRank = try pipelineLayers(layers: c.layers, options: o)
+        try checkFileCount(o)
 
         var files: [RankFile] = []
         for tp in 0..<o.tpSize {
@@ -55,15 +56,28 @@ public enum LayoutPlanner {
         return LayoutPlan(options: o, dtype: dtype, files: files, layersOfPipelineRank: layersOfRank, warnings: warnings)
     }
 
+    /// Most rank files a plan may have: far above any real NxD layout, low
+    /// enough that a plan (built whole, in memory) stays small.
+    public static let maximumFileCount = 65_536
+
+    static func checkFileCount(_ o: LayoutOptions) throws(ShardFSError) {
+        let (count, overflow) = o.tpSize.multipliedReportingOverflow(by: o.ppSize)
+        guard !overflow, count <= maximumFileCount else {
+            throw ShardFSError.badLayout(
+                flag: "--tp-size", reason: "tp-size \(o.tpSize) x pp-size \(o.ppSize) rank files is more than the \(maximumFileCount) ShardFS plans")
+        }
+    }
+
     /// Layers split over S = pp * vpp stages: each gets L / S, the last L % S
     /// one more; stage s runs on pipeline rank s % pp.
     public static func pipelineLayers(layers: Int, options o: LayoutOptions) throws(ShardFSError) -> [[Int]] {
         guard o.ppSize >= 1 else { throw ShardFSError.badLayout(flag: "--pp-size", reason: "must be at least 1") }
         guard o.virtualPPSize >= 1 else { throw ShardFSError.badLayout(flag: "--virtual-pp-size", reason: "must be at least 1") }
-        let stages = o.ppSize * o.virtualPPSize
-        guard layers >= stages else {
+        // An overflowing product is more stages than any model has layers.
+        let (stages, overflow) = o.ppSize.multipliedReportingOverflow(by: o.virtualPPSize)
+        guard !overflow, layers >= stages else {
             throw ShardFSError.badLayout(
-                flag: "--pp-size", reason: "num_hidden_layers (\(layers)) is smaller than the \(stages) pipeline stages (pp-size \(o.ppSize) x virtual-pp-size \(o.virtualPPSize))")
+                flag: "--pp-size", reason: "num_hidden_layers (\(layers)) is smaller than the \(overflow ? "too many" : String(stages)) pipeline stages (pp-size \(o.ppSize) x virtual-pp-size \(o.virtualPPSize))")
         }
         var result = [[Int]](repeating: [], count: o.ppSize)
         let base = layers / stages, longer = layers % stages
@@ -126,15 +140,18 @@ struct TensorCutter {
         guard Hq % T == 0 else {
             throw ShardFSError.badLayout(flag: "--tp-size", reason: "\(T) does not divide num_attention_heads (\(Hq)), which --qkv-linear requires")
         }
+        // Overflow stands for "not tp-size": only the comparison uses it.
+        let (product, overflow) = Hkv.multipliedReportingOverflow(by: m)
+        let kvProduct = overflow ? -1 : product
         switch o.backend {
         case .trn1:
-            guard Hkv * m == T else {
+            guard kvProduct == T else {
                 throw ShardFSError.badLayout(
                     flag: "--kv-size-multiplier",
                     reason: "with --qkv-linear on trn1, num_key_value_heads (\(Hkv)) x kv-size-multiplier (\(m)) must equal tp-size (\(T)); use --kv-size-multiplier \(T % Hkv == 0 ? String(T / Hkv) : "(none fits)")")
             }
         case .trn2:
-            guard Hkv * m == T || (m == 1 && Hkv % T == 0) else {
+            guard kvProduct == T || (m == 1 && Hkv % T == 0) else {
                 throw ShardFSError.badLayout(
                     flag: "--kv-size-multiplier",
                     reason: "with --qkv-linear on trn2, num_key_value_heads (\(Hkv)) x kv-size-multiplier (\(m)) must equal tp-size (\(T)), or the multiplier be 1 with tp-size dividing num_key_value_heads; other values would cut heads in half")

@@ -12,6 +12,14 @@ public struct SourceTensor: Equatable, Sendable {
     /// Absolute byte offset of the tensor's first element in its file.
     public let offset: Int
 
+    public init(name: String, dtype: DType, shape: [Int], fileIndex: Int, offset: Int) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.fileIndex = fileIndex
+        self.offset = offset
+    }
+
     public var byteCount: Int { shape.reduce(dtype.size, *) }
 }
 
@@ -41,23 +49,7 @@ public final class Checkpoint: Sendable {
         var weightMap: [(key: String, value: JSONValue)]?
         if Checkpoint.exists(directory: directory, name: Checkpoint.indexName) {
             let indexBytes = try Checkpoint.readSmallFile(directory: directory, name: Checkpoint.indexName, limit: 256 << 20)
-            let index: JSONValue
-            do { index = try JSONReader.parse(indexBytes) } catch {
-                throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "not valid JSON: \(error)")
-            }
-            guard case let .object(map)? = index["weight_map"] else {
-                throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "no \"weight_map\" object")
-            }
-            var names: [String] = []
-            for (tensor, file) in map {
-                guard let fileName = file.stringValue else {
-                    throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "weight_map entry for \(tensor) is not a file name")
-                }
-                try Checkpoint.checkShardName(fileName, tensor: tensor)
-                if !names.contains(fileName) { names.append(fileName) }
-            }
-            fileNames = names.sorted()
-            weightMap = map
+            (fileNames, weightMap) = try Checkpoint.parseIndex(indexBytes)
         } else if Checkpoint.exists(directory: directory, name: Checkpoint.singleFileName) {
             fileNames = [Checkpoint.singleFileName]
         } else {
@@ -71,6 +63,7 @@ public final class Checkpoint: Sendable {
             guard Checkpoint.exists(directory: directory, name: name) else {
                 throw ShardFSError.badSource(file: name, reason: "named by \(Checkpoint.indexName) but missing from \(directory)")
             }
+            try SourceContainment.check(directory: directory, name: name)
             let file = try SourceFile(directory: directory, name: name)
             let header = try SafetensorsHeader(file: name, fileSize: file.size) { (offset, count) throws(ShardFSError) in
                 try file.readBytes(at: offset, count: count)
@@ -105,6 +98,27 @@ public final class Checkpoint: Sendable {
         self.tensors = tensors
     }
 
+    /// The shard names (sorted, each once) and the weight map of an index
+    /// file's bytes. A name that could leave the model directory is refused.
+    public static func parseIndex(_ indexBytes: [UInt8]) throws(ShardFSError) -> (fileNames: [String], weightMap: [(key: String, value: JSONValue)]) {
+        let index: JSONValue
+        do { index = try JSONReader.parse(indexBytes) } catch {
+            throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "not valid JSON: \(error)")
+        }
+        guard case let .object(map)? = index["weight_map"] else {
+            throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "no \"weight_map\" object")
+        }
+        var names = Set<String>()
+        for (tensor, file) in map {
+            guard let fileName = file.stringValue else {
+                throw ShardFSError.badSource(file: Checkpoint.indexName, reason: "weight_map entry for \(tensor) is not a file name")
+            }
+            try Checkpoint.checkShardName(fileName, tensor: tensor)
+            names.insert(fileName)
+        }
+        return (names.sorted(), map)
+    }
+
     /// Shard names must stay inside the model directory: no separators, no `..`.
     static func checkShardName(_ name: String, tensor: String) throws(ShardFSError) {
         if name.isEmpty || name.contains("/") || name == "." || name == ".." || name.contains("\0") {
@@ -122,6 +136,7 @@ public final class Checkpoint: Sendable {
         guard exists(directory: directory, name: name) else {
             throw ShardFSError.badSource(file: name, reason: "missing from \(directory)")
         }
+        try SourceContainment.check(directory: directory, name: name)
         let file = try SourceFile(directory: directory, name: name)
         guard file.size <= limit else { throw ShardFSError.badSource(file: name, reason: "larger than \(limit) bytes") }
         return try file.readBytes(at: 0, count: file.size)

@@ -29,15 +29,23 @@ public struct LlamaWeights: Sendable {
             return tensor
         }
         let h = c.hidden, d = c.headDim
+        // The config's sizes are checked only one by one; their products must
+        // not trap on a config.json that makes them overflow.
+        func rows(_ heads: Int, _ field: String) throws(ShardFSError) -> Int {
+            let (product, overflow) = heads.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw ShardFSError.badConfig(field: field, reason: "\(heads) heads x head_dim \(d) overflows") }
+            return product
+        }
+        let qRows = try rows(c.heads, "num_attention_heads"), kvRows = try rows(c.kvHeads, "num_key_value_heads")
         embed = try take("model.embed_tokens.weight", [c.vocab, h], "[vocab_size, hidden_size]")
         var layers: [Layer] = []
         for n in 0..<c.layers {
             let p = "model.layers.\(n)."
             layers.append(Layer(
-                q: try take(p + "self_attn.q_proj.weight", [c.heads * d, h], "[num_attention_heads*head_dim, hidden_size]"),
-                k: try take(p + "self_attn.k_proj.weight", [c.kvHeads * d, h], "[num_key_value_heads*head_dim, hidden_size]"),
-                v: try take(p + "self_attn.v_proj.weight", [c.kvHeads * d, h], "[num_key_value_heads*head_dim, hidden_size]"),
-                o: try take(p + "self_attn.o_proj.weight", [h, c.heads * d], "[hidden_size, num_attention_heads*head_dim]"),
+                q: try take(p + "self_attn.q_proj.weight", [qRows, h], "[num_attention_heads*head_dim, hidden_size]"),
+                k: try take(p + "self_attn.k_proj.weight", [kvRows, h], "[num_key_value_heads*head_dim, hidden_size]"),
+                v: try take(p + "self_attn.v_proj.weight", [kvRows, h], "[num_key_value_heads*head_dim, hidden_size]"),
+                o: try take(p + "self_attn.o_proj.weight", [h, qRows], "[hidden_size, num_attention_heads*head_dim]"),
                 gate: try take(p + "mlp.gate_proj.weight", [c.intermediate, h], "[intermediate_size, hidden_size]"),
                 up: try take(p + "mlp.up_proj.weight", [c.intermediate, h], "[intermediate_size, hidden_size]"),
                 down: try take(p + "mlp.down_proj.weight", [h, c.intermediate], "[hidden_size, intermediate_size]"),

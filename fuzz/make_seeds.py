@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the ShardFS fuzz targets into fuzz/corpus/<target>/.
+
+Seeds are real inputs (headers, index and config of examples/tiny-llama) plus
+hand-made edge cases; the fuzzer mutates from them. Run again after changing
+this file; the outputs are committed, so CI needs nothing but this tree.
+Inputs that once crashed a target are kept in fuzz/corpus/<target>/ too
+(named regression-*), and are not written by this script."""
+
+import json
+import struct
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "examples" / "tiny-llama"
+CORPUS = ROOT / "fuzz" / "corpus"
+
+
+def write(target, name, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def st(header_json, data_len=0):
+    """A safetensors file prefix: the length, the header; data_len zero bytes."""
+    h = header_json.encode() if isinstance(header_json, str) else header_json
+    return struct.pack("<Q", len(h)) + h + b"\0" * data_len
+
+
+def header_only(path):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return raw[: 8 + n]
+
+
+# header: real headers alone (the target supplies the data region), and edge cases
+for p in sorted(TINY.glob("*.safetensors")):
+    write("header", p.stem + ".header", header_only(p))
+write("header", "empty-object", st("{}"))
+write("header", "metadata-only", st('{"__metadata__":{"format":"pt"}}'))
+write("header", "scalar-and-empty", st(
+    '{"s":{"dtype":"F64","shape":[],"data_offsets":[0,8]},"e":{"dtype":"F16","shape":[0,3],"data_offsets":[8,8]}}', 8))
+write("header", "all-dtypes", st(
+    '{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},'
+    '"c":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"d":{"dtype":"F64","shape":[1],"data_offsets":[12,20]}}', 20))
+write("header", "huge-length", struct.pack("<Q", 2**64 - 1) + b"{}")
+write("header", "length-over-limit", struct.pack("<Q", 100_000_001) + b"{}")
+write("header", "shape-overflow", st('{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}'))
+write("header", "offsets-near-max", st('{"x":{"dtype":"BF16","shape":[1],"data_offsets":[9223372036854775806,9223372036854775807]}}'))
+write("header", "deep-nesting", st("[" * 100 + "]" * 100))
+write("header", "escapes", st('{"\\u00e9\\ud83d\\ude00":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4))
+write("header", "duplicate-key", st('{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{}}', 4))
+write("header", "numbers", st('{"x":{"dtype":"F32","shape":[1e0,-0,1.5,99999999999999999999],"data_offsets":[0,4]}}', 4))
+
+# index: the real index and names that try to leave the model directory
+write("index", "tiny-llama.index.json", (TINY / "model.safetensors.index.json").read_bytes())
+for i, name in enumerate(["../outside.safetensors", "/etc/passwd", "..", ".", "", "a/b.safetensors",
+                          "nul\u0000.safetensors", "..\\windows", "ok.safetensors"]):
+    write("index", f"name-{i}.json", json.dumps({"metadata": {}, "weight_map": {"model.norm.weight": name}}))
+write("index", "no-weight-map.json", '{"metadata":{"total_size":0}}')
+write("index", "weight-map-not-string.json", '{"weight_map":{"a":1,"b":null,"c":["x"]}}')
+
+# config: the real config and awkward values
+config = json.loads((TINY / "config.json").read_text())
+write("config", "tiny-llama.json", json.dumps(config))
+for i, (field, value) in enumerate([("num_hidden_layers", 0), ("hidden_size", 2**63 - 1), ("num_attention_heads", -1),
+                                    ("num_key_value_heads", 3), ("head_dim", 2**40), ("vocab_size", 1.5),
+                                    ("torch_dtype", "int8"), ("tie_word_embeddings", "yes"), ("architectures", []),
+                                    ("intermediate_size", 1e300)]):
+    write("config", f"field-{i}.json", json.dumps({**config, field: value}))
+
+# planner: 6 flag bytes (tp, pp, vpp, kv multiplier, bits qkv_linear|fuse_qkv|trn2, dtype), 1 defect byte, config
+def planner(name, flags, defect, cfg):
+    write("planner", name, bytes(flags) + bytes([defect]) + json.dumps(cfg).encode())
+
+
+planner("tp2", [2, 1, 1, 1, 0, 0], 0, config)
+planner("tp4-pp2-vpp2-bf16", [4, 2, 2, 1, 0, 1], 0, config)
+planner("qkv-trn1-tp4-m2", [4, 1, 1, 2, 1, 0], 0, config)
+planner("qkv-fused-trn2-tp2", [2, 1, 1, 1, 7, 3], 0, config)
+planner("missing-tensor", [1, 1, 1, 1, 0, 0], 4, config)
+planner("wrong-shape", [1, 1, 1, 1, 0, 0], 6, config)
+planner("tied-no-head-dim", [2, 1, 1, 1, 0, 0], 0,
+        {k: v for k, v in {**config, "tie_word_embeddings": True}.items() if k != "head_dim"})
+planner("extreme-pp", [1, 0xF2, 0xF2, 1, 0, 0], 0, config)
+planner("extreme-heads", [1, 1, 1, 1, 0, 0], 0, {**config, "num_attention_heads": 2**32, "num_key_value_heads": 2**32,
+                                                  "head_dim": 2**32})
