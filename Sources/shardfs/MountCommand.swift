@@ -156,7 +156,12 @@ struct MountCommand: ParsableCommand {
     private func makeMaterialiser(directory: String, checkpoint: Checkpoint, plan: LayoutPlan, fileSystem: MountedFileSystem,
                                   logger: Logger) throws(ShardFSError) -> (materialiser: Materialiser, server: ServerBox) {
         let part = self.part ?? .whole
-        var options = Materialiser.Options(directory: MountTable.absolute(directory), layout: plan.options.summary)
+        let target = MountTable.absolute(directory)
+        let mountpoint = MountTable.absolute(self.mountpoint)
+        guard target != mountpoint, !target.hasPrefix(mountpoint + "/") else {
+            throw ShardFSError.badLayout(flag: "--persist-to \(directory)", reason: "is inside the mount point \(mountpoint), which is read-only; persist to real storage")
+        }
+        var options = Materialiser.Options(directory: target, layout: plan.options.summary)
         options.part = part
         options.jobs = persistJobs
         options.bandwidth = persistBandwidthMiB.map { $0 << 20 }

@@ -214,8 +214,9 @@ def test_persist_parts_union(shardfs, conversions, ckpts, mounts, tmp_path):
 def test_persist_flag_errors(shardfs, ckpts, mounts, tmp_path):
     src = ckpts.get(GQA_TP2_PP2.ckpt).path
     for args, flag in ((["--part", "0/2"], "--part"), (["--force"], "--force"),
-                       (["--persist-to", tmp_path / "d", "--part", "2/2"], "--part")):
-        mnt = new_mnt(tmp_path, f"m{len(mounts.points)}")
+                       (["--persist-to", tmp_path / "d", "--part", "2/2"], "--part"),
+                       (["--persist-to", tmp_path / "m9" / "x"], "--persist-to")):
+        mnt = new_mnt(tmp_path, "m9" if flag == "--persist-to" else f"m{len(mounts.points)}")
         m = mounts.try_mount(src, mnt, *GQA_TP2_PP2.args, *args)
         assert m.run.returncode != 0 and flag in m.run.stderr, m.run.describe()
         assert not is_mounted(mnt)
