@@ -54,6 +54,7 @@ class CheckerError(Exception):
 
 @dataclass
 class SourceTensor:
+    file: str                # the shard's file name
     shard_no: int            # 1-based, as in the pattern formula
     base: int                # file offset of the tensor's first byte
     shape: tuple
@@ -89,7 +90,7 @@ class SparseSource:
                     continue
                 if v["dtype"] != "BF16":
                     raise CheckerError(f"{p.name}: {k} is {v['dtype']}; the sparse checkpoints are BF16")
-                self.tensors[(p.name, k)] = SourceTensor(shard_no, data_start + v["data_offsets"][0],
+                self.tensors[(p.name, k)] = SourceTensor(p.name, shard_no, data_start + v["data_offsets"][0],
                                                          tuple(v["shape"]), starts, ends)
 
     @staticmethod
