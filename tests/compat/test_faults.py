@@ -56,6 +56,18 @@ DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 LAYOUT_8B = ["--tp-size", "8", "--pp-size", "4"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_mount_left(tmp_path_factory):
+    """After this module: no shardfs or eiofs mount under the pytest temp dir
+    (the `mounts` and `eiofs_mount` fixtures must have removed them all)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp()) + "/"
+    left = [(p, t) for p, t in proc_mounts() if p.startswith(base) and t in (FUSE_TYPE, "fuse.eiofs", "fuse")]
+    for p, _ in left:
+        subprocess.run(["fusermount3", "-u", "-z", p], capture_output=True)
+    assert not left, f"mounts left after test_faults.py: {left}"
+
+
 def errname(e) -> str:
     return errno.errorcode.get(e, str(e)) if e else "no error"
 
@@ -166,7 +178,10 @@ def eiofs_bin(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eiofs") / "eiofs"
     flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], capture_output=True, text=True)
     assert flags.returncode == 0, f"pkg-config fuse3 failed (libfuse3-dev and pkg-config, scripts/setup.sh): {flags.stderr}"
-    r = subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(HERE / "eiofs.c"),
+    # cc (gcc on Debian); the Swift toolchain's clang serves as well
+    compiler = shutil.which("cc") or shutil.which("clang") or shutil.which("gcc")
+    assert compiler, "no C compiler (cc, clang or gcc) to build eiofs.c: apt-get install gcc"
+    r = subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(HERE / "eiofs.c"),
                         *flags.stdout.split()], capture_output=True, text=True)
     assert r.returncode == 0, f"cc eiofs.c failed:\n{r.stderr}"
     return out

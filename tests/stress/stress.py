@@ -164,7 +164,7 @@ def proc_status(pid: int) -> dict:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                 out[k] = int(v.split()[0])
         out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
@@ -318,7 +318,9 @@ def run(args) -> int:
                  for i in range(args.readers)]
         for p in procs:
             p.start()
-        samples = []  # (t, VmRSS kB, VmHWM kB, threads, fds, reads, bytes)
+        # (t, VmRSS kB, VmHWM kB, threads, fds, reads, bytes, RssAnon kB, RssFile kB);
+        # RssFile is mostly the sources' mapped pages that gathers touched
+        samples = []
         start = time.monotonic()
         last_reads, last_progress = 0, start
         errors: list[str] = []
@@ -333,7 +335,7 @@ def run(args) -> int:
                 problems.append(f"the daemon {pid} died after {now - start:.0f} s\n{daemon_log.read_text(errors='replace')[-3000:]}")
                 break
             samples.append((round(now - start, 1), st.get("VmRSS"), st.get("VmHWM"), st.get("Threads"), st.get("fds"),
-                            total_reads, total_bytes))
+                            total_reads, total_bytes, st.get("RssAnon"), st.get("RssFile")))
             if total_reads != last_reads:
                 last_reads, last_progress = total_reads, now
             elif now - last_progress > args.stall_seconds:
@@ -377,6 +379,8 @@ def run(args) -> int:
             "errors": total_errs, "first_errors": errors[:20],
             "rss_max_kib": max(rss, default=0), "hwm_max_kib": hwm,
             "rss_first_tenth_max_kib": max(rss[:tenth], default=0), "rss_last_tenth_max_kib": max(rss[-tenth:], default=0),
+            "rss_anon_max_kib": max((s[7] or 0 for s in samples), default=0),
+            "rss_file_max_kib": max((s[8] or 0 for s in samples), default=0),
             "threads_max": max((s[3] or 0 for s in samples), default=0),
             "fds_first": samples[0][4] if samples else None, "fds_last": samples[-1][4] if samples else None,
             "samples": samples,
@@ -384,7 +388,8 @@ def run(args) -> int:
         log(f"done: {elapsed:.0f} s, {total_reads} reads, {total_bytes / 2**30:.2f} GiB "
             f"({total_bytes} bytes) checked, {total_errs} errors; daemon VmRSS max {max(rss, default=0) / 1024:.1f} MiB "
             f"(first tenth max {report['rss_first_tenth_max_kib'] / 1024:.1f}, last tenth max "
-            f"{report['rss_last_tenth_max_kib'] / 1024:.1f}), VmHWM {hwm / 1024:.1f} MiB, "
+            f"{report['rss_last_tenth_max_kib'] / 1024:.1f}; RssAnon max {report['rss_anon_max_kib'] / 1024:.1f}, "
+            f"RssFile max {report['rss_file_max_kib'] / 1024:.1f}), VmHWM {hwm / 1024:.1f} MiB, "
             f"threads max {report['threads_max']}, fds {report['fds_first']} -> {report['fds_last']}")
     finally:
         if stop is not None:
