@@ -13,7 +13,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static __thread sigjmp_buf *gather_escape;
+// volatile: to the optimiser memcpy cannot read this variable, so without it
+// the store before the copy loop is dead (overwritten by the NULL after it)
+// and -O2 drops it: release builds then had no guard at all, and a SIGBUS in
+// a gather (a truncated source, or an I/O error on a mapped page) killed the
+// daemon.
+static __thread sigjmp_buf *volatile gather_escape;
 static struct sigaction previous_sigbus;
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 
