@@ -352,10 +352,6 @@ measure_mount() {
         local bdi
         bdi="/sys/class/bdi/$(awk -v m="$MNT" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)/read_ahead_kb"
         if [[ -n "$ra" ]]; then echo "$ra" > "$bdi" || die "cannot write $bdi"; fi
-        if (( i == 1 )); then
-            local rak; rak=$(cat "$bdi" 2>/dev/null || echo '?')
-            RA_SEEN[$rak]="${RA_SEEN[$rak]:+${RA_SEEN[$rak]}; }$label"
-        fi
         mapfile -t files < <(ls "$MNT/model"/$PP0_GLOB | sort)
         (( ${#files[@]} == 32 )) || { NOTES+=("BUG: $label: ${#files[@]} pp rank 0 files, expected 32"); FAIL=1; }
         bytes=$(size_of "${files[@]}")
@@ -363,6 +359,10 @@ measure_mount() {
         c0=$(proc_cpu_s "$DPID"); b0=$(cpu_ticks); t0=$(now)
         read_files "$readers" "$log" "${files[@]}" || st=$?
         t1=$(now)
+        if (( i == 1 )); then  # after the reads: the daemon tunes it once INIT is done
+            local rak; rak=$(cat "$bdi" 2>/dev/null || echo '?')
+            RA_SEEN[$rak]="${RA_SEEN[$rak]:+${RA_SEEN[$rak]}; }$label"
+        fi
         if ! is_mounted || [[ "$(daemon_pid)" != "$DPID" ]]; then
             # Someone else unmounted it mid-run (e.g. a CI script that lazily
             # unmounts every fuse.shardfs mount): not a measurement; redo it.

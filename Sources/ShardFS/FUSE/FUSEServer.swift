@@ -203,7 +203,8 @@ public final class FUSEServer: @unchecked Sendable {
                         _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), inode, 0, 0)
                     }
                 }
-                usleep(200_000)
+                // Readahead is tuned right after INIT, before the first reads.
+                usleep(readaheadSettled ? 200_000 : 5_000)
             }
         }
         return done
