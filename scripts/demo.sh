@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: set up, build, convert the bundled tiny Llama checkpoint
 # (examples/tiny-llama) into NxD rank files, load one with torch, then mount
-# the same layout with FUSE and load the same file through the mount.
+# the same layout with FUSE and load the same file through the mount, while
+# the daemon persists the files to a directory (--persist-to).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -34,8 +35,10 @@ mkdir -p "$mnt"
 cleanup() { "$shardfs" unmount "$mnt" 2>/dev/null || true; }
 trap cleanup EXIT
 echo
-echo "\$ shardfs mount examples/tiny-llama $mnt ${layout[*]}"
-"$shardfs" mount examples/tiny-llama "$mnt" "${layout[@]}"
+persisted="$out-persisted"
+rm -rf "$persisted"
+echo "\$ shardfs mount examples/tiny-llama $mnt ${layout[*]} --persist-to $persisted"
+"$shardfs" mount examples/tiny-llama "$mnt" "${layout[@]}" --persist-to "$persisted"
 echo "\$ ls $mnt/model"
 ls -l "$mnt/model"
 echo
@@ -48,5 +51,17 @@ assert list(mounted) == list(converted)
 assert all(torch.equal(mounted[k], converted[k]) for k in mounted)
 print(f"  {len(mounted)} tensors, identical to the converted file")
 PY
+echo
+echo "Meanwhile the daemon wrote the same files to $persisted (as convert would):"
+for i in $(seq 50); do
+    "$shardfs" status "$mnt" --json | grep -q '"state" : "done"' && break
+    sleep 0.2
+done
+echo "\$ shardfs status $mnt"
+"$shardfs" status "$mnt"
+for f in "$out"/model/*.pt; do
+    cmp "$f" "$persisted/model/$(basename "$f")" || { echo "demo: $persisted differs from $out" >&2; exit 1; }
+done
+echo "  every persisted file is byte-identical to convert's"
 echo "\$ shardfs unmount $mnt"
 "$shardfs" unmount "$mnt"
