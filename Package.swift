@@ -39,7 +39,7 @@ let package = Package(
         ),
         // libFuzzer targets (scripts/fuzz.sh); a plain build makes a corpus replayer.
         .executableTarget(name: "shardfs-fuzz", dependencies: ["ShardFS"]),
-        .testTarget(name: "ShardFSTests", dependencies: ["ShardFS"], exclude: ["Fixtures"]),
+        .testTarget(name: "ShardFSTests", dependencies: ["ShardFS", .product(name: "Logging", package: "swift-log")], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -167,15 +167,14 @@ struct MountCommand: ParsableCommand {
         options.bandwidth = persistBandwidthMiB.map { $0 << 20 }
         options.force = force
         let box = ServerBox()
-        let prefix = options.directory.count + 1
         let materialiser = Materialiser(
             sources: checkpoint.files, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
             readersActive: { box.server?.readersActive() ?? false },
-            verified: { _, path in
+            verified: { path, copy in
                 do throws(ShardFSError) {
-                    try fileSystem.servePersisted(String(path.dropFirst(prefix)), from: path)
+                    try fileSystem.servePersisted(path, from: copy)
                 } catch {
-                    logger.warning("\(path): not served from the copy: \(error)")
+                    logger.warning("\(copy): not served from the copy: \(error)")
                 }
             })
         try materialiser.prepare()

@@ -41,7 +41,7 @@ public final class Materialiser: Sendable {
     private let manifest: PersistManifest
     private let logger: Logger
     private let readersActive: @Sendable () -> Bool
-    private let verified: @Sendable (_ index: Int, _ path: String) -> Void
+    private let verified: @Sendable (_ path: String, _ copy: String) -> Void
     private let state: Mutex<MaterialiserStatus>
     /// Indexes of `files` found finished in DIR at `prepare` (kept as they are).
     private let resumed = Mutex<[Int]>([])
@@ -50,10 +50,11 @@ public final class Materialiser: Sendable {
     private let pacing = Mutex<(start: Double, bytes: Int)>((0, 0))
 
     /// `readersActive` tells whether the mount is serving reads right now;
-    /// `verified` is called for each file persisted and read back intact.
+    /// `verified` is called with the path (relative, as in `files`) and the
+    /// copy's full path of each file persisted and read back intact.
     public init(sources: [SourceFile], files: [(path: String, file: VirtualFile)], options: Options, logger: Logger,
                 readersActive: @escaping @Sendable () -> Bool,
-                verified: @escaping @Sendable (_ index: Int, _ path: String) -> Void) {
+                verified: @escaping @Sendable (_ path: String, _ copy: String) -> Void) {
         self.options = options
         self.files = files
         self.sources = sources
@@ -172,7 +173,7 @@ public final class Materialiser: Sendable {
             manifest.forget(path)
             throw ShardFSError.badSource(file: target, reason: String(format: "reads back with CRC-32 %08x, written as %08x (storage corrupting data?)", actual, crc))
         }
-        verified(index, target)
+        verified(path, target)
         state.withLock { $0.filesServedFromDirectory += 1 }
     }
 
