@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Logging
 import ShardFS
 
@@ -211,9 +212,8 @@ struct UnmountCommand: ParsableCommand {
 }
 
 /// The server, known only after the materialiser that reports to it is made.
-final class ServerBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: FUSEServer?
-    var server: FUSEServer? { lock.withLock { value } }
-    func set(_ server: FUSEServer) { lock.withLock { value = server } }
+final class ServerBox: Sendable {
+    private let value = Mutex<FUSEServer?>(nil)
+    var server: FUSEServer? { value.withLock { $0 } }
+    func set(_ server: FUSEServer) { value.withLock { $0 = server } }
 }

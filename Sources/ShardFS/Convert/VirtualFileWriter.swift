@@ -120,15 +120,7 @@ public struct VirtualFileWriter {
             while position < end {
                 let count = min(buffer.count, end - position)
                 let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
-                do {
-                    guard try fd.read(fromAbsoluteOffset: Int64(position), into: chunk) == count else {
-                        throw ShardFSError.io(path: path, operation: "read back", errno: EIO)
-                    }
-                } catch let error as ShardFSError {
-                    throw error
-                } catch {
-                    throw ShardFSError.io(path: path, operation: "read back", error: error)
-                }
+                try fd.readExactly(at: position, into: chunk, path: path, name: path)
                 var part = CRC32()
                 part.update(UnsafeRawBufferPointer(chunk))
                 crc = CRC32.combine(crc, part.value, lengthOfB: count)
@@ -146,7 +138,11 @@ public struct VirtualFileWriter {
 
     /// fsync of the directory holding `path`, so that a rename survives a crash.
     public static func syncDirectory(of path: String) throws(ShardFSError) {
-        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        try sync(directory: path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
+    }
+
+    /// fsync of `directory`, so that the entries made or removed in it survive a crash.
+    public static func sync(directory: String) throws(ShardFSError) {
         let fd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw ShardFSError.io(path: directory, operation: "open", errno: errno) }
         defer { Glibc.close(fd) }

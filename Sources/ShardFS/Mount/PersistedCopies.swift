@@ -89,8 +89,9 @@ extension PersistedCopies.Copy {
             if allowSource {
                 segments.append(.persisted(descriptor: descriptor.rawValue, offset: position, count: end - position))
             } else {
-                try readExactly(at: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]))
-                appendBuffer(&segments, used..<used + end - position)
+                try descriptor.readExactly(at: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]),
+                                           path: path, name: path)
+                segments.appendBuffer(used..<used + end - position)
                 used += end - position
             }
             position = end
@@ -102,7 +103,7 @@ extension PersistedCopies.Copy {
             try take(upTo: max(start, position))
             if end > position {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]).initializeMemory(as: UInt8.self, repeating: 0)
-                appendBuffer(&segments, used..<used + end - position)
+                segments.appendBuffer(used..<used + end - position)
                 used += end - position
                 position = end
             }
@@ -112,25 +113,6 @@ extension PersistedCopies.Copy {
         return segments
     }
 
-    private func appendBuffer(_ segments: inout [ReadSegment], _ range: Range<Int>) {
-        if case let .buffer(previous)? = segments.last, previous.upperBound == range.lowerBound {
-            segments[segments.count - 1] = .buffer(previous.lowerBound..<range.upperBound)
-        } else {
-            segments.append(.buffer(range))
-        }
-    }
-
-    private func readExactly(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
-        var done = 0
-        while done < buffer.count {
-            let n: Int
-            do { n = try descriptor.read(fromAbsoluteOffset: Int64(offset + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...])) } catch {
-                throw ShardFSError.io(path: path, operation: "read", error: error)
-            }
-            guard n > 0 else { throw ShardFSError.badSource(file: path, reason: "ends at byte \(offset + done) (truncated?)") }
-            done += n
-        }
-    }
 }
 
 extension Array where Element == Int {

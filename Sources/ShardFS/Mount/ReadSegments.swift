@@ -32,14 +32,6 @@ extension ExtentReader {
                          allowSource: Bool = true) throws(ShardFSError) -> [ReadSegment] {
         var segments: [ReadSegment] = []
         var used = 0
-        func appendBuffer(_ count: Int) {
-            if case let .buffer(previous)? = segments.last, previous.upperBound == used {
-                segments[segments.count - 1] = .buffer(previous.lowerBound..<used + count)
-            } else {
-                segments.append(.buffer(used..<used + count))
-            }
-            used += count
-        }
         for piece in file.pieces(of: range) {
             let extent = file.extents[piece.extent]
             if allowSource, case let .slice(slice) = extent, slice.sourceDType == slice.outputDType,
@@ -54,9 +46,22 @@ extension ExtentReader {
                 continue
             }
             try read(extent, range: piece.range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + piece.range.count]))
-            appendBuffer(piece.range.count)
+            segments.appendBuffer(used..<used + piece.range.count)
+            used += piece.range.count
         }
         return segments
+    }
+}
+
+extension Array where Element == ReadSegment {
+    /// Appends buffer bytes `range`, extending the last segment when it ends
+    /// where `range` starts: fewer pieces per reply.
+    mutating func appendBuffer(_ range: Range<Int>) {
+        if case let .buffer(previous)? = last, previous.upperBound == range.lowerBound {
+            self[count - 1] = .buffer(previous.lowerBound..<range.upperBound)
+        } else {
+            append(.buffer(range))
+        }
     }
 }
 

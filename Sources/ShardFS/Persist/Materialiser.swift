@@ -43,8 +43,9 @@ public final class Materialiser: Sendable {
     private let readersActive: @Sendable () -> Bool
     private let verified: @Sendable (_ path: String, _ copy: String) -> Void
     private let state: Mutex<MaterialiserStatus>
-    /// Indexes of `files` found finished in DIR at `prepare` (kept as they are).
-    private let resumed = Mutex<[Int]>([])
+    /// Files found finished in DIR at `prepare` (kept as they are): index in
+    /// `files` and the CRC-32 their manifest entry records.
+    private let resumed = Mutex<[(index: Int, crc32: UInt32)]>([])
     private let cancelled = Atomic<Bool>(false)
     private let finishedGroup = DispatchGroup()
     private let pacing = Mutex<(start: Double, bytes: Int)>((0, 0))
@@ -85,14 +86,14 @@ public final class Materialiser: Sendable {
             if unlink(options.directory + "/" + entry.path) == 0 { logger.info("removed \(entry.path) of the replaced layout") }
         }
         let finished = Dictionary(try manifest.finished().map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
-        var kept: [Int] = []
+        removeTemporaries()
+        var kept: [(index: Int, crc32: UInt32)] = []
         var keptBytes = 0
         for (index, (path, file)) in files.enumerated() {
             let target = options.directory + "/" + path
-            try removeTemporaries(of: target)
             var info = stat()
             if let entry = finished[path], entry.size == file.size, stat(target, &info) == 0, Int(info.st_size) == file.size {
-                kept.append(index)
+                kept.append((index, entry.crc32))
                 keptBytes += file.size
             } else if finished[path] != nil {
                 manifest.forget(path)  // its file is gone or wrong: rewrite it
@@ -109,7 +110,7 @@ public final class Materialiser: Sendable {
     /// Starts writing in the background.
     public func start() {
         pacing.withLock { $0 = (Self.now(), 0) }
-        let queue = Mutex<[Int]>(Array(Set(files.indices).subtracting(resumed.withLock { $0 })).sorted().reversed())
+        let queue = Mutex<[Int]>(Array(Set(files.indices).subtracting(resumed.withLock { $0.map(\.index) })).sorted().reversed())
         let jobs = max(1, min(options.jobs, files.count))
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
         let remainingJobs = Atomic<Int>(jobs)
@@ -183,12 +184,10 @@ public final class Materialiser: Sendable {
         let kept = resumed.withLock { $0 }
         guard state.withLock({ $0.state == .writing }) else { return }
         state.withLock { $0.state = .verifying }
-        let entries = Dictionary(((try? manifest.finished()) ?? []).map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
-        for index in kept where !cancelled.load(ordering: .relaxed) {
+        for (index, crc) in kept where !cancelled.load(ordering: .relaxed) {
             let path = files[index].path
-            guard let entry = entries[path] else { continue }
             do throws(ShardFSError) {
-                try verify(index, crc: entry.crc32, buffer: writer)
+                try verify(index, crc: crc, buffer: writer)
             } catch {
                 // Not what was recorded: rewrite it now.
                 logger.warning("\(path): \(error); rewriting it")
@@ -263,15 +262,23 @@ public final class Materialiser: Sendable {
         if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
     }
 
-    /// Temporaries of `target` left by a killed writer (any pid: with
-    /// `--part` this file is this writer's alone).
-    private func removeTemporaries(of target: String) throws(ShardFSError) {
-        let slash = target.lastIndex(of: "/")!
-        let directory = String(target[..<slash]), name = String(target[target.index(after: slash)...])
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
-        let prefix = ".\(name).shardfs-tmp-"
-        for entry in entries where entry.hasPrefix(prefix) {
-            if unlink(directory + "/" + entry) == 0 { logger.info("removed \(directory)/\(entry), left by an interrupted writer") }
+    /// Temporaries of this part's files left by a killed writer (any pid:
+    /// with `--part` these files are this writer's alone). Each directory is
+    /// listed once: on FSx a listing is a round trip, and DIR/model holds
+    /// every rank file.
+    private func removeTemporaries() {
+        var names: [String: Set<String>] = [:]
+        for (path, _) in files {
+            let target = options.directory + "/" + path
+            let slash = target.lastIndex(of: "/")!
+            names[String(target[..<slash]), default: []].insert(String(target[target.index(after: slash)...]))
+        }
+        for (directory, ours) in names {
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
+            for entry in entries where entry.hasPrefix(".") {
+                guard let marker = entry.range(of: ".shardfs-tmp-"), ours.contains(String(entry[entry.index(after: entry.startIndex)..<marker.lowerBound])) else { continue }
+                if unlink(directory + "/" + entry) == 0 { logger.info("removed \(directory)/\(entry), left by an interrupted writer") }
+            }
         }
     }
 

@@ -59,7 +59,7 @@ public struct PersistManifest: Sendable {
             let stale = try finished()
             for entry in stale { unlink(finishedDirectory + "/" + Self.entryName(entry.path)) }
             unlink(layoutPath)
-            try VirtualFileWriter.syncDirectory(of: finishedDirectory + "/x")
+            try VirtualFileWriter.sync(directory: finishedDirectory)
             try writeLayout(layout)
             return stale
         }

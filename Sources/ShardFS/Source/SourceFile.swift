@@ -62,22 +62,7 @@ public final class SourceFile: Sendable {
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error,
     /// since the header promised those bytes.
     public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
-        var done = 0
-        while done < buffer.count {
-            let n: Int
-            do {
-                n = try descriptor.read(
-                    fromAbsoluteOffset: Int64(offset + done),
-                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            } catch {
-                throw ShardFSError.io(path: path, operation: "read", error: error)
-            }
-            if n == 0 {
-                throw ShardFSError.badSource(
-                    file: name, reason: "ends at byte \(offset + done), before byte \(offset + buffer.count) (truncated while in use?)")
-            }
-            done += n
-        }
+        try descriptor.readExactly(at: offset, into: buffer, path: path, name: name)
     }
 
     /// Reads `count` bytes at `offset` into a new array (headers only: small).
