@@ -96,6 +96,7 @@ private func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutable
         fuse_reply_err(req, EIO)
         return
     }
+    server.fileSystem.opened(inode)
     if server.options.directIO {
         fi.pointee.direct_io = 1
     } else {
@@ -153,7 +154,11 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
 
 private func opRelease(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let server = server(req)
-    if inode == server.statusInode, let fi { server.closeStatus(fi.pointee.fh) }
+    if inode == server.statusInode, let fi {
+        server.closeStatus(fi.pointee.fh)
+    } else {
+        server.fileSystem.closed(inode)
+    }
     fuse_reply_err(req, 0)
 }
 

@@ -20,6 +20,8 @@ public final class MountedFileSystem: Sendable {
     public let maximumRead: Int
     /// Files answered from their persisted, verified copies (`--persist-to`).
     public let persisted: PersistedCopies
+    /// Requests the storage ranges ahead of each open file's reader (nil: off).
+    public let prefetcher: Prefetcher?
 
     /// A reader with its request buffer; one per concurrent request. Only
     /// ever used by one thread at a time: the pool's mutex hands it over.
@@ -35,8 +37,13 @@ public final class MountedFileSystem: Sendable {
         deinit { buffer.deallocate() }
     }
 
-    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], maximumRead: Int = 1 << 20) {
-        tree = FileTree(files: files)
+    /// `prefetch` nil turns prefetching off; `advise` replaces the call that
+    /// asks storage for a range (tests watch it).
+    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], maximumRead: Int = 1 << 20,
+                prefetch: Prefetcher.Options? = Prefetcher.Options(),
+                advise: (@Sendable (PrefetchTarget) -> Void)? = nil) {
+        let tree = FileTree(files: files)
+        self.tree = tree
         watch = SourceWatch(sources: checkpoint.files)
         var sourcesOfInode: [UInt64: [Int]] = [:]
         for node in tree.nodes {
@@ -51,8 +58,36 @@ public final class MountedFileSystem: Sendable {
         owner = (getuid(), getgid())
         readers = Mutex([])
         self.maximumRead = maximumRead
-        persisted = PersistedCopies(inodes: tree.nodes.count)
+        let persisted = PersistedCopies(inodes: tree.nodes.count)
+        self.persisted = persisted
+        let sources = checkpoint.files
+        prefetcher = prefetch.map { options in
+            Prefetcher(tree: tree, sourceSizes: sources.map(\.size), options: options,
+                       targets: { inode, range in
+                           if let copy = persisted.copy(inode) {
+                               return [.persisted(descriptor: copy.descriptor.rawValue, offset: range.lowerBound, count: range.count)]
+                           }
+                           guard let node = tree.node(inode), case let .file(file) = node.kind else { return [] }
+                           return file.sourceRanges(of: range).map { .source($0) }
+                       },
+                       advise: advise ?? { target in
+                           switch target {
+                           case let .source(range):
+                               _ = posix_fadvise(sources[range.fileIndex].descriptor.rawValue, off_t(range.offset), off_t(range.count), POSIX_FADV_WILLNEED)
+                           case let .persisted(descriptor, offset, count):
+                               _ = posix_fadvise(descriptor, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
+                           }
+                       })
+        }
     }
+
+    deinit { prefetcher?.stop() }
+
+    /// A reader opened `inode` (prefetching starts for it).
+    public func opened(_ inode: UInt64) { prefetcher?.opened(inode) }
+
+    /// A reader closed `inode` (prefetching stops with its last reader).
+    public func closed(_ inode: UInt64) { prefetcher?.closed(inode) }
 
     /// From now on, answers reads of the file at `path` (relative, as in the
     /// tree) from `copy`, a persisted file verified to hold its bytes.
@@ -114,9 +149,10 @@ public final class MountedFileSystem: Sendable {
         guard let node = tree.node(inode) else { return .failure(.notFound) }
         guard case let .file(file) = node.kind else { return .failure(.isDirectory) }
         if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
+        let wanted = min(count, maximumRead)
+        prefetcher?.read(inode, offset: offset, count: wanted)
         let context = takeContext()
         defer { readers.withLock { $0.append(context) } }
-        let wanted = min(count, maximumRead)
         let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
         do {
             let segments: [ReadSegment]
