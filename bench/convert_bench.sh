@@ -21,7 +21,8 @@
 #   -h, --help
 # Environment:
 #   SHARDFS_BIN   shardfs binary (default REPO/.build/release/shardfs)
-#   PYTHON        python with torch/transformers/safetensors (default /work/venv/bin/python)
+#   PYTHON        python with torch/transformers/safetensors (default REPO/.venv/bin/python,
+#                 made by scripts/setup.sh; else python3)
 #
 # Output: a markdown table on stdout, also saved to WORK/results/bench-<time>.md;
 # per-run logs in WORK/results/logs-<time>/.
@@ -37,7 +38,7 @@ REPEAT=1
 SKIP_PY=0 SKIP_PY32=0 CHECK=0
 SHARDFS_BIN="${SHARDFS_BIN:-$REPO/.build/release/shardfs}"
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x /work/venv/bin/python ]]; then PYTHON=/work/venv/bin/python; else PYTHON=python3; fi
+    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }

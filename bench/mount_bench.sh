@@ -44,7 +44,8 @@
 #   SHARDFS_BIN   shardfs binary (default WORK/shardfs-bench; when missing it is
 #                 copied from REPO/.build/release/shardfs, so rebuilding during a
 #                 run does not change the binary under test)
-#   PYTHON        python (default /work/venv/bin/python, else python3)
+#   PYTHON        python (default REPO/.venv/bin/python, made by scripts/setup.sh;
+#                 else python3)
 #
 # Output: a markdown table on stdout, also saved to WORK/results/mount-<time>.md;
 # per-run logs (dd output, daemon logs) in WORK/results/mount-logs-<time>/.
@@ -60,7 +61,7 @@ VARIANTS="--page-cache;--no-splice;--max-read-kib 1024"
 VARIANT_DTYPES=bfloat16
 SKIP_MOUNT=0 SKIP_READS=0 SKIP_FP32=0 SKIP_VARIANTS=0 CHECK=0
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x /work/venv/bin/python ]]; then PYTHON=/work/venv/bin/python; else PYTHON=python3; fi
+    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <errno.h>
 #include <unistd.h>
 
 // volatile: to the optimiser memcpy cannot read this variable, so without it
@@ -64,4 +65,17 @@ void shardfs_release_mapped(const void *start, size_t length) {
     size_t first = (size_t)start & ~(page - 1);
     size_t last = ((size_t)start + length + page - 1) & ~(page - 1);
     madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+int shardfs_populate(const void *base, size_t offset, size_t length) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t first = ((size_t)base + offset) & ~(page - 1);
+    size_t last = ((size_t)base + offset + length + page - 1) & ~(page - 1);
+    int status = madvise((void *)first, last - first, MADV_POPULATE_READ) == 0 ? 0 : errno;
+    madvise((void *)first, last - first, MADV_DONTNEED);
+    return status;
 }

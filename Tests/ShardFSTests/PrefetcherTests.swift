@@ -231,3 +231,26 @@ import Testing
         #expect(Self.eventually { prefetcher.streamCount == 3 })  // f000, f005, f006 still open
     }
 }
+
+/// Which mapped chunks a gather leaves mapped and which it releases.
+@Suite struct MappedChunksTests {
+    @Test func theLeastRecentlyUsedChunksAreReleasedWithinTheirMapping() {
+        var chunks = MappedChunks(chunkBytes: 100, limit: 4)
+        // Mapping A (1000 bytes): chunks 0-1, then 2; mapping B (250 bytes): chunk 2 (its last, 50 bytes).
+        #expect(chunks.touch(0..<150, mapping: 0xA000, size: 1000).isEmpty)
+        #expect(chunks.touch(200..<210, mapping: 0xA000, size: 1000).isEmpty)
+        #expect(chunks.touch(220..<250, mapping: 0xB000, size: 250).isEmpty)
+        // A's chunk 0 used again: now B's chunk and A's chunk 1 are the oldest... A's 1 (clock 1), A's 2 (2), B's 2 (3), A's 0 (4).
+        #expect(chunks.touch(10..<20, mapping: 0xA000, size: 1000).isEmpty)
+        // A fifth chunk: over the limit of 4, released down to 3 (= 4 * 3 / 4): the two oldest, A's 1 then A's 2.
+        let released = chunks.touch(900..<1000, mapping: 0xA000, size: 1000)
+        #expect(released.map(\.mapping) == [0xA000, 0xA000])
+        #expect(released.map(\.bytes) == [100..<200, 200..<300])
+        #expect(chunks.lastUse.count == 3)
+        // B's chunk next: released up to B's end only, not a byte past it.
+        _ = chunks.touch(500..<510, mapping: 0xA000, size: 1000)
+        let next = chunks.touch(600..<610, mapping: 0xA000, size: 1000)
+        #expect(next.map(\.mapping) == [0xB000, 0xA000])
+        #expect(next.map(\.bytes) == [200..<250, 0..<100])
+    }
+}

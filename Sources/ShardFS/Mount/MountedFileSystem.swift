@@ -73,7 +73,7 @@ public final class MountedFileSystem: Sendable {
                        advise: advise ?? { target in
                            switch target {
                            case let .source(range):
-                               _ = posix_fadvise(sources[range.fileIndex].descriptor.rawValue, off_t(range.offset), off_t(range.count), POSIX_FADV_WILLNEED)
+                               sources[range.fileIndex].prefetch(range.offset..<range.end)
                            case let .persisted(descriptor, offset, count):
                                _ = posix_fadvise(descriptor, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
                            }

@@ -15,9 +15,9 @@ public enum PrefetchTarget: Equatable, Sendable {
 /// reader asks for them. Served on demand from cold storage, a narrow column
 /// cut costs a synchronous 4 KiB page fault per source row: the daemon waits
 /// on storage one page at a time. Here every open file has a window of
-/// `window` bytes ahead of its reader whose source ranges are handed to
-/// storage as large asynchronous reads (`posix_fadvise(WILLNEED)` by
-/// default), so reads find their pages arrived or in flight.
+/// `window` bytes ahead of its reader whose source ranges are read into the
+/// page cache by worker threads in large pieces (`SourceFile.prefetch`), so
+/// reads find their pages arrived or in flight.
 ///
 /// Bounded by construction: the data lands in the kernel's page cache, not
 /// in this process; the state is one small record per open file plus a bit
@@ -28,9 +28,10 @@ public final class Prefetcher: Sendable {
     public struct Options: Sendable {
         /// File bytes kept requested ahead of each reader.
         public var window = 64 << 20
-        /// Threads handing ranges to storage (an advice call can block while
-        /// the device queue is full; a second thread keeps other files going).
-        public var workers = 2
+        /// Threads reading ahead. Each waits for its piece (a few MiB in
+        /// flight per thread), so several keep storage busy: on the 1B TP=32
+        /// cold load 6 loaded 2.4x as fast as 2.
+        public var workers = 6
 
         public init() {}
     }

@@ -1,3 +1,4 @@
+import CGather
 import SystemPackage
 
 #if canImport(Glibc)
@@ -20,6 +21,9 @@ public final class SourceFile: Sendable {
     /// fall back to pread). Address space only: `MappedPages` releases the
     /// page-table entries gathers leave behind.
     nonisolated(unsafe) let mapping: UnsafeRawPointer?  // read-only memory: safe to share
+    /// A second mapping, advised MADV_HUGEPAGE, through which the prefetcher
+    /// populates the page cache (see `prefetch`).
+    nonisolated(unsafe) let prefetchMapping: UnsafeRawPointer?
 
     public init(directory: String, name: String) throws(ShardFSError) {
         self.name = name
@@ -52,10 +56,18 @@ public final class SourceFile: Sendable {
         } else {
             self.mapping = nil
         }
+        let prefetchMapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
+        if let prefetchMapped, prefetchMapped != MAP_FAILED {
+            madvise(prefetchMapped, size, MADV_HUGEPAGE)
+            self.prefetchMapping = UnsafeRawPointer(prefetchMapped)
+        } else {
+            self.prefetchMapping = nil
+        }
     }
 
     deinit {
         if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), size) }
+        if let prefetchMapping { munmap(UnsafeMutableRawPointer(mutating: prefetchMapping), size) }
         try? descriptor.close()
     }
 
@@ -74,5 +86,23 @@ public final class SourceFile: Sendable {
         }
         if let failure { throw failure }
         return bytes
+    }
+}
+
+extension SourceFile {
+    /// Brings bytes `range` into the page cache, waiting for them.
+    ///
+    /// Through a mapping advised MADV_HUGEPAGE, the kernel reads in folios of
+    /// up to 2 MiB (with readahead of the next ones in flight), where
+    /// posix_fadvise(WILLNEED) reads single pages: measured on the 1B TP=32
+    /// load, gathers from such pages took 8x the page faults and 2.5x the
+    /// daemon's CPU. An I/O error is not reported here: the reader that needs
+    /// those bytes meets it (EIO) when it reads them.
+    public func prefetch(_ range: Range<Int>) {
+        let range = range.clamped(to: 0..<size)
+        guard !range.isEmpty else { return }
+        if let prefetchMapping, shardfs_populate(prefetchMapping, range.lowerBound, range.count) != EINVAL { return }
+        // Kernels before 5.14 lack MADV_POPULATE_READ.
+        _ = posix_fadvise(descriptor.rawValue, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
     }
 }

@@ -86,16 +86,17 @@ public final class ExtentReader {
         while position < range.upperBound {
             let row = position / rowBytes, column = position % rowBytes
             let wholeRows = column == 0 ? min((range.upperBound - position) / rowBytes, max(1, ExtentReader.gatherWindow / stride)) : 0
-            let source = mapping + slice.offset + row * stride + column
+            let start = slice.offset + row * stride + column
+            let source = mapping + start
             let count: Int, status: Int32
             if wholeRows > 0 {
                 count = wholeRows * rowBytes
                 status = shardfs_gather_rows(out.baseAddress! + written, source, rowBytes, stride, wholeRows)
-                MappedPages.touched((wholeRows - 1) * stride + rowBytes, sources: sources)
+                MappedPages.touched(start..<start + (wholeRows - 1) * stride + rowBytes, of: mapping, size: file.size)
             } else {
                 count = min(rowBytes - column, range.upperBound - position)
                 status = shardfs_gather_rows(out.baseAddress! + written, source, count, 0, 1)
-                MappedPages.touched(count, sources: sources)
+                MappedPages.touched(start..<start + count, of: mapping, size: file.size)
             }
             guard status == 0 else {
                 throw ShardFSError.badSource(file: file.name, reason: "became shorter while being read (truncated while in use?)")

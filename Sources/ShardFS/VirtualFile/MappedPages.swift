@@ -2,34 +2,75 @@ import CGather
 import Synchronization
 
 /// Bounds the page-table entries that gathers leave behind in the sources'
-/// mappings, process-wide.
+/// mappings, process-wide, releasing the least recently used first.
 ///
 /// A narrow column cut touches every page of its source rows (at TP=32 a
-/// 4 KiB page holds 256 bytes a rank wants), so mapping and unmapping cost
-/// more than the copy. Releasing after every gather made readers of
-/// neighbouring ranks fault the same pages again and again; releasing all
-/// mappings once `budget` bytes have been touched lets concurrent readers of
-/// one layer share the mapped pages while keeping RSS bounded (the file pages
-/// themselves stay in the page cache; only this process's mapping of them
-/// counts towards its RSS).
+/// 4 KiB page holds 128 bytes a rank wants), so mapping and unmapping cost
+/// more than the copy. Sibling ranks read the same rows at about the same
+/// time (NxD loads 8 ranks at once, each front to back), so a page mapped
+/// for one is wanted by the next seven soon after. Releasing everything once
+/// a budget was crossed made them fault it all again; releasing the chunks
+/// unused for longest keeps the rows the readers are in mapped while RSS
+/// stays bounded (the pages themselves stay in the page cache; only this
+/// process's mapping of them counts towards its RSS).
 enum MappedPages {
-    /// Mapped bytes touched since the last release, all threads together.
-    private static let touchedSinceRelease = Atomic<Int>(0)
-    /// About the RSS file-mapped pages may add (plus fault-around slack and
-    /// the windows being copied by other threads at the moment of release).
-    static let budget = 32 << 20
+    /// About the RSS file-mapped pages may add (plus the chunks being copied
+    /// by other threads at the moment of release).
+    static let budget = 64 << 20
 
-    /// Records `bytes` touched through the mappings of `sources`; the thread
-    /// that crosses the budget releases every mapping of `sources`.
-    static func touched(_ bytes: Int, sources: [SourceFile]) {
-        let total = touchedSinceRelease.add(bytes, ordering: .relaxed).newValue
-        // Exactly one thread crosses the budget; it starts the next count.
-        guard total >= budget, total - bytes < budget else { return }
-        touchedSinceRelease.subtract(total, ordering: .relaxed)
-        // Whole mappings: this also drops pages fault-around mapped beside
-        // the spans, and walking unpopulated page tables is cheap.
-        for source in sources {
-            if let mapping = source.mapping { shardfs_release_mapped(mapping, source.size) }
+    private static let chunks = Mutex(MappedChunks(chunkBytes: 2 << 20, limit: budget / (2 << 20)))
+
+    /// Records bytes `span` (offsets in the file) touched through `mapping`
+    /// (of `size` bytes), and releases what falls out of the budget.
+    static func touched(_ span: Range<Int>, of mapping: UnsafeRawPointer, size: Int) {
+        let released = chunks.withLock { $0.touch(span, mapping: Int(bitPattern: mapping), size: size) }
+        for range in released {
+            shardfs_release_mapped(UnsafeRawPointer(bitPattern: range.mapping)! + range.bytes.lowerBound, range.bytes.count)
         }
+    }
+}
+
+/// The bookkeeping of `MappedPages`: which chunks of which mappings were
+/// touched when, and which to release.
+struct MappedChunks {
+    struct Chunk: Hashable {
+        /// The mapping's base address: one per source, for the mount's life.
+        let mapping: Int
+        let index: Int
+        /// The mapping's length: a release never reaches past it (what lies
+        /// beyond may be other memory, which MADV_DONTNEED would wipe).
+        let mappingSize: Int
+    }
+
+    let chunkBytes: Int
+    /// Chunks kept mapped at most.
+    let limit: Int
+    private var clock = 0
+    /// Chunks mapped (as far as we know), with the clock of their last use.
+    private(set) var lastUse: [Chunk: Int] = [:]
+
+    init(chunkBytes: Int, limit: Int) {
+        self.chunkBytes = chunkBytes
+        self.limit = max(1, limit)
+    }
+
+    /// Records `span` touched; when more than `limit` chunks are on record,
+    /// returns the least recently used ones to release (until a quarter of
+    /// the limit is free again), as byte ranges within their mapping.
+    mutating func touch(_ span: Range<Int>, mapping: Int, size: Int) -> [(mapping: Int, bytes: Range<Int>)] {
+        guard !span.isEmpty else { return [] }
+        clock += 1
+        for index in span.lowerBound / chunkBytes...(span.upperBound - 1) / chunkBytes {
+            lastUse[Chunk(mapping: mapping, index: index, mappingSize: size)] = clock
+        }
+        guard lastUse.count > limit else { return [] }
+        let oldest = lastUse.sorted { $0.value < $1.value }.prefix(lastUse.count - limit * 3 / 4).map(\.key)
+        var released: [(mapping: Int, bytes: Range<Int>)] = []
+        for chunk in oldest {
+            lastUse[chunk] = nil
+            let start = chunk.index * chunkBytes
+            if start < chunk.mappingSize { released.append((chunk.mapping, start..<min(start + chunkBytes, chunk.mappingSize))) }
+        }
+        return released
     }
 }
