@@ -184,7 +184,59 @@ import Testing
         gate.signal()
         usleep(100_000)
         // Only the piece in hand when the file closed was asked for.
-        #expect(recorder.requests.withLock { $0 } == [SourceRange(fileIndex: 0, offset: 0, count: Prefetcher.pieceBytes)])
+        #expect(recorder.requests.withLock { $0 } == [SourceRange(fileIndex: 0, offset: 0, count: Prefetcher.fileBytesPerPiece)])
+    }
+
+    @Test func filesReadAtOnceMoveOnTogetherPieceByPiece() {
+        let piece = Prefetcher.fileBytesPerPiece, size = 3 * piece
+        let tree = Self.tree(files: 2, size: size)
+        let recorder = Recorder()
+        let gate = DispatchSemaphore(value: 0)
+        recorder.gate.withLock { $0 = gate }
+        var options = Prefetcher.Options()
+        options.window = size
+        options.workers = 1
+        let prefetcher = Prefetcher(tree: tree, sourceSizes: [2 * size], options: options,
+                                    targets: { inode, range in
+                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
+                                        return file.sourceRanges(of: range).map { .source($0) }
+                                    },
+                                    advise: { recorder.advise($0) })
+        defer { prefetcher.stop() }
+        prefetcher.opened(3)  // f000: source [0, size)
+        usleep(50_000)        // its first piece is in hand, the rest queued behind it
+        prefetcher.opened(4)  // f001: source [size, 2 size)
+        gate.signal()
+        #expect(Self.eventually { recorder.requests.withLock { $0.count } == 6 })
+        // f000's second piece was queued before f001 opened; then they alternate.
+        #expect(recorder.requests.withLock { $0 }.map(\.offset) == [0, piece, size, 2 * piece, size + piece, size + 2 * piece])
+    }
+
+    @Test func whatTheReaderHasPassedIsNotReadAhead() {
+        let piece = Prefetcher.fileBytesPerPiece, size = 4 * piece
+        let tree = Self.tree(files: 1, size: size)
+        let recorder = Recorder()
+        let gate = DispatchSemaphore(value: 0)
+        recorder.gate.withLock { $0 = gate }
+        var options = Prefetcher.Options()
+        options.window = size
+        options.workers = 1
+        let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
+                                    targets: { inode, range in
+                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
+                                        return file.sourceRanges(of: range).map { .source($0) }
+                                    },
+                                    advise: { recorder.advise($0) })
+        defer { prefetcher.stop() }
+        prefetcher.opened(3)
+        usleep(50_000)  // piece 0 in hand
+        // The reader races ahead into piece 2 before the worker is free.
+        prefetcher.read(3, offset: 2 * piece + 10, count: 100)
+        gate.signal()
+        #expect(Self.eventually { recorder.requests.withLock { $0.count } == 3 })
+        usleep(50_000)
+        // Piece 1 is skipped: read ahead from where the reader is.
+        #expect(recorder.requests.withLock { $0 }.map(\.offset) == [0, 2 * piece + 10, 3 * piece + 10])
     }
 
     @Test func manyOpenFilesKeepOneRecordEachAndNoneOnceClosed() {

@@ -296,6 +296,40 @@ def test_source_read_eio(eiofs_mount, mounts, sparse8b, shardfs, tmp_path, case,
     assert not problems, f"[{case}]\n" + "\n".join(problems) + "\n" + log_tail(m.log)
 
 
+def test_prefetch_meets_source_eio(eiofs_mount, mounts, sparse8b, tmp_path):
+    """The prefetcher reads ahead of the reader (issue 11): when its read of
+    the source fails, nothing is lost and nothing crashes. The failure shows
+    in the source's own log before the reader gets there; the reader that
+    needs those bytes then gets EIO, every other byte of the file still reads
+    right, and the daemon stays up."""
+    sp = sparse8b
+    path = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
+    _, tensors = sp.files[path]
+    key = "model.embed_tokens.weight"  # the file's first record: within the first prefetch window
+    t = tensors[key]
+    rows = (1000, 1064)
+    shard, lo, hi = source_span(t, *rows)
+    shim, shim_log = eiofs_mount.mount(sp.src, [(shard, lo // 4096 * 4096, -(-hi // 4096) * 4096)])
+    m = mounts.mount(shim, new_mnt(tmp_path), *LAYOUT_8B)
+    pids = m.pids()
+    fd = os.open(m.mnt / path, os.O_RDONLY)  # opening starts the prefetch of its first window
+    try:
+        met = wait_for(lambda: shim_log.exists() and ("EIO " + shard) in shim_log.read_text(), 10.0)
+        assert met, f"the prefetch never read the failing source range of {shard}\n{log_tail(m.log)}"
+        rf = sp.rank_file(m.mnt, path)
+        s, _, _ = span_of(rf, key)
+        off = s + rows[0] * t.cols * t.itemsize
+        err, got = pread_errno(m.mnt / path, (rows[1] - rows[0]) * t.cols * t.itemsize, off)
+        assert err == errno.EIO, (f"{path} rows {rows} of {key}, whose source failed under the prefetch: "
+                                  f"{errname(err) if err else f'returned {len(got)} bytes'}, expected EIO\n{log_tail(m.log)}")
+        problems = [p for p in (check_range(m.mnt, rf, o, n) for o, n in ((0, 1 << 20), (s, 4096), (off + (1 << 20), 1 << 20),
+                                                                          (rf.size - 100_000, 100_000))) if p]
+        assert not problems, "\n".join(problems) + "\n" + log_tail(m.log)
+        assert is_mounted(m.mnt) and pids and all(_alive(p) for p in pids), "the daemon died\n" + log_tail(m.log)
+    finally:
+        os.close(fd)
+
+
 def flags_splice(case: str) -> bool:
     """The failing bytes go to the kernel as a source range (splice)."""
     return case in ("splice", "page-cache")

@@ -36,8 +36,11 @@ public final class Prefetcher: Sendable {
         public init() {}
     }
 
+    /// A worker takes this many bytes of a file's pending range at a time.
+    static let fileBytesPerPiece = 4 << 20
     /// Source ranges are handed over in pieces of at most this many bytes,
-    /// and a closed file's work stops between pieces.
+    /// and a closed file's work stops between pieces (a column cut's span
+    /// is many times its bytes in the file).
     static let pieceBytes = 8 << 20
     /// Granularity of the record of source bytes already requested: sibling
     /// ranks need the same spans, and storage need not hear of them twice.
@@ -52,6 +55,8 @@ public final class Prefetcher: Sendable {
         /// Queued and not yet handed to storage.
         var pending: Range<Int>?
         var queued = false
+        /// Where the reader last read.
+        var position = 0
     }
 
     private struct State {
@@ -151,12 +156,13 @@ public final class Prefetcher: Sendable {
         guard let node = tree.node(inode), case let .file(file) = node.kind else { return }
         state.withLock { s in
             guard var stream = s.streams[inode], stream.opens > 0 else { return }
+            stream.position = offset
             if offset < stream.covered.lowerBound || offset > stream.covered.upperBound {
                 // A jump: what was queued for the old position is not wanted.
                 stream.covered = offset..<offset
                 stream.pending = nil
-                s.streams[inode] = stream
             }
+            s.streams[inode] = stream
             advance(&s, inode, readEnd: min(file.size, offset + count), size: file.size)
         }
     }
@@ -204,30 +210,35 @@ public final class Prefetcher: Sendable {
         s.lookahead[parent.inode] = max(index, s.lookahead[parent.inode] ?? 0)
     }
 
-    /// Takes one queued file's pending range and hands its storage ranges
-    /// over; false once stopped.
+    /// Takes the next piece of one queued file's pending range and hands its
+    /// storage ranges over; the file goes to the back of the queue while it
+    /// has more, so the files read at once all move on together (one file
+    /// at a time let a wave's last readers meet cold pages). False once stopped.
     private func work() -> Bool {
         wake.wait()
-        let job: (inode: UInt64, generation: Int, range: Range<Int>)?? = state.withLock { s in
+        let job: (inode: UInt64, generation: Int, piece: Range<Int>)?? = state.withLock { s in
             if s.stopped { return .none }
             guard !s.queue.isEmpty else { return .some(nil) }
             let inode = s.queue.removeFirst()
-            guard var stream = s.streams[inode] else { return .some(nil) }
-            stream.queued = false
-            let pending = stream.pending
-            stream.pending = nil
-            if stream.opens <= 0 && pending == nil { s.streams[inode] = nil } else { s.streams[inode] = stream }
-            return .some(pending.map { (inode, stream.generation, $0) })
+            guard var stream = s.streams[inode], let pending = stream.pending else { return .some(nil) }
+            // What the reader has passed meanwhile is not worth reading ahead.
+            let start = min(max(pending.lowerBound, stream.position), pending.upperBound)
+            let piece = start..<min(pending.upperBound, start + Prefetcher.fileBytesPerPiece)
+            if piece.upperBound < pending.upperBound {
+                stream.pending = piece.upperBound..<pending.upperBound
+                s.queue.append(inode)
+                wake.signal()
+            } else {
+                stream.pending = nil
+                stream.queued = false
+            }
+            s.streams[inode] = stream
+            return .some((inode, stream.generation, piece))
         }
         guard let job else { return false }
-        guard let (inode, generation, range) = job else { return true }
-        var start = range.lowerBound
-        while start < range.upperBound {
-            let end = min(range.upperBound, start + Prefetcher.pieceBytes)
-            for target in targets(inode, start..<end) {
-                guard hand(target, stillWanted: { alive(inode, generation) }) else { return true }
-            }
-            start = end
+        guard let (inode, generation, piece) = job else { return true }
+        for target in targets(inode, piece) {
+            guard hand(target, stillWanted: { alive(inode, generation) }) else { return true }
         }
         // A look-ahead stream nobody opened is done once handed over.
         state.withLock { s in
