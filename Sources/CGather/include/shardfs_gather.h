@@ -13,9 +13,10 @@ int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t str
 /// data), so that touching a source through its mapping does not grow RSS.
 void shardfs_release_mapped(const void *start, size_t length);
 
-/// Reads `length` bytes at `offset` of a file into the page cache through
+/// Reads `length` bytes at `offset` of file `fd` into the page cache through
 /// its mapping `base` (advised MADV_HUGEPAGE), waiting for them, then drops
-/// the page-table entries again. Returns 0 or an errno (never a signal).
-int shardfs_populate(const void *base, size_t offset, size_t length);
+/// the page-table entries again; does nothing when they are all cached
+/// already. Returns 0 or an errno (never a signal).
+int shardfs_populate(int fd, const void *base, size_t offset, size_t length);
 
 #endif

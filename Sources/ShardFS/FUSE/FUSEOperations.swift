@@ -130,7 +130,11 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
                 shardfs_bufvec_set_fd(vector, i, descriptor, offset, count)
             }
         }
-        let status = fuse_reply_data(req, vector, FUSE_BUF_SPLICE_MOVE)
+        // A reply made in our buffer alone (a gathered column cut) goes out
+        // with one writev: through the splice path libfuse would first copy
+        // it into a pipe, a third copy of those bytes.
+        let inBufferOnly = segments.allSatisfy { if case .buffer = $0 { true } else { false } }
+        let status = fuse_reply_data(req, vector, inBufferOnly ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE)
         served = segments.reduce(0) { $0 + $1.count }
         return status < 0 ? -status : 0
     }
