@@ -63,6 +63,15 @@ struct MountCommand: ParsableCommand {
             help: "Largest read request in KiB (default 512: a 1 MiB reply no longer fits the 1 MiB pipe that splice needs).")
     var maxReadKiB = 512
 
+    @Option(help: "Threads answering the kernel's requests (at most).")
+    var threads = 16
+
+    @Option(name: .customLong("prefetch-mib"), help: ArgumentHelp(
+        "Source bytes read ahead of each open file's reader, in MiB of the file (0: off).",
+        discussion: "The mount knows which source bytes every file needs before the reader asks: it reads them into the page cache in large pieces ahead of the readers, so a cold start does not wait on storage a page at a time. Prefetched data lives in the page cache, not in the daemon; a file's prefetch stops when its last reader closes it.",
+        valueName: "MiB"))
+    var prefetchMiB = 64
+
     @Option(help: ArgumentHelp(
         "Also write every rank file to DIR/model/ in the background, as `shardfs convert SRC DIR` would.",
         discussion: "Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/; a daemon started again on the same DIR keeps the finished files and writes the rest. Reads through the mount keep priority, and each file, once persisted and read back intact, is served from DIR. `shardfs status MNT` shows the progress.",
@@ -90,6 +99,8 @@ struct MountCommand: ParsableCommand {
 
     func validate() throws {
         guard (4...1024).contains(maxReadKiB) else { throw ValidationError("--max-read-kib must be between 4 and 1024, not \(maxReadKiB)") }
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be between 1 and 256, not \(threads)") }
+        guard (0...65536).contains(prefetchMiB) else { throw ValidationError("--prefetch-mib must be between 0 (off) and 65536, not \(prefetchMiB)") }
         if persistTo == nil {
             for (given, flag) in [(part != nil, "--part"), (force, "--force"), (persistBandwidthMiB != nil, "--persist-bandwidth-mib")] where given {
                 throw ValidationError("\(flag) applies to --persist-to DIR, which is not given")
@@ -125,8 +136,12 @@ struct MountCommand: ParsableCommand {
         options.directIO = !pageCache
         options.splice = !noSplice
         options.maximumRead = maxReadKiB << 10
+        options.maximumThreads = threads
         let files = plan.virtualFiles()
-        let fileSystem = MountedFileSystem(checkpoint: checkpoint, files: files, maximumRead: options.maximumRead)
+        var prefetch = Prefetcher.Options()
+        prefetch.window = prefetchMiB << 20
+        let fileSystem = MountedFileSystem(checkpoint: checkpoint, files: files, maximumRead: options.maximumRead,
+                                           prefetch: prefetchMiB > 0 ? prefetch : nil)
         let materialiser = try persistTo.map { directory in
             try failing { () throws(ShardFSError) in
                 try makeMaterialiser(directory: directory, checkpoint: checkpoint, plan: plan, fileSystem: fileSystem, logger: logger)

@@ -134,10 +134,48 @@ import Testing
         // A read at 4 granules: the window moves to 12 granules.
         prefetcher.read(second, offset: 3 * Self.granule, count: Self.granule)
         #expect(Self.eventually { recorder.covered == [size..<size + 12 * Self.granule] })
-        // Near the end: requested up to the end of the file, never past it.
+        // A jump near the end, then on from there: requested up to the end
+        // of the file, never past it.
+        prefetcher.read(second, offset: size - 2 * Self.granule, count: Self.granule)
         prefetcher.read(second, offset: size - Self.granule, count: Self.granule)
         #expect(Self.eventually { recorder.covered == [size..<size + 12 * Self.granule, size + size - Self.granule..<2 * size] })
+        usleep(50_000)
         #expect(recorder.covered.allSatisfy { $0.upperBound <= 2 * size })
+    }
+
+    @Test func theWindowGrowsWithSequentialReadsAndShrinksAtAJump() {
+        let g = Self.granule, size = 256 * g
+        let tree = Self.tree(files: 1, size: size)
+        let recorder = Recorder()
+        var options = Prefetcher.Options()
+        options.window = 32 * g
+        options.initialWindow = 4 * g
+        let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
+                                    targets: { inode, range in
+                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
+                                        return file.sourceRanges(of: range).map { .source($0) }
+                                    },
+                                    advise: { recorder.advise($0) })
+        defer { prefetcher.stop() }
+        prefetcher.opened(3)
+        #expect(Self.eventually { recorder.covered == [0..<4 * g] })
+        // Sequential reads double the window: 8, 16, 32 granules past each read's end.
+        prefetcher.read(3, offset: 0, count: g)        // lastEnd 0 == 0: 8 g past 1 g
+        #expect(Self.eventually { recorder.covered == [0..<9 * g] })
+        prefetcher.read(3, offset: g, count: g)        // 16 g past 2 g
+        #expect(Self.eventually { recorder.covered == [0..<18 * g] })
+        prefetcher.read(3, offset: 2 * g, count: g)    // 32 g (the most) past 3 g
+        #expect(Self.eventually { recorder.covered == [0..<35 * g] })
+        // One more granule is less than a quarter window: nothing new yet.
+        prefetcher.read(3, offset: 3 * g, count: g)
+        // A jump: nothing read ahead; going on from there: 4 granules past that read.
+        prefetcher.read(3, offset: 200 * g, count: g)
+        usleep(50_000)
+        #expect(recorder.covered == [0..<35 * g])
+        prefetcher.read(3, offset: 201 * g, count: g)
+        #expect(Self.eventually { recorder.covered == [0..<35 * g, 201 * g..<206 * g] })  // from where the reader is
+        usleep(50_000)
+        #expect(recorder.covered == [0..<35 * g, 201 * g..<206 * g])
     }
 
     @Test func bytesAlreadyRequestedForASiblingAreNotAskedForAgain() {
@@ -165,7 +203,8 @@ import Testing
         let gate = DispatchSemaphore(value: 0)
         recorder.gate.withLock { $0 = gate }
         var options = Prefetcher.Options()
-        options.window = size  // one job: the whole file, handed over in 8 MiB pieces
+        options.window = size  // the whole file at once, handed over piece by piece
+        options.initialWindow = size
         options.workers = 1
         let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
                                     targets: { inode, range in
@@ -195,6 +234,7 @@ import Testing
         recorder.gate.withLock { $0 = gate }
         var options = Prefetcher.Options()
         options.window = size
+        options.initialWindow = size
         options.workers = 1
         let prefetcher = Prefetcher(tree: tree, sourceSizes: [2 * size], options: options,
                                     targets: { inode, range in
@@ -220,6 +260,7 @@ import Testing
         recorder.gate.withLock { $0 = gate }
         var options = Prefetcher.Options()
         options.window = size
+        options.initialWindow = size
         options.workers = 1
         let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
                                     targets: { inode, range in

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import random
 import shutil
@@ -330,6 +331,22 @@ def test_prefetch_meets_source_eio(eiofs_mount, mounts, sparse8b, tmp_path):
         os.close(fd)
 
 
+def test_shared_mapping_of_a_streamed_file(mounts, sparse8b, tmp_path):
+    """Files of 8 MiB and more stream with direct_io (the default): a shared
+    mapping is refused cleanly with ENODEV, a private one (torch.load(mmap=True))
+    works; files below that size go through the page cache (test_mount)."""
+    m = mounts.mount(sparse8b.src, new_mnt(tmp_path), *LAYOUT_8B)
+    path = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
+    rf = sparse8b.rank_file(m.mnt, path)
+    assert rf.size >= 8 << 20
+    with open(m.mnt / path, "rb") as f:
+        with pytest.raises(OSError) as failure:
+            mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        assert failure.value.errno == errno.ENODEV, f"{path}: MAP_SHARED failed with {failure.value}, not ENODEV"
+        with mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) as mm:
+            assert mm[: 1 << 20] == rf.expected(0, 1 << 20)
+
+
 def flags_splice(case: str) -> bool:
     """The failing bytes go to the kernel as a source range (splice)."""
     return case in ("splice", "page-cache")
@@ -400,9 +417,15 @@ def test_source_deleted_or_truncated(shardfs, ckpts, mounts, tmp_path, how):
             e, _ = pread_errno(m.model / n, 1 << 20, 0)
             if e != errno.EIO:
                 problems.append(f"{n} uses {shard}: {errname(e)}, expected EIO")
-        e, _ = timed(lambda: os.pread(old_fd, 4096, 0))
-        if not (isinstance(_, OSError) and _.errno == errno.EIO):
-            problems.append(f"{users[0]}: the descriptor opened before the {how} reads on: {_!r}")
+        # Small files go through the page cache: pages read before the fault
+        # are dropped by the daemon's watcher within its poll (as test_mount's
+        # test_source_changed allows), never served for longer.
+        def old_fd_fails() -> bool:
+            _, exc = timed(lambda: os.pread(old_fd, 4096, 0))
+            return isinstance(exc, OSError) and exc.errno == errno.EIO
+        if not wait_for(old_fd_fails, 2.0, 0.1):
+            _, exc = timed(lambda: os.pread(old_fd, 4096, 0))
+            problems.append(f"{users[0]}: the descriptor opened before the {how} still reads 2 s after detection: {exc!r}")
         for n in others:
             err, got = pread_errno(m.model / n, len(exp.zeroed(n)) + 10, 0)
             if err is not None or got != exp.zeroed(n):
@@ -476,7 +499,15 @@ def test_source_truncated_under_readers(mounts, sparse8b, tmp_path):
                         else:
                             results["eio_before"] += 1
                     continue
-                if got != rf.expected(off, n):
+                want = rf.expected(off, n)
+                if len(got) < n and got == want[:len(got)] and truncated.is_set():
+                    # A read in flight when the source shrank: its first
+                    # requests were answered, a later one failed, and the
+                    # kernel returns a direct_io read's bytes up to the failure.
+                    with lock:
+                        results["short_during"] = results.get("short_during", 0) + 1
+                    continue
+                if got != want:
                     with lock:
                         wrong.append(f"{rf.path} pread({n}, {off}): {len(got)} bytes that differ from the source's "
                                      f"({'after' if was_truncated else 'before'} the truncation)")

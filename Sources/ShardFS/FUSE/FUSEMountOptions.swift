@@ -8,6 +8,13 @@ public struct FUSEMountOptions: Sendable {
     /// the reader's buffer, not in a cache page first), but no shared mmap and
     /// no cached re-reads.
     public var directIO = true
+    /// With `directIO`, files smaller than this still go through the page
+    /// cache. A torch.save file is read as a few small metadata reads plus
+    /// its records: under direct_io each small read is a round trip to the
+    /// daemon, which for xser's thousands of small tensor files cost more
+    /// than the page cache's extra copy (the kernel reads ahead, a whole
+    /// small file in one or two requests).
+    public var directIOFromBytes = MountedFileSystem.streamingFileBytes
     /// Hand unchanged source bytes to the kernel as file descriptors (splice).
     public var splice = true
     /// Largest read request; replies above the pipe size (1 MiB here) cannot splice.
@@ -16,6 +23,9 @@ public struct FUSEMountOptions: Sendable {
     public var maximumThreads = 16
     /// Attribute and entry timeout, seconds: content never changes, so long.
     public var timeout = 3600.0
+
+    /// Whether a file of `size` bytes is served with direct_io.
+    public func directIO(forSize size: Int) -> Bool { directIO && size >= directIOFromBytes }
 
     public init(mountpoint: String) {
         self.mountpoint = mountpoint

@@ -97,7 +97,7 @@ private func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutable
         return
     }
     server.fileSystem.opened(inode)
-    if server.options.directIO {
+    if server.options.directIO(forSize: node.size) {
         fi.pointee.direct_io = 1
     } else {
         // Content is a pure function of the sources: keep cached pages across opens.

@@ -165,7 +165,7 @@ public final class FUSEServer: @unchecked Sendable {
     private func tuneReadahead() -> Bool {
         // The device comes from mountinfo: a stat of the mount point would
         // ask this very file system and wait for our own loop.
-        guard !options.directIO, let device = MountTable.entries().last(where: { $0.mountPoint == options.mountpoint })?.device else { return true }
+        guard !options.directIO || options.directIOFromBytes > 0, let device = MountTable.entries().last(where: { $0.mountPoint == options.mountpoint })?.device else { return true }
         let path = "/sys/class/bdi/\(device)/read_ahead_kb"
         let wanted = options.maximumRead / 1024
         if let current = try? String(contentsOfFile: path, encoding: .utf8), Int(current.trimmingCharacters(in: .whitespacesAndNewlines)) == wanted {

@@ -14,10 +14,14 @@ public enum PrefetchTarget: Equatable, Sendable {
 /// A rank file's bytes come from source ranges the plan knows long before a
 /// reader asks for them. Served on demand from cold storage, a narrow column
 /// cut costs a synchronous 4 KiB page fault per source row: the daemon waits
-/// on storage one page at a time. Here every open file has a window of
-/// `window` bytes ahead of its reader whose source ranges are read into the
-/// page cache by worker threads in large pieces (`SourceFile.prefetch`), so
-/// reads find their pages arrived or in flight.
+/// on storage one page at a time. Here every open file has a window ahead of
+/// its reader whose source ranges are read into the page cache by worker
+/// threads in large pieces (`SourceFile.prefetch`), so reads find their pages
+/// arrived or in flight. Like the kernel's readahead, the window starts small
+/// (`initialWindow`) at an open, closes at a jump, and opens again and
+/// doubles with every read that continues where the last one ended, up to
+/// `window`: a reader jumping about (a column cut's few bytes ahead can be
+/// tens of MiB of source span) does not make storage read what it never asks for.
 ///
 /// Bounded by construction: the data lands in the kernel's page cache, not
 /// in this process; the state is one small record per open file plus a bit
@@ -26,8 +30,10 @@ public enum PrefetchTarget: Equatable, Sendable {
 /// changes or fails is found by the read that needs the bytes).
 public final class Prefetcher: Sendable {
     public struct Options: Sendable {
-        /// File bytes kept requested ahead of each reader.
+        /// File bytes kept requested ahead of a sequential reader, at most.
         public var window = 64 << 20
+        /// The window at an open, or once a reader goes on after a jump.
+        public var initialWindow = 2 << 20
         /// Threads reading ahead. Each waits for its piece (a few MiB in
         /// flight per thread), so several keep storage busy: on the 1B TP=32
         /// cold load 6 loaded 2.4x as fast as 2.
@@ -55,8 +61,11 @@ public final class Prefetcher: Sendable {
         /// Queued and not yet handed to storage.
         var pending: Range<Int>?
         var queued = false
-        /// Where the reader last read.
+        /// Where the reader last read, and where that read ended.
         var position = 0
+        var lastEnd = 0
+        /// The current window (doubles with sequential reads).
+        var window: Int
     }
 
     private struct State {
@@ -129,7 +138,8 @@ public final class Prefetcher: Sendable {
             if s.streams[inode] != nil {
                 s.streams[inode]!.opens += 1
             } else {
-                s.streams[inode] = Stream(opens: 1, generation: s.nextGeneration, covered: 0..<0)
+                s.streams[inode] = Stream(opens: 1, generation: s.nextGeneration, covered: 0..<0,
+                                          window: min(options.initialWindow, options.window))
                 s.nextGeneration += 1
             }
             advance(&s, inode, readEnd: 0, size: file.size)
@@ -156,12 +166,17 @@ public final class Prefetcher: Sendable {
         guard let node = tree.node(inode), case let .file(file) = node.kind else { return }
         state.withLock { s in
             guard var stream = s.streams[inode], stream.opens > 0 else { return }
-            stream.position = offset
-            if offset < stream.covered.lowerBound || offset > stream.covered.upperBound {
-                // A jump: what was queued for the old position is not wanted.
+            if offset == stream.lastEnd {
+                stream.window = min(options.window, max(options.initialWindow, stream.window * 2))
+            } else if offset < stream.covered.lowerBound || offset > stream.covered.upperBound {
+                // A jump: what was queued for the old position is not wanted,
+                // and nothing is read ahead until the reader goes on from here.
                 stream.covered = offset..<offset
                 stream.pending = nil
+                stream.window = 0
             }
+            stream.position = offset
+            stream.lastEnd = offset + count
             s.streams[inode] = stream
             advance(&s, inode, readEnd: min(file.size, offset + count), size: file.size)
         }
@@ -172,9 +187,9 @@ public final class Prefetcher: Sendable {
     /// queue work per request.
     private func advance(_ s: inout State, _ inode: UInt64, readEnd: Int, size: Int) {
         guard var stream = s.streams[inode] else { return }
-        let wanted = min(size, readEnd + options.window)
+        let wanted = min(size, readEnd + stream.window)
         let from = stream.covered.upperBound
-        guard wanted > from, wanted - from >= options.window / 4 || wanted == size else { return }
+        guard stream.window > 0, wanted > from, wanted - from >= stream.window / 4 || wanted == size else { return }
         stream.pending = (stream.pending?.lowerBound ?? from)..<wanted
         stream.covered = stream.covered.lowerBound..<wanted
         if !stream.queued {
@@ -199,7 +214,7 @@ public final class Prefetcher: Sendable {
               case let .file(file) = next.kind {
             if s.streams[inode] == nil {
                 s.streams[inode] = Stream(opens: 0, generation: s.nextGeneration, covered: 0..<file.size,
-                                          pending: 0..<file.size, queued: true)
+                                          pending: 0..<file.size, queued: true, window: options.window)
                 s.nextGeneration += 1
                 s.queue.append(inode)
                 wake.signal()
