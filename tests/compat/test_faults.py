@@ -323,7 +323,7 @@ def test_prefetch_meets_source_eio(eiofs_mount, mounts, sparse8b, tmp_path):
         err, got = pread_errno(m.mnt / path, (rows[1] - rows[0]) * t.cols * t.itemsize, off)
         assert err == errno.EIO, (f"{path} rows {rows} of {key}, whose source failed under the prefetch: "
                                   f"{errname(err) if err else f'returned {len(got)} bytes'}, expected EIO\n{log_tail(m.log)}")
-        problems = [p for p in (check_range(m.mnt, rf, o, n) for o, n in ((0, 1 << 20), (s, 4096), (off + (1 << 20), 1 << 20),
+        problems = [p for p in (check_range(m.mnt, rf, o, n) for o, n in ((0, 256 << 10), (s, 4096), (off + (1 << 20), 1 << 20),
                                                                           (rf.size - 100_000, 100_000))) if p]
         assert not problems, "\n".join(problems) + "\n" + log_tail(m.log)
         assert is_mounted(m.mnt) and pids and all(_alive(p) for p in pids), "the daemon died\n" + log_tail(m.log)
