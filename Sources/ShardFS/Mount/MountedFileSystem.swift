@@ -40,11 +40,9 @@ public final class MountedFileSystem: Sendable {
         deinit { buffer.deallocate() }
     }
 
-    /// `prefetch` nil turns prefetching off; `advise` replaces the call that
-    /// asks storage for a range (tests watch it).
+    /// `prefetch` nil turns reading ahead off.
     public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], maximumRead: Int = 1 << 20,
-                prefetch: Prefetcher.Options? = Prefetcher.Options(),
-                advise: (@Sendable (PrefetchTarget) -> Void)? = nil) {
+                prefetch: Prefetcher.Options? = Prefetcher.Options()) {
         let tree = FileTree(files: files)
         self.tree = tree
         watch = SourceWatch(sources: checkpoint.files)
@@ -73,7 +71,7 @@ public final class MountedFileSystem: Sendable {
                            guard let node = tree.node(inode), case let .file(file) = node.kind else { return [] }
                            return file.sourceRanges(of: range).map { .source($0) }
                        },
-                       advise: advise ?? { target in
+                       advise: { target in
                            switch target {
                            case let .source(range):
                                sources[range.fileIndex].prefetch(range.offset..<range.end)
