@@ -98,6 +98,12 @@ import Testing
     static func prefetcher(_ tree: FileTree, window: Int, recorder: Recorder) -> Prefetcher {
         var options = Prefetcher.Options()
         options.window = window
+        return prefetcher(tree, options: options, recorder: recorder)
+    }
+
+    /// A prefetcher over `tree` (one source, as large as all files) whose
+    /// requests go to `recorder`.
+    static func prefetcher(_ tree: FileTree, options: Prefetcher.Options, recorder: Recorder) -> Prefetcher {
         let sourceSize = tree.nodes.reduce(0) { $0 + ($1.isDirectory ? 0 : $1.size) }
         return Prefetcher(tree: tree, sourceSizes: [sourceSize], options: options,
                           targets: { inode, range in
@@ -150,12 +156,7 @@ import Testing
         var options = Prefetcher.Options()
         options.window = 32 * g
         options.initialWindow = 4 * g
-        let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
-                                    targets: { inode, range in
-                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
-                                        return file.sourceRanges(of: range).map { .source($0) }
-                                    },
-                                    advise: { recorder.advise($0) })
+        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
         defer { prefetcher.stop() }
         prefetcher.opened(3)
         #expect(Self.eventually { recorder.covered == [0..<4 * g] })
@@ -206,12 +207,7 @@ import Testing
         options.window = size  // the whole file at once, handed over piece by piece
         options.initialWindow = size
         options.workers = 1
-        let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
-                                    targets: { inode, range in
-                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
-                                        return file.sourceRanges(of: range).map { .source($0) }
-                                    },
-                                    advise: { recorder.advise($0) })
+        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
         defer { prefetcher.stop() }
         let inode: UInt64 = 3
         prefetcher.opened(inode)
@@ -236,12 +232,7 @@ import Testing
         options.window = size
         options.initialWindow = size
         options.workers = 1
-        let prefetcher = Prefetcher(tree: tree, sourceSizes: [2 * size], options: options,
-                                    targets: { inode, range in
-                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
-                                        return file.sourceRanges(of: range).map { .source($0) }
-                                    },
-                                    advise: { recorder.advise($0) })
+        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
         defer { prefetcher.stop() }
         prefetcher.opened(3)  // f000: source [0, size)
         usleep(50_000)        // its first piece is in hand, the rest queued behind it
@@ -262,12 +253,7 @@ import Testing
         options.window = size
         options.initialWindow = size
         options.workers = 1
-        let prefetcher = Prefetcher(tree: tree, sourceSizes: [size], options: options,
-                                    targets: { inode, range in
-                                        guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
-                                        return file.sourceRanges(of: range).map { .source($0) }
-                                    },
-                                    advise: { recorder.advise($0) })
+        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
         defer { prefetcher.stop() }
         prefetcher.opened(3)
         usleep(50_000)  // piece 0 in hand
