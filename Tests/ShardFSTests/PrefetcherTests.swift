@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 @testable import ShardFS
 
@@ -69,8 +68,8 @@ import Testing
     /// Records what the prefetcher asks for; `gate` (when set) holds every
     /// request until opened.
     final class Recorder: Sendable {
-        let requests = Mutex<[SourceRange]>([])
-        let gate = Mutex<DispatchSemaphore?>(nil)
+        let requests = Locked<[SourceRange]>([])
+        let gate = Locked<DispatchSemaphore?>(nil)
 
         func advise(_ target: PrefetchTarget) {
             if let gate = gate.withLock({ $0 }) {

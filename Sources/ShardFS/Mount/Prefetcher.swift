@@ -1,6 +1,5 @@
 import Dispatch
 import Foundation
-import Synchronization
 
 /// Where a prefetch asks storage for bytes: a source range, or a range of a
 /// persisted copy that now answers a file's reads.
@@ -82,11 +81,11 @@ public final class Prefetcher: Sendable {
 
     public let options: Options
     private let tree: FileTree
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let wake = DispatchSemaphore(value: 0)
     private let workersDone = DispatchSemaphore(value: 0)
     /// Per source, a bit per granule already requested.
-    private let requested: Mutex<[[UInt64]]>
+    private let requested: Locked<[[UInt64]]>
     private let targets: @Sendable (_ inode: UInt64, _ range: Range<Int>) -> [PrefetchTarget]
     private let advise: @Sendable (PrefetchTarget) -> Void
 
@@ -99,7 +98,7 @@ public final class Prefetcher: Sendable {
         self.options = options
         self.targets = targets
         self.advise = advise
-        requested = Mutex(sourceSizes.map { size in [UInt64](repeating: 0, count: (size / Prefetcher.granule + 64) / 64) })
+        requested = Locked(sourceSizes.map { size in [UInt64](repeating: 0, count: (size / Prefetcher.granule + 64) / 64) })
         for _ in 0..<max(1, options.workers) {
             Thread.detachNewThread { [self] in
                 while work() {}

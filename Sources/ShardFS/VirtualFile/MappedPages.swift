@@ -1,5 +1,4 @@
 import CGather
-import Synchronization
 
 /// Bounds the page-table entries that gathers leave behind in the sources'
 /// mappings, process-wide, releasing the least recently used first.
@@ -18,7 +17,7 @@ enum MappedPages {
     /// by other threads at the moment of release).
     static let budget = 64 << 20
 
-    private static let chunks = Mutex(MappedChunks(chunkBytes: 2 << 20, limit: budget / (2 << 20)))
+    private static let chunks = Locked(MappedChunks(chunkBytes: 2 << 20, limit: budget / (2 << 20)))
 
     /// Records bytes `span` (offsets in the file) touched through `mapping`
     /// (of `size` bytes), and releases what falls out of the budget.
