@@ -3,7 +3,7 @@
 
 Independent of python_pipeline.py: the expected content of every rank file is
 computed straight from the source safetensors with the formulas of
-/work/shared/spec/nxd-layout.md (head group g = j*(T/Hkv) + i for rank
+../shared/spec/nxd-layout.md (head group g = j*(T/Hkv) + i for rank
 r = i*Hkv + j on trn1, K/V tiled m times, gate_up = [gate; up], fused
 weight_qkv appended after lm_head, ...). Checks, per file: key order, dtype,
 shape and exact values; and that OUT/model holds exactly the T*P rank files and

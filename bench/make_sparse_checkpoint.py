@@ -5,7 +5,7 @@ a deterministic fill pattern written in a few places so that reads are cheap
 to check yet not all zeros.
 
 The directory looks like a `huggingface-cli download` of the model:
-config.json (Llama-3-8B, or Llama-3-70B from /work/shared/fixtures), and
+config.json (Llama-3-8B, or Llama-3-70B from ../shared/fixtures), and
 model-0000i-of-0000N.safetensors shards (8B: 4, 70B: 30) split as HF splits a
 state dict (greedy in state-dict order, 5 GB per shard), each with a header
 as the safetensors library writes it (`__metadata__` first, then tensors
@@ -34,6 +34,7 @@ Only the standard library is needed.
 """
 import argparse
 import json
+from pathlib import Path
 import os
 import shutil
 import struct
@@ -73,7 +74,8 @@ LLAMA_3_8B_CONFIG = {
     "vocab_size": 128256,
 }
 
-LLAMA_3_70B_FIXTURE = "/work/shared/fixtures/llama-3-70b/config.json"
+# shared/ lies beside the repository (on our machines and in CI).
+LLAMA_3_70B_FIXTURE = str(Path(__file__).resolve().parents[2] / "shared/fixtures/llama-3-70b/config.json")
 # The same fields, in case the fixture is not on this machine.
 LLAMA_3_70B_CONFIG = dict(LLAMA_3_8B_CONFIG, hidden_size=8192, intermediate_size=28672,
                           num_attention_heads=64, num_hidden_layers=80, num_key_value_heads=8)

@@ -1,4 +1,4 @@
-"""An independent reference of /work/shared/spec/nxd-layout.md in torch ops.
+"""An independent reference of ../shared/spec/nxd-layout.md in torch ops.
 
 Given the HF model's state_dict() (tied models: lm_head.weight present and
 equal to embed_tokens) and a layout, `rank_state` returns, for one

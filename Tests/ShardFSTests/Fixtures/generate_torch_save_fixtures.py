@@ -4,7 +4,7 @@ base64 string literals so the Swift tests need neither Python nor resources.
 
 Run with the project's venv (torch 2.13 cpu):
 
-    /work/venv/bin/python Tests/ShardFSTests/Fixtures/generate_torch_save_fixtures.py
+    .venv/bin/python Tests/ShardFSTests/Fixtures/generate_torch_save_fixtures.py
 
 Each fixture is torch.save(dict) with CRC-32 off (pt-format.md, "The equality
 to test"); the xser ones (xser.md) are torch.save of a dict of TensorReference
