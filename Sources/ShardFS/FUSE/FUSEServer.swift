@@ -157,8 +157,9 @@ public final class FUSEServer: @unchecked Sendable {
         }
     }
 
-    /// In page-cache mode the kernel reads ahead 128 KiB per request unless
-    /// the mount's bdi says otherwise; raise it to the request size (root
+    /// Files read through the page cache (all with --page-cache, the small
+    /// ones otherwise) are read ahead 128 KiB per request unless the mount's
+    /// bdi says otherwise; raise it to the request size (root
     /// only; harmless to skip). The kernel lowers it to what INIT negotiated
     /// when INIT completes, so this runs after INIT, and again should it have
     /// raced with it. Returns whether there is nothing (more) to do.
