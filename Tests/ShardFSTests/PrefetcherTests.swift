@@ -112,6 +112,19 @@ import Testing
                           advise: { recorder.advise($0) })
     }
 
+    /// One worker, the whole file requested at open, and every request held
+    /// at `gate` until the test signals it.
+    static func heldOneWorker(_ tree: FileTree, window: Int) -> (Prefetcher, Recorder, DispatchSemaphore) {
+        let recorder = Recorder()
+        let gate = DispatchSemaphore(value: 0)
+        recorder.gate.withLock { $0 = gate }
+        var options = Prefetcher.Options()
+        options.window = window
+        options.initialWindow = window
+        options.workers = 1
+        return (prefetcher(tree, options: options, recorder: recorder), recorder, gate)
+    }
+
     /// Waits (up to 5 s) for `condition`, polled.
     static func eventually(_ condition: () -> Bool) -> Bool {
         for _ in 0..<500 {
@@ -199,14 +212,8 @@ import Testing
     @Test func aFileClosedMidReadStopsItsPrefetchAndFreesItsState() {
         let size = 256 * Self.granule
         let tree = Self.tree(files: 1, size: size)
-        let recorder = Recorder()
-        let gate = DispatchSemaphore(value: 0)
-        recorder.gate.withLock { $0 = gate }
-        var options = Prefetcher.Options()
-        options.window = size  // the whole file at once, handed over piece by piece
-        options.initialWindow = size
-        options.workers = 1
-        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
+        // The whole file at once, handed over piece by piece.
+        let (prefetcher, recorder, gate) = Self.heldOneWorker(tree, window: size)
         defer { prefetcher.stop() }
         let inode: UInt64 = 3
         prefetcher.opened(inode)
@@ -224,14 +231,7 @@ import Testing
     @Test func filesReadAtOnceMoveOnTogetherPieceByPiece() {
         let piece = Prefetcher.fileBytesPerPiece, size = 3 * piece
         let tree = Self.tree(files: 2, size: size)
-        let recorder = Recorder()
-        let gate = DispatchSemaphore(value: 0)
-        recorder.gate.withLock { $0 = gate }
-        var options = Prefetcher.Options()
-        options.window = size
-        options.initialWindow = size
-        options.workers = 1
-        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
+        let (prefetcher, recorder, gate) = Self.heldOneWorker(tree, window: size)
         defer { prefetcher.stop() }
         prefetcher.opened(3)  // f000: source [0, size)
         usleep(50_000)        // its first piece is in hand, the rest queued behind it
@@ -245,14 +245,7 @@ import Testing
     @Test func whatTheReaderHasPassedIsNotReadAhead() {
         let piece = Prefetcher.fileBytesPerPiece, size = 4 * piece
         let tree = Self.tree(files: 1, size: size)
-        let recorder = Recorder()
-        let gate = DispatchSemaphore(value: 0)
-        recorder.gate.withLock { $0 = gate }
-        var options = Prefetcher.Options()
-        options.window = size
-        options.initialWindow = size
-        options.workers = 1
-        let prefetcher = Self.prefetcher(tree, options: options, recorder: recorder)
+        let (prefetcher, recorder, gate) = Self.heldOneWorker(tree, window: size)
         defer { prefetcher.stop() }
         prefetcher.opened(3)
         usleep(50_000)  // piece 0 in hand

@@ -48,21 +48,17 @@ public final class SourceFile: Sendable {
         self.size = Int(info.st_size)
         self.modificationTime = info.st_mtim
         self.inode = UInt(info.st_ino)
-        let mapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
-        if let mapped, mapped != MAP_FAILED {
-            // No readahead beyond what a gather touches: its reads are rows.
-            madvise(mapped, size, MADV_RANDOM)
-            self.mapping = UnsafeRawPointer(mapped)
-        } else {
-            self.mapping = nil
-        }
-        let prefetchMapped = size > 0 ? mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0) : nil
-        if let prefetchMapped, prefetchMapped != MAP_FAILED {
-            madvise(prefetchMapped, size, MADV_HUGEPAGE)
-            self.prefetchMapping = UnsafeRawPointer(prefetchMapped)
-        } else {
-            self.prefetchMapping = nil
-        }
+        // No readahead beyond what a gather touches: its reads are rows.
+        mapping = SourceFile.map(fd, size: size, advice: MADV_RANDOM)
+        prefetchMapping = SourceFile.map(fd, size: size, advice: MADV_HUGEPAGE)
+    }
+
+    /// A read-only shared mapping of the whole file with `advice`, or nil
+    /// (empty file, or mapping failed).
+    private static func map(_ fd: FileDescriptor, size: Int, advice: Int32) -> UnsafeRawPointer? {
+        guard size > 0, let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0), mapped != MAP_FAILED else { return nil }
+        madvise(mapped, size, advice)
+        return UnsafeRawPointer(mapped)
     }
 
     deinit {
