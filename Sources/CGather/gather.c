@@ -93,8 +93,16 @@ int shardfs_populate(int fd, const void *base, size_t offset, size_t length) {
     // Populating cached pages only maps and unmaps them (and makes the other
     // CPUs flush their TLBs): the cost without the gain.
     if (all_cached(fd, first, last)) return 0;
-    void *start = (char *)base + first;
-    int status = madvise(start, last - first, MADV_POPULATE_READ) == 0 ? 0 : errno;
-    madvise(start, last - first, MADV_DONTNEED);
+    // 2 MiB at a time, released before the next: each of the many threads
+    // that populate keeps at most that much mapped (it counts as RSS).
+    const size_t step = 2u << 20;
+    int status = 0;
+    for (size_t at = first; at < last; at += step) {
+        size_t length = last - at < step ? last - at : step;
+        void *start = (char *)base + at;
+        if (madvise(start, length, MADV_POPULATE_READ) != 0 && status == 0) status = errno;
+        madvise(start, length, MADV_DONTNEED);
+        if (status == EINVAL) break;
+    }
     return status;
 }
