@@ -118,7 +118,7 @@ public final class Prefetcher: Sendable {
         for _ in 0..<max(1, options.workers) { workersDone.wait() }
     }
 
-    /// Files with a reader (tests and `shardfs status`).
+    /// Files with a reader (the tests watch these counts).
     public var openFiles: Int { state.withLock { s in s.streams.values.filter { $0.opens > 0 }.count } }
     /// Files with work queued or in hand.
     public var streamCount: Int { state.withLock { $0.streams.count } }

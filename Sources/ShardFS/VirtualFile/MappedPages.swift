@@ -16,8 +16,10 @@ enum MappedPages {
     /// About the RSS file-mapped pages may add (plus the chunks being copied
     /// by other threads at the moment of release).
     static let budget = 64 << 20
+    /// The unit of the record and of release.
+    static let chunkBytes = 2 << 20
 
-    private static let chunks = Locked(MappedChunks(chunkBytes: 2 << 20, limit: budget / (2 << 20)))
+    private static let chunks = Locked(MappedChunks(chunkBytes: chunkBytes, limit: budget / chunkBytes))
 
     /// Records bytes `span` (offsets in the file) touched through `mapping`
     /// (of `size` bytes), and releases what falls out of the budget.
