@@ -61,6 +61,46 @@ int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t str
     return 0;
 }
 
+static inline void copy_element(unsigned char *out, const unsigned char *in, size_t size) {
+    switch (size) {
+    case 2: memcpy(out, in, 2); break;
+    case 4: memcpy(out, in, 4); break;
+    case 8: memcpy(out, in, 8); break;
+    default: memcpy(out, in, size);
+    }
+}
+
+int shardfs_gather_strided(void *dst, size_t dst_row_stride, const void *src, size_t src_row_stride,
+                           size_t src_element_stride, size_t element_size, size_t elements, size_t rows) {
+    pthread_once(&install_once, install);
+    sigjmp_buf escape;
+    if (sigsetjmp(escape, 1) != 0) {
+        gather_escape = NULL;
+        return -1;
+    }
+    gather_escape = &escape;
+    unsigned char *out = dst;
+    const unsigned char *in = src;
+    if (src_element_stride == element_size) {
+        for (size_t row = 0; row < rows; row++)
+            memcpy(out + row * dst_row_stride, in + row * src_row_stride, elements * element_size);
+    } else if (src_row_stride < src_element_stride) {
+        // Column-major: walk the source in its own order (down a column),
+        // so each of its cache lines is read once.
+        for (size_t e = 0; e < elements; e++)
+            for (size_t row = 0; row < rows; row++)
+                copy_element(out + row * dst_row_stride + e * element_size, in + e * src_element_stride + row * src_row_stride,
+                             element_size);
+    } else {
+        for (size_t row = 0; row < rows; row++)
+            for (size_t e = 0; e < elements; e++)
+                copy_element(out + row * dst_row_stride + e * element_size, in + row * src_row_stride + e * src_element_stride,
+                             element_size);
+    }
+    gather_escape = NULL;
+    return 0;
+}
+
 void shardfs_release_mapped(const void *start, size_t length) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t first = (size_t)start & ~(page - 1);

@@ -9,6 +9,14 @@
 /// then answers EIO instead of dying.
 int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t stride, size_t rows);
 
+/// Copies `rows` rows of `elements` elements of `element_size` bytes into
+/// `dst` (rows `dst_row_stride` bytes apart, elements packed), from `src`
+/// where element j of row i is at `i * src_row_stride + j * src_element_stride`
+/// (a column-major piece has a row stride of one element). Returns 0, or -1
+/// on SIGBUS, as `shardfs_gather_rows`.
+int shardfs_gather_strided(void *dst, size_t dst_row_stride, const void *src, size_t src_row_stride,
+                           size_t src_element_stride, size_t element_size, size_t elements, size_t rows);
+
 /// Drops the page-table entries of a mapped range (the page cache keeps the
 /// data), so that touching a source through its mapping does not grow RSS.
 void shardfs_release_mapped(const void *start, size_t length);

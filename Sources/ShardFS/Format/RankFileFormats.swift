@@ -21,7 +21,7 @@ extension PlannedTensor {
     var torchDescription: TensorDescription { TensorDescription(dtype: dtype, shape: shape) }
 
     /// The tensor's bytes: its source blocks, stacked, converted to its dtype.
-    var storage: [Extent] { blocks.map { Extent.slice(SliceExtent(block: $0, outputDType: dtype)) } }
+    var storage: [Extent] { blocks.flatMap { $0.extents(outputDType: dtype) } }
 }
 
 extension RankFile {

@@ -50,7 +50,7 @@ public final class MountedFileSystem: Sendable {
         for node in tree.nodes {
             guard case let .file(file) = node.kind else { continue }
             var indexes = Set<Int>()
-            for case let .slice(slice) in file.extents { indexes.insert(slice.fileIndex) }
+            for extent in file.extents { indexes.formUnion(extent.sourceFileIndexes) }
             sourcesOfInode[node.inode] = indexes.sorted()
         }
         self.sourcesOfInode = sourcesOfInode

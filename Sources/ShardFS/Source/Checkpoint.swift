@@ -2,27 +2,6 @@
 import Glibc
 #endif
 
-/// One tensor of the source checkpoint: where its bytes are and what they hold.
-public struct SourceTensor: Equatable, Sendable {
-    public let name: String
-    public let dtype: DType
-    public let shape: [Int]
-    /// Index into `Checkpoint.files`.
-    public let fileIndex: Int
-    /// Absolute byte offset of the tensor's first element in its file.
-    public let offset: Int
-
-    public init(name: String, dtype: DType, shape: [Int], fileIndex: Int, offset: Int) {
-        self.name = name
-        self.dtype = dtype
-        self.shape = shape
-        self.fileIndex = fileIndex
-        self.offset = offset
-    }
-
-    public var byteCount: Int { shape.reduce(dtype.size, *) }
-}
-
 /// A Hugging Face model directory, opened and validated: `config.json` plus
 /// `model.safetensors`, or `model.safetensors.index.json` and its shards.
 /// Opening reads headers only, never tensor data.

@@ -44,16 +44,74 @@ public struct SliceExtent: Equatable, Sendable {
     public var sourceRowBytes: Int { rowElements * sourceDType.size }
 }
 
-/// A piece of a virtual file: bytes known up front (zip framing, pickle), or
-/// a slice of source tensor data.
+/// Rows stitched side by side from several source pieces: row i is row i of
+/// each segment in turn, converted from `sourceDType` to `outputDType`. It is
+/// how a rectangle of a tensor that is stored in pieces reads (a Hugging Face
+/// o_proj assembled from the T column cuts of NxD rank files); a segment may
+/// be strided, as a column-major piece is (element j of row i at
+/// `offset + i * rowStride + j * elementStride`).
+public struct StitchedExtent: Equatable, Sendable {
+    public struct Segment: Equatable, Sendable {
+        public let fileIndex: Int
+        /// Absolute offset in the source file of the segment's first element.
+        public let offset: Int
+        public let rowStride: Int
+        public let elementStride: Int
+        public let elements: Int
+
+        public init(fileIndex: Int, offset: Int, rowStride: Int, elementStride: Int, elements: Int) {
+            self.fileIndex = fileIndex
+            self.offset = offset
+            self.rowStride = rowStride
+            self.elementStride = elementStride
+            self.elements = elements
+        }
+
+        /// One past the last source byte of rows `rows` (strides are never negative).
+        func end(rows: ClosedRange<Int>, elementSize: Int) -> Int {
+            offset + rows.upperBound * rowStride + (elements - 1) * elementStride + elementSize
+        }
+    }
+
+    public let rowCount: Int
+    public let segments: [Segment]
+    public let sourceDType: DType
+    public let outputDType: DType
+
+    public init(rowCount: Int, segments: [Segment], sourceDType: DType, outputDType: DType) {
+        self.rowCount = rowCount
+        self.segments = segments
+        self.sourceDType = sourceDType
+        self.outputDType = outputDType
+    }
+
+    /// Elements of one output row: the segments' widths added.
+    public var rowElements: Int { segments.reduce(0) { $0 + $1.elements } }
+    public var elementCount: Int { rowCount * rowElements }
+    public var byteCount: Int { elementCount * outputDType.size }
+}
+
+/// A piece of a virtual file: bytes known up front (zip framing, pickle), a
+/// slice of source tensor data, or rows stitched from several slices.
 public enum Extent: Equatable, Sendable {
     case literal([UInt8])
     case slice(SliceExtent)
+    case stitched(StitchedExtent)
 
     public var byteCount: Int {
         switch self {
         case let .literal(bytes): return bytes.count
         case let .slice(s): return s.byteCount
+        case let .stitched(s): return s.byteCount
+        }
+    }
+
+    /// The source files this extent reads.
+    public var sourceFileIndexes: [Int] {
+        switch self {
+        case .literal: return []
+        case let .slice(s): return [s.fileIndex]
+        case let .stitched(s): return s.segments.map(\.fileIndex)
         }
     }
 }

@@ -41,7 +41,17 @@ public final class ExtentReader {
             if slice.sourceDType == slice.outputDType {
                 try readSource(slice, bytes: range, into: out)
             } else {
-                try readConverted(slice, range: range, into: out)
+                try readConverted(from: slice.sourceDType, to: slice.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
+                    try readSource(slice, bytes: bytes, into: buffer)
+                }
+            }
+        case let .stitched(stitched):
+            if stitched.sourceDType == stitched.outputDType {
+                try readSource(stitched, bytes: range, into: out)
+            } else {
+                try readConverted(from: stitched.sourceDType, to: stitched.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
+                    try readSource(stitched, bytes: bytes, into: buffer)
+                }
             }
         }
     }
@@ -113,23 +123,25 @@ public final class ExtentReader {
 
     /// Converts the elements covering output bytes `range`, a scratch-full at
     /// a time; partial elements at either end go through `staging`.
-    func readConverted(_ slice: SliceExtent, range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
-        let inSize = slice.sourceDType.size, outSize = slice.outputDType.size
+    /// `readSource` reads packed source-dtype bytes of the extent.
+    func readConverted(from sourceDType: DType, to outputDType: DType, range: Range<Int>, into out: UnsafeMutableRawBufferPointer,
+                       readSource: (Range<Int>, UnsafeMutableRawBufferPointer) throws(ShardFSError) -> Void) throws(ShardFSError) {
+        let inSize = sourceDType.size, outSize = outputDType.size
         let perChunk = min(scratch.count / inSize, staging.count / outSize)
         var element = range.lowerBound / outSize
         let endElement = (range.upperBound + outSize - 1) / outSize
         while element < endElement {
             let count = min(perChunk, endElement - element)
             let source = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count * inSize])
-            try readSource(slice, bytes: element * inSize..<(element + count) * inSize, into: source)
+            try readSource(element * inSize..<(element + count) * inSize, source)
             let chunkStart = element * outSize, chunkEnd = (element + count) * outSize
             let wanted = max(chunkStart, range.lowerBound)..<min(chunkEnd, range.upperBound)
             let destinationOffset = wanted.lowerBound - range.lowerBound
             if wanted.count == chunkEnd - chunkStart {
-                DTypeConversion.convert(source.baseAddress!, slice.sourceDType,
-                                        out.baseAddress! + destinationOffset, slice.outputDType, count: count)
+                DTypeConversion.convert(source.baseAddress!, sourceDType,
+                                        out.baseAddress! + destinationOffset, outputDType, count: count)
             } else {
-                DTypeConversion.convert(source.baseAddress!, slice.sourceDType, staging.baseAddress!, slice.outputDType, count: count)
+                DTypeConversion.convert(source.baseAddress!, sourceDType, staging.baseAddress!, outputDType, count: count)
                 (out.baseAddress! + destinationOffset).copyMemory(
                     from: staging.baseAddress! + (wanted.lowerBound - chunkStart), byteCount: wanted.count)
             }

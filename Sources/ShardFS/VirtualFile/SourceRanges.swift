@@ -47,14 +47,35 @@ extension SliceExtent {
     }
 }
 
+extension StitchedExtent {
+    /// The source bytes that output bytes `range` come from: per segment, the
+    /// span of the rows `range` touches (a column-major segment's span covers
+    /// its whole columns, which later rows need anyway).
+    public func sourceRanges(ofOutput range: Range<Int>) -> [SourceRange] {
+        guard !range.isEmpty else { return [] }
+        let rowBytes = rowElements * outputDType.size
+        let rows = range.lowerBound / rowBytes...(range.upperBound - 1) / rowBytes
+        return segments.map { segment in
+            let start = segment.offset + rows.lowerBound * segment.rowStride
+            return SourceRange(fileIndex: segment.fileIndex, offset: start,
+                               count: segment.end(rows: rows, elementSize: sourceDType.size) - start)
+        }
+    }
+}
+
 extension VirtualFile {
     /// The source bytes behind bytes `range` of this file, in file order,
     /// adjacent ranges of one source merged. Literal extents need none.
     public func sourceRanges(of range: Range<Int>) -> [SourceRange] {
         var ranges: [SourceRange] = []
         for piece in pieces(of: range) {
-            guard case let .slice(slice) = extents[piece.extent] else { continue }
-            for next in slice.sourceRanges(ofOutput: piece.range) {
+            let next: [SourceRange]
+            switch extents[piece.extent] {
+            case .literal: continue
+            case let .slice(slice): next = slice.sourceRanges(ofOutput: piece.range)
+            case let .stitched(stitched): next = stitched.sourceRanges(ofOutput: piece.range)
+            }
+            for next in next {
                 if let last = ranges.last, last.fileIndex == next.fileIndex, last.end == next.offset {
                     ranges[ranges.count - 1] = SourceRange(fileIndex: last.fileIndex, offset: last.offset, count: last.count + next.count)
                 } else {
