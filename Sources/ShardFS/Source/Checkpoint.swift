@@ -11,9 +11,25 @@ public final class Checkpoint: Sendable {
 
     public let directory: String
     public let config: ModelConfig
+    /// `config.json` as read, byte for byte (`--format hf` writes it back).
+    public let configBytes: [UInt8]
     public let files: [SourceFile]
     /// Every tensor of the files, by name.
     public let tensors: [String: SourceTensor]
+    /// For an NxD checkpoint, the layout its rank files were written in; nil
+    /// for a Hugging Face model.
+    public let sourceLayout: LayoutOptions?
+
+    /// A checkpoint whose tensors were located by other means (an NxD tag).
+    init(directory: String, config: ModelConfig, configBytes: [UInt8], files: [SourceFile],
+         tensors: [String: SourceTensor], sourceLayout: LayoutOptions?) {
+        self.directory = directory
+        self.config = config
+        self.configBytes = configBytes
+        self.files = files
+        self.tensors = tensors
+        self.sourceLayout = sourceLayout
+    }
 
     public init(directory: String) throws(ShardFSError) {
         self.directory = directory
@@ -23,6 +39,8 @@ public final class Checkpoint: Sendable {
         }
         let configBytes = try Checkpoint.readSmallFile(directory: directory, name: "config.json", limit: 16 << 20)
         config = try ModelConfig(json: configBytes)
+        self.configBytes = configBytes
+        sourceLayout = nil
 
         let fileNames: [String]
         var weightMap: [(key: String, value: JSONValue)]?

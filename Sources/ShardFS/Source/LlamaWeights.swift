@@ -16,18 +16,17 @@ public struct LlamaWeights: Sendable {
     /// (a `state_dict()`) carries `lm_head.weight` equal to `embed_tokens`.
     public let lmHead: SourceTensor
 
-    public init(config c: ModelConfig, tensors: [String: SourceTensor]) throws(ShardFSError) {
-        var used = Set<String>()
-        func take(_ name: String, _ shape: [Int], _ meaning: String) throws(ShardFSError) -> SourceTensor {
-            guard let tensor = tensors[name] else {
-                throw ShardFSError.badTensor(name: name, reason: "missing from the checkpoint (config.json implies it: \(meaning))")
-            }
-            guard tensor.shape == shape else {
-                throw ShardFSError.badTensor(name: name, reason: "has shape \(tensor.shape) but config.json implies \(shape) (\(meaning))")
-            }
-            used.insert(name)
-            return tensor
-        }
+    /// A tensor the config implies: its name, shape, and what that shape means.
+    public struct Expected: Sendable {
+        public let name: String
+        public let shape: [Int]
+        public let meaning: String
+    }
+
+    /// Every tensor `config` implies, in the model's state-dict order:
+    /// embed_tokens; per layer q, k, v, o, gate, up, down, input_layernorm,
+    /// post_attention_layernorm; norm; lm_head unless tied to the embedding.
+    public static func expectedTensors(_ c: ModelConfig) throws(ShardFSError) -> [Expected] {
         let h = c.hidden, d = c.headDim
         // The config's sizes are checked only one by one; their products must
         // not trap on a config.json that makes them overflow.
@@ -37,30 +36,59 @@ public struct LlamaWeights: Sendable {
             return product
         }
         let qRows = try rows(c.heads, "num_attention_heads"), kvRows = try rows(c.kvHeads, "num_key_value_heads")
-        embed = try take("model.embed_tokens.weight", [c.vocab, h], "[vocab_size, hidden_size]")
-        var layers: [Layer] = []
+        var expected = [Expected(name: "model.embed_tokens.weight", shape: [c.vocab, h], meaning: "[vocab_size, hidden_size]")]
         for n in 0..<c.layers {
             let p = "model.layers.\(n)."
-            layers.append(Layer(
-                q: try take(p + "self_attn.q_proj.weight", [qRows, h], "[num_attention_heads*head_dim, hidden_size]"),
-                k: try take(p + "self_attn.k_proj.weight", [kvRows, h], "[num_key_value_heads*head_dim, hidden_size]"),
-                v: try take(p + "self_attn.v_proj.weight", [kvRows, h], "[num_key_value_heads*head_dim, hidden_size]"),
-                o: try take(p + "self_attn.o_proj.weight", [h, qRows], "[hidden_size, num_attention_heads*head_dim]"),
-                gate: try take(p + "mlp.gate_proj.weight", [c.intermediate, h], "[intermediate_size, hidden_size]"),
-                up: try take(p + "mlp.up_proj.weight", [c.intermediate, h], "[intermediate_size, hidden_size]"),
-                down: try take(p + "mlp.down_proj.weight", [h, c.intermediate], "[hidden_size, intermediate_size]"),
-                inputNorm: try take(p + "input_layernorm.weight", [h], "[hidden_size]"),
-                postAttentionNorm: try take(p + "post_attention_layernorm.weight", [h], "[hidden_size]")))
+            expected += [
+                Expected(name: p + "self_attn.q_proj.weight", shape: [qRows, h], meaning: "[num_attention_heads*head_dim, hidden_size]"),
+                Expected(name: p + "self_attn.k_proj.weight", shape: [kvRows, h], meaning: "[num_key_value_heads*head_dim, hidden_size]"),
+                Expected(name: p + "self_attn.v_proj.weight", shape: [kvRows, h], meaning: "[num_key_value_heads*head_dim, hidden_size]"),
+                Expected(name: p + "self_attn.o_proj.weight", shape: [h, qRows], meaning: "[hidden_size, num_attention_heads*head_dim]"),
+                Expected(name: p + "mlp.gate_proj.weight", shape: [c.intermediate, h], meaning: "[intermediate_size, hidden_size]"),
+                Expected(name: p + "mlp.up_proj.weight", shape: [c.intermediate, h], meaning: "[intermediate_size, hidden_size]"),
+                Expected(name: p + "mlp.down_proj.weight", shape: [h, c.intermediate], meaning: "[hidden_size, intermediate_size]"),
+                Expected(name: p + "input_layernorm.weight", shape: [h], meaning: "[hidden_size]"),
+                Expected(name: p + "post_attention_layernorm.weight", shape: [h], meaning: "[hidden_size]"),
+            ]
         }
-        self.layers = layers
-        norm = try take("model.norm.weight", [h], "[hidden_size]")
+        expected.append(Expected(name: "model.norm.weight", shape: [h], meaning: "[hidden_size]"))
+        if !c.tieWordEmbeddings {
+            expected.append(Expected(name: "lm_head.weight", shape: [c.vocab, h], meaning: "[vocab_size, hidden_size]; tie_word_embeddings is false"))
+        }
+        return expected
+    }
+
+    public init(config c: ModelConfig, tensors: [String: SourceTensor]) throws(ShardFSError) {
+        var used = Set<String>()
+        var found: [String: SourceTensor] = [:]
+        for e in try LlamaWeights.expectedTensors(c) {
+            guard let tensor = tensors[e.name] else {
+                throw ShardFSError.badTensor(name: e.name, reason: "missing from the checkpoint (config.json implies it: \(e.meaning))")
+            }
+            guard tensor.shape == e.shape else {
+                throw ShardFSError.badTensor(name: e.name, reason: "has shape \(tensor.shape) but config.json implies \(e.shape) (\(e.meaning))")
+            }
+            used.insert(e.name)
+            found[e.name] = tensor
+        }
+        func tensor(_ name: String) -> SourceTensor { found[name]! }
+        embed = tensor("model.embed_tokens.weight")
+        layers = (0..<c.layers).map { n in
+            let p = "model.layers.\(n)."
+            return Layer(q: tensor(p + "self_attn.q_proj.weight"), k: tensor(p + "self_attn.k_proj.weight"),
+                         v: tensor(p + "self_attn.v_proj.weight"), o: tensor(p + "self_attn.o_proj.weight"),
+                         gate: tensor(p + "mlp.gate_proj.weight"), up: tensor(p + "mlp.up_proj.weight"),
+                         down: tensor(p + "mlp.down_proj.weight"), inputNorm: tensor(p + "input_layernorm.weight"),
+                         postAttentionNorm: tensor(p + "post_attention_layernorm.weight"))
+        }
+        norm = tensor("model.norm.weight")
         if c.tieWordEmbeddings {
             // A tied checkpoint normally omits lm_head; if it ships one anyway,
             // the model ignores it and so do we.
             if tensors["lm_head.weight"] != nil { used.insert("lm_head.weight") }
             lmHead = embed
         } else {
-            lmHead = try take("lm_head.weight", [c.vocab, h], "[vocab_size, hidden_size]; tie_word_embeddings is false")
+            lmHead = tensor("lm_head.weight")
         }
         let unknown = tensors.keys.filter { !used.contains($0) }.sorted()
         if let bias = unknown.first(where: { $0.hasSuffix(".bias") }) {

@@ -1,0 +1,244 @@
+/// The layout an NxD checkpoint was written in, read back from its rank
+/// files and `config.json`, and its Hugging Face tensors as tiles of those
+/// files (nxd-layout.md, inverted).
+///
+/// Inversion reuses the forward planner: once TP, PP, virtual PP, the KV
+/// multiplier, qkv_linear, fuse_qkv and the backend are inferred, the plan of
+/// that layout says, for every key of every rank file, which rectangles of
+/// which Hugging Face tensors it holds, stacked in which order. Each such
+/// rectangle of a piece becomes a tile of its tensor; of the copies the
+/// layout replicates (K/V heads under a KV multiplier, the norms every TP
+/// rank holds, a tied lm_head), the first the plan places is kept. So the
+/// inverse is exact wherever the forward layout is, by construction.
+struct InverseLayout {
+    let options: LayoutOptions
+    /// The Hugging Face tensors, by name, each in tiles of the rank files.
+    let tensors: [String: SourceTensor]
+
+    init(config c: ModelConfig, rankFiles: NxDRankFiles, backend: HardwareBackend?) throws(ShardFSError) {
+        let ranks = rankFiles.ranks
+        let T = rankFiles.tpSize, P = rankFiles.ppSize
+        let layersOfRank = try InverseLayout.layersOfPipelineRanks(ranks, ppSize: P)
+        let virtualPP = try InverseLayout.virtualPPSize(layers: c.layers, ppSize: P, observed: layersOfRank, ranks: ranks)
+        let keys = Set(ranks.flatMap { $0.pieces.map(\.key) })
+        let qkvLinear = keys.contains { $0.hasSuffix(".self_attn.qkv_proj.weight_q") || $0.hasSuffix(".self_attn.qkv_proj.weight_qkv") }
+        let fuseQKV = keys.contains { $0.hasSuffix(".self_attn.qkv_proj.weight_qkv") }
+        let multiplier = qkvLinear ? try InverseLayout.kvMultiplier(config: c, ranks: ranks, tpSize: T, fused: fuseQKV) : 1
+        var options = LayoutOptions(tpSize: T, ppSize: P, virtualPPSize: virtualPP, kvSizeMultiplier: multiplier,
+                                    qkvLinear: qkvLinear, fuseQKV: fuseQKV)
+        options.backend = try InverseLayout.backend(config: c, options: options, given: backend)
+        let plan = try InverseLayout.forwardPlan(config: c, options: options)
+        tensors = try InverseLayout.tiles(plan: plan, ranks: ranks, config: c)
+        let dtypes = Set(tensors.values.map(\.dtype))
+        options.dtype = dtypes.count == 1 ? dtypes.first : nil
+        self.options = options
+    }
+
+    /// Layer numbers each pipeline rank holds (from TP rank 0's keys); every
+    /// other TP rank of that pipeline rank must hold the same keys.
+    static func layersOfPipelineRanks(_ ranks: [NxDRankFiles.Rank], ppSize: Int) throws(ShardFSError) -> [[Int]] {
+        var layers = [[Int]](repeating: [], count: ppSize)
+        var first: [Int: NxDRankFiles.Rank] = [:]
+        for rank in ranks {
+            guard let reference = first[rank.pp] else {
+                first[rank.pp] = rank
+                layers[rank.pp] = Set(rank.pieces.compactMap { layerNumber($0.key) }).sorted()
+                continue
+            }
+            let mine = Set(rank.pieces.map(\.key)), theirs = Set(reference.pieces.map(\.key))
+            if let extra = mine.subtracting(theirs).sorted().first {
+                throw ShardFSError.badSource(file: rank.path, reason: "holds key \(extra), which \(reference.path) (the same pipeline rank) does not")
+            }
+            if let missing = theirs.subtracting(mine).sorted().first {
+                throw ShardFSError.badSource(file: rank.path, reason: "lacks key \(missing), which \(reference.path) (the same pipeline rank) holds")
+            }
+        }
+        return layers
+    }
+
+    /// N of a `model.layers.N.` key.
+    static func layerNumber(_ key: String) -> Int? {
+        let prefix = "model.layers."
+        guard key.hasPrefix(prefix) else { return nil }
+        let digits = key.dropFirst(prefix.count).prefix { $0.isASCII && $0.isNumber }
+        return digits.count <= 9 ? Int(digits) : nil
+    }
+
+    /// The virtual PP size whose split of the config's layers matches what the
+    /// pipeline ranks hold.
+    static func virtualPPSize(layers: Int, ppSize: Int, observed: [[Int]], ranks: [NxDRankFiles.Rank]) throws(ShardFSError) -> Int {
+        let held = observed.flatMap { $0 }
+        if let extra = held.first(where: { $0 >= layers }), let rank = ranks.first(where: { r in r.pieces.contains { layerNumber($0.key) == extra } }) {
+            throw ShardFSError.badSource(
+                file: rank.path, reason: "holds layer \(extra), but config.json has num_hidden_layers = \(layers) (is --config the model's own?)")
+        }
+        if let missing = (0..<layers).first(where: { !held.contains($0) }) {
+            throw ShardFSError.badSource(
+                file: "model/", reason: "no rank file holds layer \(missing), which config.json (num_hidden_layers = \(layers)) needs")
+        }
+        if ppSize <= layers {
+            for candidate in 1...max(1, layers / ppSize) {
+                let split = try? LayoutPlanner.pipelineLayers(layers: layers, options: LayoutOptions(ppSize: ppSize, virtualPPSize: candidate))
+                if split == observed { return candidate }
+            }
+        }
+        let description = observed.enumerated().map { "pp \($0.offset): \($0.element.count) layers" }.joined(separator: ", ")
+        throw ShardFSError.badSource(
+            file: "model/", reason: "the pipeline ranks' layers (\(description)) are not NxD's split of \(layers) layers for any virtual pipeline size")
+    }
+
+    /// m from the K rows a rank holds: T ranks share Hkv * m heads.
+    static func kvMultiplier(config c: ModelConfig, ranks: [NxDRankFiles.Rank], tpSize T: Int, fused: Bool) throws(ShardFSError) -> Int {
+        let d = c.headDim, queryRows = c.heads / max(1, T) * d
+        for rank in ranks {
+            for (key, piece) in rank.pieces {
+                let rows = piece.tensor.shape.first ?? 0
+                let kvRows: Int
+                if fused, key.hasSuffix(".self_attn.qkv_proj.weight_qkv") {
+                    guard rows > queryRows, (rows - queryRows) % 2 == 0 else {
+                        throw ShardFSError.badSource(file: rank.path, reason: "\(key) has shape \(piece.tensor.shape), which no KV multiplier explains for config.json's heads")
+                    }
+                    kvRows = (rows - queryRows) / 2
+                } else if !fused, key.hasSuffix(".self_attn.qkv_proj.weight_k") {
+                    kvRows = rows
+                } else {
+                    continue
+                }
+                let (total, overflow) = kvRows.multipliedReportingOverflow(by: T)
+                let perHead = c.kvHeads * d
+                guard !overflow, perHead > 0, total % perHead == 0, total / perHead >= 1 else {
+                    throw ShardFSError.badSource(
+                        file: rank.path, reason: "\(key) has \(kvRows) K rows per rank, which is not num_key_value_heads (\(c.kvHeads)) x head_dim (\(d)) x a KV multiplier / tp-size \(T)")
+                }
+                return total / perHead
+            }
+        }
+        throw ShardFSError.badSource(file: "model/", reason: "no rank file holds a K projection (qkv_proj.weight_k or weight_qkv)")
+    }
+
+    /// trn1 or trn2: the one thing files cannot tell. Needed only when both
+    /// are possible for this layout and they place heads differently.
+    static func backend(config c: ModelConfig, options: LayoutOptions, given: HardwareBackend?) throws(ShardFSError) -> HardwareBackend {
+        var cutters: [HardwareBackend: TensorCutter] = [:]
+        var refusals: [HardwareBackend: ShardFSError] = [:]
+        for backend in HardwareBackend.allCases {
+            var o = options
+            o.backend = backend
+            do throws(ShardFSError) { cutters[backend] = try TensorCutter(config: c, options: o) } catch { refusals[backend] = error }
+        }
+        if let given {
+            if let refusal = refusals[given] {
+                throw ShardFSError.badLayout(flag: "--source-hw-backend", reason: "\(given.rawValue) cannot have written this tag (\(options.summary)): \(refusal)")
+            }
+            return given
+        }
+        switch (cutters[.trn1], cutters[.trn2]) {
+        case let (trn1?, trn2?):
+            guard options.qkvLinear else { return .trn1 }
+            let same = (0..<options.tpSize).allSatisfy { r in
+                trn1.firstQueryHead(r) == trn2.firstQueryHead(r) && trn1.kvRowSources(r) == trn2.kvRowSources(r)
+            }
+            if same { return .trn1 }
+            throw ShardFSError.badLayout(
+                flag: "--source-hw-backend",
+                reason: "needed: this tag's layout (\(options.summary.replacingOccurrences(of: " trn1", with: ""))) places attention heads differently on trn1 and trn2, and its files cannot tell which wrote them; say --source-hw-backend trn1 or trn2")
+        case (_?, nil): return .trn1
+        case (nil, _?): return .trn2
+        case (nil, nil):
+            throw refusals[.trn1].map { ShardFSError.badSource(file: "model/", reason: "its layout (\(options.summary)) is not one NxD writes: \($0)") }
+                ?? ShardFSError.badSource(file: "model/", reason: "its layout is not one NxD writes")
+        }
+    }
+
+    /// The forward plan of `options` over stand-in tensors with the config's
+    /// shapes: only its keys, shapes and blocks are used.
+    static func forwardPlan(config c: ModelConfig, options: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
+        var standIns: [String: SourceTensor] = [:]
+        for e in try LlamaWeights.expectedTensors(c) {
+            standIns[e.name] = SourceTensor(name: e.name, dtype: .float32, shape: e.shape, fileIndex: 0, offset: 0)
+        }
+        var o = options
+        o.dtype = .float32
+        o.format = .pt
+        return try LayoutPlanner.plan(config: c, weights: try LlamaWeights(config: c, tensors: standIns), options: o)
+    }
+
+    /// Matches every rank file against its planned keys and shapes, and turns
+    /// each planned block into a tile of its Hugging Face tensor.
+    static func tiles(plan: LayoutPlan, ranks: [NxDRankFiles.Rank], config c: ModelConfig) throws(ShardFSError) -> [String: SourceTensor] {
+        var tiles: [String: [TensorTile]] = [:]
+        var dtypeOf: [String: (dtype: DType, path: String, key: String)] = [:]
+        var shapeOf: [String: [Int]] = [:]
+        for e in try LlamaWeights.expectedTensors(c) { shapeOf[e.name] = e.shape }
+        let layout = plan.options.summary.replacingOccurrences(of: " float32", with: "")
+        for (file, rank) in zip(plan.files, ranks) {
+            precondition(file.tpRank == rank.tp && file.ppRank == rank.pp, "plan and rank files in different orders")
+            var pieces: [String: NxDRankFiles.Piece] = [:]
+            for (key, piece) in rank.pieces {
+                guard pieces.updateValue(piece, forKey: key) == nil else {
+                    throw ShardFSError.badSource(file: rank.path, reason: "holds key \(key) twice")
+                }
+            }
+            let planned = Set(file.tensors.map(\.key))
+            if let extra = rank.pieces.map(\.key).first(where: { !planned.contains($0) }) {
+                throw ShardFSError.badSource(
+                    file: rank.path, reason: "holds key \(extra), which config.json and the inferred layout (\(layout)) do not explain")
+            }
+            for tensor in file.tensors {
+                guard let piece = pieces[tensor.key] else {
+                    throw ShardFSError.badSource(
+                        file: rank.path, reason: "lacks key \(tensor.key), which config.json and the inferred layout (\(layout)) need")
+                }
+                let located = piece.tensor
+                guard located.shape == tensor.shape else {
+                    throw ShardFSError.badSource(
+                        file: rank.path, reason: "\(tensor.key) has shape \(located.shape) but config.json and the inferred layout (\(layout)) imply \(tensor.shape)")
+                }
+                guard located.strides.count == located.shape.count, (1...2).contains(located.shape.count) else {
+                    throw ShardFSError.badSource(file: rank.path, reason: "\(tensor.key) has \(located.shape.count) dimensions; Llama weights have 1 or 2")
+                }
+                let size = located.dtype.size
+                let elementStride = located.strides[located.strides.count - 1] * size
+                let rowStride = located.shape.count == 2 ? located.strides[0] * size : 0
+                var pieceRow = 0
+                for block in tensor.blocks {
+                    let name = block.tensor.name
+                    defer { pieceRow += block.rows.count }
+                    if let seen = dtypeOf[name], seen.dtype != located.dtype {
+                        throw ShardFSError.badSource(
+                            file: rank.path, reason: "\(tensor.key) is \(located.dtype.rawValue) but \(seen.path) holds \(seen.key) (the same tensor \(name)) as \(seen.dtype.rawValue): ranks disagree on its dtype")
+                    }
+                    dtypeOf[name] = dtypeOf[name] ?? (located.dtype, rank.path, tensor.key)
+                    let covered = tiles[name, default: []]
+                    if covered.contains(where: { $0.rows.overlaps(block.rows) && $0.columns.overlaps(block.columns) }) {
+                        // A replica (a K/V head under a multiplier, a norm on
+                        // every TP rank, a tied lm_head): the first one placed
+                        // stays. Replicas are placed whole, never in part.
+                        let overlap = covered.reduce(0) { $0 + $1.rows.clamped(to: block.rows).count * $1.columns.clamped(to: block.columns).count }
+                        precondition(overlap == block.elementCount, "a replica of \(name) overlaps its first copy in part")
+                        continue
+                    }
+                    tiles[name, default: []].append(TensorTile(
+                        rows: block.rows, columns: block.columns, fileIndex: piece.file,
+                        offset: located.offset + pieceRow * rowStride, rowStride: rowStride, elementStride: elementStride))
+                }
+            }
+        }
+        var tensors: [String: SourceTensor] = [:]
+        for (name, pieces) in tiles {
+            let shape = shapeOf[name]!
+            let (rows, columns) = RowBlock.matrixShape(shape)
+            precondition(pieces.reduce(0) { $0 + $1.rows.count * $1.columns.count } == rows * columns, "tiles of \(name) do not cover it")
+            tensors[name] = SourceTensor(name: name, dtype: dtypeOf[name]!.dtype, shape: shape, tiles: pieces)
+        }
+        return tensors
+    }
+}
+
+extension TensorCutter {
+    /// For each K/V row rank r holds, the source row it copies.
+    func kvRowSources(_ r: Int) -> [Int] {
+        let stand = SourceTensor(name: "k", dtype: .float32, shape: [config.kvHeads * config.headDim, config.hidden], fileIndex: 0, offset: 0)
+        return ((try? kvRows(stand, r)) ?? []).flatMap { Array($0.rows) }
+    }
+}

@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// The rank files of an NxD checkpoint tag (`TAG/model/`), found by name and
+/// read down to located pieces: which key of which rank file holds which
+/// bytes. Reads the zip directories and pickles only, never tensor data.
+///
+/// Names: `dp_rank_00_tp_rank_YY_pp_rank_ZZ.pt` (plain, or xser when
+/// `P.tensors/` holds the tensors: xser.md), or the older
+/// `tp_rank_YY_pp_rank_ZZ/checkpoint.pt`. Everything else in the tag
+/// (`optim/`, `scheduler.pt`, `user_content.pt`, `done`, `checkpoint`) is
+/// not read.
+struct NxDRankFiles {
+    /// One key of one rank file.
+    struct Piece {
+        let file: Int
+        let tensor: LocatedTensor
+    }
+
+    struct Rank {
+        let tp: Int
+        let pp: Int
+        /// The rank file's path relative to the tag, for messages.
+        let path: String
+        /// Keys in file order.
+        let pieces: [(key: String, piece: Piece)]
+    }
+
+    let tpSize: Int
+    let ppSize: Int
+    let xser: Bool
+    /// tp-major, as the converter orders files.
+    let ranks: [Rank]
+    let files: [SourceFile]
+
+    /// The path of a rank file under the tag, whichever naming it uses.
+    struct Name {
+        let tp: Int
+        let pp: Int
+        let path: String
+    }
+
+    init(tag: String) throws(ShardFSError) {
+        let names = try NxDRankFiles.rankFileNames(tag: tag)
+        tpSize = (names.map(\.tp).max() ?? -1) + 1
+        ppSize = (names.map(\.pp).max() ?? -1) + 1
+        var byRank: [Int: Name] = [:]
+        for name in names {
+            if let other = byRank[name.tp * ppSize + name.pp] {
+                throw ShardFSError.badSource(file: name.path, reason: "holds the same ranks as \(other.path)")
+            }
+            byRank[name.tp * ppSize + name.pp] = name
+        }
+        for tp in 0..<tpSize {
+            for pp in 0..<ppSize where byRank[tp * ppSize + pp] == nil {
+                throw ShardFSError.badSource(
+                    file: "model/" + RankFile.fileName(tp: tp, pp: pp),
+                    reason: "missing: the tag has tp ranks 0..\(tpSize - 1) and pp ranks 0..\(ppSize - 1), so every pair needs a rank file")
+            }
+        }
+        // xser when a rank file's tensors live in P.tensors/ (xser.md). NxD's
+        // converter with --save_xser leaves an empty P.tensors/ beside plain
+        // files: only a folder holding tensor files counts.
+        let xserFlags = names.map { NxDRankFiles.holdsTensorFiles(tag + "/" + $0.path + ".tensors") }
+        if let plain = xserFlags.firstIndex(of: false), let xser = xserFlags.firstIndex(of: true) {
+            throw ShardFSError.badSource(
+                file: names[plain].path, reason: "is a plain rank file but \(names[xser].path) is xser (its tensors in \(names[xser].path).tensors/): a tag is one or the other")
+        }
+        xser = xserFlags.first ?? false
+
+        var files: [SourceFile] = []
+        var ranks: [Rank] = []
+        for tp in 0..<tpSize {
+            for pp in 0..<ppSize {
+                let name = byRank[tp * ppSize + pp]!
+                let pieces = xser ? try NxDRankFiles.readXser(tag: tag, path: name.path, files: &files)
+                                  : try NxDRankFiles.readPlain(tag: tag, path: name.path, files: &files)
+                ranks.append(Rank(tp: tp, pp: pp, path: name.path, pieces: pieces))
+            }
+        }
+        self.ranks = ranks
+        self.files = files
+    }
+
+    /// The rank files under `tag/model/`, by either naming. Refuses what
+    /// ShardFS cannot read yet (expert parallelism, other data-parallel
+    /// ranks) by name.
+    static func rankFileNames(tag: String) throws(ShardFSError) -> [Name] {
+        let model = tag + "/model"
+        let entries: [String]
+        do { entries = try FileManager.default.contentsOfDirectory(atPath: model).sorted() } catch {
+            throw ShardFSError.badSource(file: model, reason: "cannot list it: \(error.localizedDescription)")
+        }
+        var names: [Name] = []
+        for entry in entries {
+            if entry.contains("ep_rank") {
+                throw ShardFSError.badSource(
+                    file: "model/" + entry, reason: "is an expert-parallel rank file (ep_rank): NxD checkpoints with expert parallelism are not supported yet")
+            }
+            if let (dp, tp, pp) = parseRanks(entry, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") {
+                guard dp == 0 else {
+                    throw ShardFSError.badSource(file: "model/" + entry, reason: "is a data-parallel rank \(dp) file; NxD saves the model from dp rank 0 only, and ShardFS reads only those")
+                }
+                names.append(Name(tp: tp, pp: pp, path: "model/" + entry))
+            } else if let (tp, pp, _) = parseRanks(entry, pattern: ["tp_rank_", "_pp_rank_"], suffix: ""),
+                      FileManager.default.fileExists(atPath: model + "/" + entry + "/checkpoint.pt") {
+                names.append(Name(tp: tp, pp: pp, path: "model/" + entry + "/checkpoint.pt"))
+            }
+        }
+        guard !names.isEmpty else {
+            throw ShardFSError.badSource(
+                file: model, reason: "holds no rank files (dp_rank_00_tp_rank_YY_pp_rank_ZZ.pt or tp_rank_YY_pp_rank_ZZ/checkpoint.pt)")
+        }
+        return names
+    }
+
+    /// The numbers of `<p0>A<p1>B<p2>C<suffix>` (two or three of them; a
+    /// missing third is 0), or nil when `entry` is not of that form.
+    static func parseRanks(_ entry: String, pattern: [String], suffix: String) -> (Int, Int, Int)? {
+        guard entry.hasSuffix(suffix) else { return nil }
+        var rest = Substring(entry.dropLast(suffix.count))
+        var numbers: [Int] = []
+        for (index, prefix) in pattern.enumerated() {
+            guard rest.hasPrefix(prefix) else { return nil }
+            rest = rest.dropFirst(prefix.count)
+            let digits = index + 1 < pattern.count ? rest.prefix { $0.isASCII && $0.isNumber } : rest
+            guard !digits.isEmpty, digits.count <= 6, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(digits) else { return nil }
+            numbers.append(value)
+            rest = rest.dropFirst(digits.count)
+        }
+        guard rest.isEmpty else { return nil }
+        return (numbers[0], numbers[1], numbers.count > 2 ? numbers[2] : 0)
+    }
+
+    static func holdsTensorFiles(_ directory: String) -> Bool {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return false }
+        return entries.contains { $0.hasPrefix("tensor_") && $0.hasSuffix(".pt") }
+    }
+
+    static func open(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> (index: Int, file: SourceFile) {
+        try SourceContainment.check(directory: tag, name: path)
+        let file = try SourceFile(directory: tag, name: path)
+        files.append(file)
+        return (files.count - 1, file)
+    }
+
+    static func readPlain(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> [(key: String, piece: Piece)] {
+        let (index, file) = try open(tag: tag, path: path, files: &files)
+        let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size) { (offset, count) throws(ShardFSError) in
+            try file.readBytes(at: offset, count: count)
+        }
+        return tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
+    }
+
+    /// xser: the reference dict at `path` names the keys; each tensor is
+    /// the one tensor of `path.tensors/tensor_<tid>.pt`, and must agree with
+    /// what `path.info.pt` says of it (the trainer's other ranks build zeros
+    /// from the info).
+    static func readXser(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> [(key: String, piece: Piece)] {
+        let references = try read(tag: tag, path: path) { (name, size, read) throws(ShardFSError) in
+            try TorchSaveReader.tensorReferences(file: name, fileSize: size, read: read)
+        }
+        let infoPath = RankFile.xserInfoPath(path)
+        let info = try read(tag: tag, path: infoPath) { (name, size, read) throws(ShardFSError) in
+            try TorchSaveReader.tensorInfo(file: name, fileSize: size, read: read)
+        }
+        var pieces: [(key: String, piece: Piece)] = []
+        for (key, tid) in references {
+            let tensorPath = RankFile.xserTensorPath(path, tid: tid)
+            guard FileManager.default.fileExists(atPath: tag + "/" + tensorPath) else {
+                throw ShardFSError.badSource(file: tensorPath, reason: "missing: \(path) names tensor \(tid) (\(key))")
+            }
+            let (index, file) = try open(tag: tag, path: tensorPath, files: &files)
+            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size) { (offset, count) throws(ShardFSError) in
+                try file.readBytes(at: offset, count: count)
+            }
+            guard let described = info[tid] else {
+                throw ShardFSError.badSource(file: infoPath, reason: "has no entry for tensor \(tid) (\(key))")
+            }
+            guard described.dtype == tensor.dtype, described.shape == tensor.shape else {
+                throw ShardFSError.badSource(
+                    file: tensorPath, reason: "holds \(tensor.dtype) \(tensor.shape) but \(infoPath) says \(described.dtype) \(described.shape) for \(key)")
+            }
+            pieces.append((key, Piece(file: index, tensor: LocatedTensor(
+                key: key, dtype: tensor.dtype, shape: tensor.shape, strides: tensor.strides, offset: tensor.offset, storage: tensor.storage))))
+        }
+        return pieces
+    }
+
+    /// Opens a small file of the tag just to parse it (it serves no bytes).
+    static func read<T>(tag: String, path: String,
+                        _ parse: (String, Int, (Int, Int) throws(ShardFSError) -> [UInt8]) throws(ShardFSError) -> T) throws(ShardFSError) -> T {
+        guard FileManager.default.fileExists(atPath: tag + "/" + path) else {
+            throw ShardFSError.badSource(file: path, reason: "missing from the xser tag")
+        }
+        try SourceContainment.check(directory: tag, name: path)
+        let file = try SourceFile(directory: tag, name: path)
+        return try parse(path, file.size) { (offset, count) throws(ShardFSError) in try file.readBytes(at: offset, count: count) }
+    }
+}
