@@ -1,0 +1,47 @@
+/// Reads the pickles torch.save writes (protocol 2, CPython's C pickler) and
+/// NxD's xser files, from untrusted bytes, without executing anything.
+///
+/// An allow-list machine: it knows the opcodes and globals those pickles use
+/// and refuses everything else by name and byte offset. "Calling" a global
+/// means building a value (`_rebuild_tensor_v2(...)` -> `.tensor`), never
+/// running code. Memory and time are linear in the input and bounded by
+/// `Limits`; each limit is a refusal, never a trap.
+public enum PickleReader {
+    public struct Limits: Sendable {
+        /// The pickle itself.
+        public var maximumLength = 256 << 20
+        /// Memo entries (torch.save uses about 8 a tensor).
+        public var maximumMemo = 1 << 21
+        /// Values on the stack at once (torch.save: about 2 per dict item in a batch of 1000).
+        public var maximumStack = 1 << 20
+        /// Open MARKs (torch.save: 3).
+        public var maximumMarks = 64
+        /// Values put in containers, in all; and nodes in the resulting tree.
+        public var maximumItems = 1 << 23
+        /// Bytes of one string or GLOBAL name.
+        public var maximumStringLength = 1 << 20
+        /// Containers nested in the result (torch.save: a dict of tensors is 1;
+        /// a state_dict's `_metadata` is about 3 plus the module depth).
+        public var maximumDepth = 64
+
+        public init() {}
+    }
+
+    /// The value the pickle `bytes` builds. `file` names the pickle in errors.
+    public static func parse(_ bytes: [UInt8], file: String, limits: Limits = Limits()) throws(ShardFSError) -> PickleValue {
+        guard bytes.count <= limits.maximumLength else {
+            throw .badSource(file: file, reason: "a pickle of \(bytes.count) bytes, more than the \(limits.maximumLength) ShardFS reads")
+        }
+        var machine = PickleMachine(bytes: bytes, file: file, limits: limits)
+        let root = try machine.run()
+        switch machine.heap.tree(root, maximumDepth: limits.maximumDepth, maximumNodes: limits.maximumItems) {
+        case .success(let value): return value
+        case .failure(.tooDeep):
+            throw .badSource(file: file, reason: "the unpickled value nests containers deeper than \(limits.maximumDepth)")
+        case .failure(.tooLarge):
+            throw .badSource(file: file, reason: "the unpickled value has more than \(limits.maximumItems) nodes once shared objects are counted where they appear")
+        case .failure(.containsItself):
+            throw .badSource(file: file, reason: "the unpickled value holds a container inside itself")
+        }
+    }
+}

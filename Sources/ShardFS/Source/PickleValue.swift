@@ -1,0 +1,101 @@
+/// A storage as torch.save's persistent id names it:
+/// `('storage', <storage class>, key, location, numel)`.
+public struct PickledStorage: Equatable, Sendable {
+    /// From the storage class (`torch.FloatStorage` -> float32).
+    public let dtype: DType
+    /// The record `<archive>/data/<key>` holds its bytes.
+    public let key: String
+    /// The device it was saved from (`cpu`); ignored.
+    public let location: String
+    /// Its length in elements of `dtype`.
+    public let numel: Int
+}
+
+/// A tensor as `torch._utils._rebuild_tensor_v2` (possibly wrapped by
+/// `_rebuild_parameter`) would rebuild it: a view of a storage.
+public struct PickledTensor: Equatable, Sendable {
+    public let storage: PickledStorage
+    /// In elements.
+    public let storageOffset: Int
+    public let shape: [Int]
+    /// In elements.
+    public let strides: [Int]
+}
+
+/// The callables and classes the reader lets a pickle name (its allow-list),
+/// as values: what GLOBAL pushes.
+public enum PickleGlobal: Equatable, Sendable, CustomStringConvertible {
+    case orderedDict
+    case rebuildTensorV2
+    case rebuildParameter
+    case rebuildParameterWithState
+    case storageClass(DType)
+    case size
+    case tensorReferenceClass
+
+    public var description: String {
+        switch self {
+        case .orderedDict: return "collections.OrderedDict"
+        case .rebuildTensorV2: return "torch._utils._rebuild_tensor_v2"
+        case .rebuildParameter: return "torch._utils._rebuild_parameter"
+        case .rebuildParameterWithState: return "torch._utils._rebuild_parameter_with_state"
+        case .storageClass(let dtype): return "torch.\(dtype.torchStorageClass)"
+        case .size: return "torch.Size"
+        case .tensorReferenceClass: return "torch_xla.utils.serialization.TensorReference"
+        }
+    }
+}
+
+/// What an allow-listed pickle unpickles to: a small tree (its depth and
+/// node count bounded by `PickleReader.Limits`).
+public indirect enum PickleValue: Equatable, Sendable {
+    case none
+    case bool(Bool)
+    case int(Int)
+    case float(Double)
+    case string(String)
+    case tuple([PickleValue])
+    case list([PickleValue])
+    /// A dict's items in insertion order; `ordered` for an OrderedDict. A key
+    /// set twice appears twice (Python would keep the last value in the first
+    /// key's place): readers refuse that rather than guess.
+    case dict([Item], ordered: Bool)
+    case storage(PickledStorage)
+    case tensor(PickledTensor)
+    /// A `torch.Size`.
+    case size([Int])
+    case dtype(DType)
+    /// A `torch_xla.utils.serialization.TensorReference`; nil until BUILD gives its tid.
+    case tensorReference(tid: Int?)
+    case global(PickleGlobal)
+
+    public struct Item: Equatable, Sendable {
+        public let key: PickleValue
+        public let value: PickleValue
+
+        public init(key: PickleValue, value: PickleValue) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    /// What the value is, for messages ("a list", "a tensor").
+    public var kindName: String {
+        switch self {
+        case .none: return "None"
+        case .bool: return "a bool"
+        case .int: return "an int"
+        case .float: return "a float"
+        case .string: return "a string"
+        case .tuple: return "a tuple"
+        case .list: return "a list"
+        case .dict(_, let ordered): return ordered ? "an OrderedDict" : "a dict"
+        case .storage: return "a storage"
+        case .tensor: return "a tensor"
+        case .size: return "a torch.Size"
+        case .dtype: return "a torch.dtype"
+        case .tensorReference: return "a TensorReference"
+        case .global(let g): return "the global \(g)"
+        }
+    }
+}
