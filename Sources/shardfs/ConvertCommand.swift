@@ -28,11 +28,14 @@ struct ConvertCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "The Hugging Face model directory (config.json and *.safetensors).")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
     var source: String
 
-    @Argument(help: "The output root (the checkpoint tag directory); files go to OUT/model/.")
+    @Argument(help: "The output root (the checkpoint tag directory); rank files go to OUT/model/, a Hugging Face checkpoint (--format hf) to OUT/.")
     var output: String
+
+    @OptionGroup(title: "Source")
+    var sourceFlags: SourceFlags
 
     @OptionGroup(title: "Layout")
     var layout: LayoutFlags
@@ -46,10 +49,13 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
+        if layout.format == .hf && part != .whole {
+            throw ValidationError("--part splits rank files among tasks; a Hugging Face checkpoint (--format hf) is written by one task")
+        }
     }
 
     func run() throws {
-        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, layout) }
+        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, sourceFlags, layout) }
         let files = part.select(plan.files)
         let display = ProgressDisplay()
         Interruption.install()

@@ -52,7 +52,7 @@ struct LayoutFlags: ParsableArguments {
 
     @Option(name: .customLong("format"),
             help: ArgumentHelp(
-                "File format: pt (one torch.save file per rank) or xser (each tensor in its own file, as NxD's trainer saves).",
+                "File format: pt (one torch.save file per rank), xser (each tensor in its own file, as NxD's trainer saves), or hf (a Hugging Face checkpoint).",
                 discussion: """
                     xser serves, for each rank file P, the layout NxD's trainer itself writes \
                     with --save_load_xser 1: P holds a dict of torch_xla TensorReference \
@@ -64,13 +64,26 @@ struct LayoutFlags: ParsableArguments {
                     storage. Reading P needs torch_xla (present on Neuron hosts). NxD's offline \
                     converter with --save_xser 1 (as the seed passes it) writes plain files and \
                     empty P.tensors folders instead; ShardFS writes the trainer's real layout.
+
+                    hf writes config.json and the tensors under their Hugging Face names, \
+                    exactly as transformers' save_pretrained does (model.safetensors, or \
+                    model-0000K-of-0000N.safetensors and model.safetensors.index.json past \
+                    --max-shard-size): the way back from a trained NxD checkpoint. The layout \
+                    flags do not apply to it.
                     """,
-                valueName: "pt|xser"))
+                valueName: "pt|xser|hf"))
     var format: CheckpointFormat = .pt
 
-    var options: LayoutOptions {
-        LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
-                      qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
+    @Option(name: .customLong("max-shard-size"),
+            help: ArgumentHelp("--format hf: the largest safetensors file, in huggingface_hub's units (5GB = 5*10^9 bytes, 1GiB = 2^30).",
+                               valueName: "SIZE"))
+    var maxShardSize: String?
+
+    func options() throws(ShardFSError) -> LayoutOptions {
+        var options = LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
+                                    qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
+        if let maxShardSize { options.maxShardSize = try HuggingFaceShards.parseSize(maxShardSize) }
+        return options
     }
 
     func validate() throws {
@@ -78,13 +91,49 @@ struct LayoutFlags: ParsableArguments {
                               ("--kv-size-multiplier", kvSizeMultiplier)] where value < 1 {
             throw ValidationError("\(flag) must be at least 1, not \(value)")
         }
+        if format == .hf {
+            let layoutFlags = [("--tp-size", tpSize != 1), ("--pp-size", ppSize != 1), ("--virtual-pp-size", virtualPPSize != 1),
+                               ("--kv-size-multiplier", kvSizeMultiplier != 1), ("--qkv-linear", qkvLinear), ("--fuse-qkv", fuseQKV),
+                               ("--hw-backend", hwBackend != .trn1)]
+            if let (flag, _) = layoutFlags.first(where: { $0.1 }) {
+                throw ValidationError("\(flag) does not apply to --format hf: a Hugging Face checkpoint has no NxD layout (the source's own layout is read from its files)")
+            }
+        } else if maxShardSize != nil {
+            throw ValidationError("--max-shard-size applies to --format hf only")
+        }
     }
 }
 
-/// Opens a model directory and plans a layout, printing any warnings.
-func openAndPlan(_ source: String, _ flags: LayoutFlags) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
-    let checkpoint = try Checkpoint(directory: source)
-    let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: flags.options)
+/// What only the user can say of a source directory.
+struct SourceFlags: ParsableArguments {
+    @Option(name: .customLong("config"),
+            help: ArgumentHelp("The model's config.json (or a directory holding it), for an NxD checkpoint source: its tags hold none.",
+                               valueName: "FILE_OR_DIR"))
+    var config: String?
+
+    @Option(name: .customLong("source-hw-backend"),
+            help: ArgumentHelp(
+                "trn1 or trn2: the hardware an NxD checkpoint source was written for.",
+                discussion: """
+                    Its files cannot tell, and under --qkv-linear the two order attention heads \
+                    differently. Needed only when that difference matters for the source's \
+                    layout (ShardFS says so and stops); always accepted.
+                    """))
+    var sourceBackend: HardwareBackend?
+
+    var options: SourceOptions { SourceOptions(config: config, backend: sourceBackend) }
+}
+
+/// Opens a source (a Hugging Face model or an NxD checkpoint) and plans a
+/// layout, printing any warnings.
+func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFlags,
+                 announceSource: Bool = true) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
+    let options = try flags.options()
+    let checkpoint = try Checkpoint.open(source, options: sourceFlags.options)
+    if announceSource, let layout = checkpoint.sourceLayout {
+        Console.error("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
+    }
+    let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
     for warning in plan.warnings { Console.error("warning: \(warning)") }
     return (checkpoint, plan)
 }

@@ -36,11 +36,14 @@ struct MountCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "The Hugging Face model directory (config.json and *.safetensors).")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
     var source: String
 
     @Argument(help: "An empty directory to mount on.")
     var mountpoint: String
+
+    @OptionGroup(title: "Source")
+    var sourceFlags: SourceFlags
 
     @OptionGroup(title: "Layout")
     var layout: LayoutFlags
@@ -115,11 +118,16 @@ struct MountCommand: ParsableCommand {
         if readyFD == nil {
             try reportingErrors { () throws(ShardFSError) in try MountTable.checkMountPoint(mountpoint) }
         }
-        let (checkpoint, plan) = try failing { () throws(ShardFSError) in try openAndPlan(source, layout) }
+        let (checkpoint, plan) = try failing { () throws(ShardFSError) in try openAndPlan(source, sourceFlags, layout) }
         guard foreground else {
             let log = logFile ?? "/tmp/shardfs-\(mountpoint.split(separator: "/").last ?? "root").log"
             try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3"], logFile: log)
-            let what = plan.options.format == .pt ? "\(plan.files.count) files" : "\(plan.files.count) rank files (\(plan.options.format))"
+            let what: String
+            switch plan.options.format {
+            case .pt: what = "\(plan.files.count) files"
+            case .xser: what = "\(plan.files.count) rank files (xser)"
+            case .hf: what = "a Hugging Face checkpoint (\(plan.virtualFiles().count) files)"
+            }
             Console.out("shardfs: serving \(what) of \(source) at \(mountpoint) (log: \(log))")
             return
         }
@@ -133,7 +141,8 @@ struct MountCommand: ParsableCommand {
         logger.logLevel = .info
         var options = FUSEMountOptions(mountpoint: mountpoint)
         options.allowOther = allowOther
-        options.directIO = !pageCache
+        // safetensors readers map their files shared, which direct_io refuses.
+        options.directIO = !pageCache && plan.options.format != .hf
         options.splice = !noSplice
         options.maximumRead = maxReadKiB << 10
         options.maximumThreads = threads

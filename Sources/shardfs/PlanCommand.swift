@@ -11,11 +11,19 @@ struct PlanCommand: ParsableCommand {
 
               shardfs plan /fsx/ubuntu/Meta-Llama-3-70B \\
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
+
+            Over a trained NxD checkpoint, it shows the layout read from the rank files
+            and where every Hugging Face tensor comes from:
+
+              shardfs plan /fsx/ubuntu/llama3_70B/step_1000 --config /fsx/ubuntu/Meta-Llama-3-70B --format hf
             """
     )
 
-    @Argument(help: "The Hugging Face model directory (config.json and *.safetensors).")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
     var source: String
+
+    @OptionGroup(title: "Source")
+    var sourceFlags: SourceFlags
 
     @OptionGroup(title: "Layout")
     var layout: LayoutFlags
@@ -24,7 +32,7 @@ struct PlanCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, layout) }
+        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, sourceFlags, layout, announceSource: false) }
         let report = PlanReport(checkpoint: checkpoint, plan: plan)
         if json {
             let encoder = JSONEncoder()
@@ -77,6 +85,8 @@ struct PlanReport: Encodable {
     }
 
     let model: String
+    /// An NxD checkpoint source: the layout its files were written in.
+    let sourceLayout: Layout?
     let layout: Layout
     /// "pt" or "xser" (`--format`).
     let format: String
@@ -84,14 +94,40 @@ struct PlanReport: Encodable {
     let fileCount: Int
     let totalSize: Int
     let files: [File]
+    /// `--format hf`: every tensor in state-dict order, and the files written.
+    let huggingFaceTensors: [Tensor]
+    let huggingFaceFiles: [Companion]
+
+    /// Where a block's bytes are: the source tensor's file, or for a tensor
+    /// in pieces, each piece's file and the part of the block it holds.
+    static func sources(_ b: RowBlock, files: [SourceFile]) -> [Source] {
+        let whole = b == RowBlock(whole: b.tensor)
+        guard !b.tensor.tiles.isEmpty else {
+            return [Source(tensor: b.tensor.name, file: files[b.tensor.fileIndex].name,
+                           rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound], whole: whole)]
+        }
+        return b.tensor.tiles.compactMap { tile in
+            let rows = tile.rows.clamped(to: b.rows), columns = tile.columns.clamped(to: b.columns)
+            guard !rows.isEmpty, !columns.isEmpty else { return nil }
+            return Source(tensor: b.tensor.name, file: files[tile.fileIndex].name, rows: [rows.lowerBound, rows.upperBound],
+                          columns: [columns.lowerBound, columns.upperBound], whole: false)
+        }
+    }
+
+    static func layout(_ o: LayoutOptions, dtype: String, layers: [[Int]]) -> Layout {
+        Layout(tpSize: o.tpSize, ppSize: o.ppSize, virtualPPSize: o.virtualPPSize, kvSizeMultiplier: o.kvSizeMultiplier,
+               qkvLinear: o.qkvLinear, fuseQKV: o.fuseQKV, hwBackend: o.backend.rawValue, dtype: dtype, layersOfPPRank: layers)
+    }
 
     init(checkpoint: Checkpoint, plan: LayoutPlan) {
         let o = plan.options
         let c = checkpoint.config
         model = "\(c.architecture): \(c.layers) layers, hidden \(c.hidden), \(c.heads) heads, \(c.kvHeads) KV heads, intermediate \(c.intermediate), vocab \(c.vocab)\(c.tieWordEmbeddings ? ", tied embeddings" : "")"
-        layout = Layout(tpSize: o.tpSize, ppSize: o.ppSize, virtualPPSize: o.virtualPPSize, kvSizeMultiplier: o.kvSizeMultiplier,
-                        qkvLinear: o.qkvLinear, fuseQKV: o.fuseQKV, hwBackend: o.backend.rawValue, dtype: plan.dtype.rawValue,
-                        layersOfPPRank: plan.layersOfPipelineRank)
+        layout = PlanReport.layout(o, dtype: plan.dtype.rawValue, layers: plan.layersOfPipelineRank)
+        sourceLayout = checkpoint.sourceLayout.map { source in
+            PlanReport.layout(source, dtype: source.dtype?.rawValue ?? "mixed",
+                              layers: (try? LayoutPlanner.pipelineLayers(layers: c.layers, options: source)) ?? [])
+        }
         // Sizes come from the very files convert writes and mount serves.
         let outputs = plan.virtualFiles()
         var sizeOf: [String: Int] = [:]
@@ -105,20 +141,49 @@ struct PlanReport: Encodable {
             File(path: file.path, tpRank: file.tpRank, ppRank: file.ppRank, size: sizeOf[file.path] ?? 0,
                  info: companion(RankFile.xserInfoPath(file.path)),
                  tensors: file.tensors.enumerated().map { tid, t in
-                     Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape, sources: t.blocks.map { b in
-                         Source(tensor: b.tensor.name, file: checkpoint.files[b.tensor.fileIndex].name,
-                                rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound],
-                                whole: b == RowBlock(whole: b.tensor))
-                     }, file: companion(RankFile.xserTensorPath(file.path, tid: tid)))
+                     Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape,
+                            sources: t.blocks.flatMap { PlanReport.sources($0, files: checkpoint.files) },
+                            file: companion(RankFile.xserTensorPath(file.path, tid: tid)))
                  })
         }
+        huggingFaceTensors = plan.huggingFaceTensors.map { t in
+            Tensor(key: t.key, dtype: t.dtype.rawValue, shape: t.shape,
+                   sources: t.blocks.flatMap { PlanReport.sources($0, files: checkpoint.files) }, file: nil)
+        }
+        huggingFaceFiles = o.format == .hf ? outputs.map { Companion(path: $0.path, size: $0.file.size) } : []
+    }
+
+    static func describe(_ l: Layout) -> String {
+        "tp \(l.tpSize), pp \(l.ppSize), virtual pp \(l.virtualPPSize), kv multiplier \(l.kvSizeMultiplier)"
+            + (l.qkvLinear ? ", qkv-linear" : "") + (l.fuseQKV ? ", fuse-qkv" : "") + ", \(l.hwBackend), \(l.dtype)"
+    }
+
+    static func describe(_ sources: [Source]) -> String {
+        sources.map { s in
+            s.whole ? "\(s.tensor) (\(s.file))" : "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
+        }.joined(separator: " + ")
     }
 
     var text: String {
-        var lines = [model,
-                     "layout: tp \(layout.tpSize), pp \(layout.ppSize), virtual pp \(layout.virtualPPSize), kv multiplier \(layout.kvSizeMultiplier)"
-                        + (layout.qkvLinear ? ", qkv-linear" : "") + (layout.fuseQKV ? ", fuse-qkv" : "")
-                        + ", \(layout.hwBackend), \(layout.dtype)" + (format == "pt" ? "" : ", \(format)"),
+        var lines = [model]
+        if let source = sourceLayout {
+            lines.append("source: NxD checkpoint, layout \(PlanReport.describe(source))")
+        }
+        if format == "hf" {
+            lines.append("Hugging Face checkpoint: \(huggingFaceFiles.count) files, \(Format.bytes(totalSize)) in all")
+            for file in huggingFaceFiles { lines.append("  \(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))") }
+            lines.append("")
+            for t in huggingFaceTensors {
+                lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]")
+                // A tensor in pieces: one line per piece, so a 70B plan stays readable.
+                for s in t.sources {
+                    lines.append("      <- " + PlanReport.describe([s]))
+                }
+            }
+            return lines.joined(separator: "\n")
+        }
+        lines += [
+                     "layout: " + PlanReport.describe(layout) + (format == "pt" ? "" : ", \(format)"),
                      format == "pt" ? "\(fileCount) files, \(Format.bytes(totalSize)) in all"
                         : "\(fileCount) files (\(files.count) rank files with their .info.pt and tensor files), \(Format.bytes(totalSize)) in all"]
         for (pp, layers) in layout.layersOfPPRank.enumerated() {
@@ -129,10 +194,7 @@ struct PlanReport: Encodable {
             lines.append("\(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))")
             if let info = file.info { lines.append("\(info.path)  \(info.size) bytes (\(Format.bytes(info.size)))") }
             for t in file.tensors {
-                let from = t.sources.map { s in
-                    s.whole ? "\(s.tensor) (\(s.file))"
-                        : "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
-                }.joined(separator: " + ")
+                let from = PlanReport.describe(t.sources)
                 let into = t.file.map { "  -> \($0.path.split(separator: "/").suffix(2).joined(separator: "/")) \($0.size) bytes" } ?? ""
                 lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)\(into)")
             }

@@ -27,7 +27,7 @@ public struct Converter: Sendable {
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) {
         let outputs = plan.virtualFiles(files)
-        let created = try Converter.makeDirectories(for: outputs.map(\.path), under: root)
+        let created = try Converter.makeDirectories(for: outputs.map(\.path), under: root, top: plan.options.format == .hf ? root : root + "/model")
         events(.started(files: outputs.count, bytes: outputs.reduce(0) { $0 + $1.file.size }))
         do throws(ShardFSError) {
             try write(outputs, root: root, jobs: jobs, isCancelled: isCancelled, events: events)
@@ -39,11 +39,11 @@ public struct Converter: Sendable {
         }
     }
 
-    /// Creates `root/model` and every other directory the paths need (an
+    /// Creates `top` (`root/model`, or `root` for a Hugging Face checkpoint) and every other directory the paths need (an
     /// xser `p.tensors/`), each made durable in its parent. Returns the
     /// directories below `root/model` that did not exist, parents first.
-    static func makeDirectories(for paths: [String], under root: String) throws(ShardFSError) -> [String] {
-        var directories = [root + "/model"]
+    static func makeDirectories(for paths: [String], under root: String, top: String) throws(ShardFSError) -> [String] {
+        var directories = [top]
         var seen = Set(directories)
         for path in paths {
             guard let slash = path.lastIndex(of: "/") else { continue }

@@ -13,6 +13,10 @@ extension LayoutPlan {
             return files.map { ($0.path, $0.virtualFile(layout: options)) }
         case .xser:
             return files.flatMap { $0.xserFiles(layout: options) }
+        case .hf:
+            let tensors = huggingFaceTensors.map { HFTensor(name: $0.key, dtype: $0.dtype, shape: $0.shape, storage: $0.storage) }
+            return [("config.json", VirtualFile(extents: [.literal(configBytes)]))]
+                + HuggingFaceShards.files(tensors, maxShardSize: options.maxShardSize)
         }
     }
 }

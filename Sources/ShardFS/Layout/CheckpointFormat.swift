@@ -1,4 +1,5 @@
-/// How the rank files of a layout are written (xser.md).
+/// How the files of a layout are written: NxD rank files (xser.md), or a
+/// Hugging Face checkpoint.
 public enum CheckpointFormat: String, CaseIterable, Sendable, Codable {
     /// One `torch.save` file per rank: the dict of tensors.
     case pt
@@ -6,6 +7,9 @@ public enum CheckpointFormat: String, CaseIterable, Sendable, Codable {
     /// of `TensorReference`s at `p`, their dtypes and shapes at `p.info.pt`,
     /// and each tensor alone at `p.tensors/tensor_<tid>.pt`.
     case xser
+    /// A Hugging Face checkpoint: `config.json` and safetensors files under
+    /// the tensors' Hugging Face names, as `save_pretrained` writes them.
+    case hf
 }
 
 extension RankFile {

@@ -18,6 +18,12 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
     /// The files each rank is written as. Part of the options, so that every
     /// consumer of `LayoutPlan.virtualFiles` (convert, mount, ...) follows it.
     public var format: CheckpointFormat
+    /// `--format hf`: the largest safetensors file, in bytes (transformers'
+    /// `max_shard_size`).
+    public var maxShardSize: Int = LayoutOptions.defaultMaxShardSize
+
+    /// "5GB", in huggingface_hub's units.
+    public static let defaultMaxShardSize = 5_000_000_000
 
     public init(tpSize: Int = 1, ppSize: Int = 1, virtualPPSize: Int = 1, kvSizeMultiplier: Int = 1,
                 qkvLinear: Bool = false, fuseQKV: Bool = false, backend: HardwareBackend = .trn1, dtype: DType? = nil,
@@ -41,6 +47,10 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
         if fuseQKV { parts.append("fuse_qkv") }
         parts.append(backend.rawValue)
         parts.append(dtype?.rawValue ?? "source-dtype")
+        if format == .hf {
+            // Only the dtype and the shard size decide a Hugging Face checkpoint's files.
+            return ["hf", dtype?.rawValue ?? "source-dtype", "max_shard_size=\(maxShardSize)"].joined(separator: " ")
+        }
         if format != .pt { parts.append(format.rawValue) }
         return parts.joined(separator: " ")
     }

@@ -61,4 +61,9 @@ public struct LayoutPlan: Sendable {
     public let layersOfPipelineRank: [[Int]]
     /// Things the user should know that do not stop the plan.
     public let warnings: [String]
+    /// `--format hf`: every tensor under its Hugging Face name, whole, in the
+    /// model's state-dict order (`files` is then empty).
+    public var huggingFaceTensors: [PlannedTensor] = []
+    /// `--format hf`: the `config.json` to write, verbatim.
+    public var configBytes: [UInt8] = []
 }

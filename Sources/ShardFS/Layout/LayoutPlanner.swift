@@ -242,6 +242,7 @@ extension LayoutPlanner {
     /// its config, then cuts. Reads nothing beyond the headers already read.
     public static func plan(checkpoint: Checkpoint, options: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
         let weights = try LlamaWeights(config: checkpoint.config, tensors: checkpoint.tensors)
+        if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
         return try plan(config: checkpoint.config, weights: weights, options: options)
     }
 }

@@ -141,7 +141,7 @@ struct InverseLayout {
             if same { return .trn1 }
             throw ShardFSError.badLayout(
                 flag: "--source-hw-backend",
-                reason: "needed: this tag's layout (\(options.summary.replacingOccurrences(of: " trn1", with: ""))) places attention heads differently on trn1 and trn2, and its files cannot tell which wrote them; say --source-hw-backend trn1 or trn2")
+                reason: "needed: this tag's layout (tp \(options.tpSize), kv multiplier \(options.kvSizeMultiplier), \(options.fuseQKV ? "fused " : "")qkv_linear) places attention heads differently on trn1 and trn2, and its files cannot tell which wrote them; say --source-hw-backend trn1 or trn2")
         case (_?, nil): return .trn1
         case (nil, _?): return .trn2
         case (nil, nil):
