@@ -44,6 +44,35 @@ import Testing
                   SafetensorsFixtureData.llamaTiedSharded)
     }
 
+    /// A model loaded with from_pretrained and saved again: save_pretrained
+    /// splits in dot_natural_key order (`dotNaturalOrder`), so lm_head.weight
+    /// comes first.
+    @Test func reloadedModelSplitsInNaturalOrder() throws {
+        let tensors = HuggingFaceShards.dotNaturalOrder(SafetensorsFixtureData.llamaTensors.map(\.hf))
+        #expect(tensors.first?.name == "lm_head.weight")
+        for (size, expected) in [(SafetensorsFixtureData.llamaReloadedShardedMaxShardSize, SafetensorsFixtureData.llamaReloadedSharded),
+                                 (SafetensorsFixtureData.llamaReloadedOversizedMaxShardSize, SafetensorsFixtureData.llamaReloadedOversized)] {
+            let files = HuggingFaceShards.files(tensors, maxShardSize: try HuggingFaceShards.parseSize(size))
+            #expect(files.map(\.path) == expected.map(\.path))
+            for (file, reference) in zip(files, expected) {
+                expectSameBytes(try readWhole(file.file), decodeBase64(reference.bytes), "\(size) \(file.path)")
+            }
+        }
+    }
+
+    /// transformers' `sorted(names, key=dot_natural_key)` on names picked to
+    /// hit each of its rules.
+    @Test func dotNaturalOrder() {
+        let tensors = SafetensorsFixtureData.naturalOrderNames.enumerated().map {
+            HFTensor(name: $0.element, dtype: .float32, shape: [$0.offset], storage: [.literal(Array(repeating: 0, count: 4 * $0.offset))])
+        }
+        let sorted = HuggingFaceShards.dotNaturalOrder(tensors)
+        #expect(sorted.map(\.name) == SafetensorsFixtureData.naturalOrderSorted)
+        // stability: "a.9" before "a.09" and the two "a.b" in their given order
+        let firstAB = SafetensorsFixtureData.naturalOrderNames.firstIndex(of: "a.b")!
+        #expect(sorted.filter { $0.name == "a.b" }.map { $0.shape[0] } == [firstAB, SafetensorsFixtureData.naturalOrderNames.lastIndex(of: "a.b")!])
+    }
+
     /// huggingface_hub's split, on sizes, by hand from its rules.
     @Test func splitRule() {
         func split(_ sizes: [Int], _ max: Int) -> [[Int]] { HuggingFaceShards.Split(sizes, maxShardSize: max).shards }

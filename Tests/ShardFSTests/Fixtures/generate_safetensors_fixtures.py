@@ -27,6 +27,7 @@ import torch
 import transformers
 from huggingface_hub.serialization._base import parse_size_to_int
 from safetensors.torch import save_file
+from transformers.core_model_loading import dot_natural_key
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "SafetensorsFixtureData.swift"
@@ -85,19 +86,33 @@ def tiny_llama(tied, seed):
 
 
 def pretrained_fixtures():
-    # (swift name, model name, tied, max_shard_size as given to save_pretrained).
-    # Keep in step with HuggingFaceShardsTests.swift.
+    # (swift name, model name, tied, max_shard_size as given to save_pretrained,
+    # reloaded). Keep in step with HuggingFaceShardsTests.swift.
     return [
         # 13472 bytes in 3 shards
-        ("llamaSharded", "llama", False, "5KB"),
+        ("llamaSharded", "llama", False, "5KB", False),
         # tensors over 1100 bytes get shards of their own, numbered before the
         # shard being filled: lm_head.weight lands in shard 12 of 13
-        ("llamaOversized", "llama", False, 1100),
+        ("llamaOversized", "llama", False, 1100, False),
         # the default 50GB: one model.safetensors, no index
-        ("llamaSingle", "llama", False, "50GB"),
+        ("llamaSingle", "llama", False, "50GB", False),
         # tied embeddings: save_pretrained leaves lm_head.weight out
-        ("llamaTiedSharded", "llamaTied", True, "4KB"),
+        ("llamaTiedSharded", "llamaTied", True, "4KB", False),
+        # the same model saved, loaded back with from_pretrained, saved again:
+        # save_pretrained then splits in dot_natural_key order, not state-dict order
+        ("llamaReloadedSharded", "llama", False, "5KB", True),
+        ("llamaReloadedOversized", "llama", False, 1100, True),
     ]
+
+
+# Names in a given order, for dot_natural_key's sort (stable: "a.09" and "a.9"
+# have equal keys).
+NATURAL_ORDER_NAMES = [
+    "layers.10.w", "layers.9.w", "a.9", "a.09", "layers.2.w", "a.b", "a", "a.1", "a.b10", "a.b2", "a.b01",
+    "a.b", "shard_11", "shard_2", "shard_", "shard", "x.", "x..y", "x", "B", "b", "\u00e9", "z9a", "z10a", "100", "99",
+    "1e", "e1", "e01", "e", "a.10.b", "a.10", "a.2.c", "00", "0", "a.B", "a._", "lm_head.weight",
+    "model.embed_tokens.weight", "model.norm.weight", "model.layers.0.mlp.up_proj.weight",
+]
 
 
 SIZE_CASES = [
@@ -170,8 +185,12 @@ def main():
 
         models = {"llama": tiny_llama(tied=False, seed=0), "llamaTied": tiny_llama(tied=True, seed=1)}
         written_models = set()
-        for swift_name, model_name, tied, max_shard_size in pretrained_fixtures():
+        for swift_name, model_name, tied, max_shard_size, reloaded in pretrained_fixtures():
             model = models[model_name]
+            if reloaded:
+                first = os.path.join(tmp, swift_name + "-first")
+                model.save_pretrained(first)
+                model = transformers.AutoModelForCausalLM.from_pretrained(first, dtype="auto")
             folder = os.path.join(tmp, swift_name)
             model.save_pretrained(folder, max_shard_size=max_shard_size)
             names = sorted(n for n in os.listdir(folder) if n.startswith("model"))
@@ -191,7 +210,8 @@ def main():
                 lines.append("    ]")
                 lines.append("")
                 written_models.add(model_name)
-            lines.append(f"    /// {model_name}.save_pretrained(dir, max_shard_size={max_shard_size!r}): "
+            how = "from_pretrained(saved {model_name})" if reloaded else model_name
+            lines.append(f"    /// {how}.save_pretrained(dir, max_shard_size={max_shard_size!r}): "
                          f"the files but config.json and generation_config.json.")
             size = swift_string(max_shard_size) if isinstance(max_shard_size, str) else f'"{max_shard_size}"'
             lines.append(f"    static let {swift_name}MaxShardSize = {size}")
@@ -202,6 +222,14 @@ def main():
             lines.append("    ]")
             lines.append("")
 
+    lines.append("    /// Names in a given order, and sorted by transformers' dot_natural_key (a stable sort).")
+    lines.append("    static let naturalOrderNames: [String] = [")
+    lines += [f"        {swift_string(n)}," for n in NATURAL_ORDER_NAMES]
+    lines.append("    ]")
+    lines.append("    static let naturalOrderSorted: [String] = [")
+    lines += [f"        {swift_string(n)}," for n in sorted(NATURAL_ORDER_NAMES, key=dot_natural_key)]
+    lines.append("    ]")
+    lines.append("")
     lines.append("    /// huggingface_hub's parse_size_to_int on each input: its result, or nil where it raises.")
     lines.append("    static let parseSizeCases: [(String, Int?)] = [")
     for text in SIZE_CASES:
