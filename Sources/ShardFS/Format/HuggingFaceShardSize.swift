@@ -8,6 +8,9 @@ extension HuggingFaceShards {
     /// - the rest, stripped again, a Python `float` ("5", "1.5", ".5", "1e3",
     ///   "1_000", " 5 "); the size is `int(value * multiplier)`, the double
     ///   product truncated toward zero ("1.1GB" = 1100000000).
+    /// Older transformers read sizes itself (`convert_file_size_to_int`), and
+    /// took "GiB"/"MiB"/"KiB" as powers of 2; save_pretrained in 5.x hands the
+    /// string to huggingface_hub, which refuses them, and so does this.
     /// Python also accepts what this refuses as no sensible size: a negative
     /// value (save_pretrained would then put each tensor in a file of its
     /// own) and one past Int.max. "inf" and "nan" fail in Python too.

@@ -6,14 +6,26 @@
 /// `split_torch_state_dict_into_shards` and writes each shard with
 /// `safetensors.torch.save_file(shard, path, metadata={"format": "pt"})`.
 ///
-/// Version notes: transformers 5.x defaults `max_shard_size` to "50GB" (4.x:
-/// "5GB"); 5.24 adds `total_parameters` to the index's metadata, which older
-/// releases (4.x) did not write, their metadata holding `total_size` alone.
+/// Version notes (what differs from releases other than the ones tested):
+/// - transformers 5.x defaults `max_shard_size` to "50GB"; 4.x to "5GB"
+///   (earlier still "10GB"). The default only matters when none is given.
+/// - the index's `total_parameters` is recent: older releases wrote
+///   `{"metadata": {"total_size": ...}}` alone.
+/// - older 4.x releases split with their own `shard_checkpoint`, not
+///   huggingface_hub's: an oversized tensor stayed in state-dict order
+///   (closing the shard before it) instead of being numbered ahead of the
+///   shard being filled, so shard numbering can differ from theirs when a
+///   tensor exceeds the limit.
 public enum HuggingFaceShards {
-    /// The weight files for `tensors` (in state-dict order, tied weights
-    /// already left out), at paths relative to the checkpoint folder: the
-    /// shards in file order, then the index when there is more than one.
-    /// No tensors, no files: save_pretrained writes none then either.
+    /// The weight files for `tensors` (tied weights already left out), at
+    /// paths relative to the checkpoint folder: the shards in file order,
+    /// then the index when there is more than one. No tensors, no files:
+    /// save_pretrained writes none then either.
+    ///
+    /// The tensors come in the order save_pretrained splits them in, which
+    /// decides which shard each lands in (nothing else): `model.state_dict()`
+    /// order for a model built from its config, `dotNaturalOrder(_:)` for one
+    /// loaded with `from_pretrained` (see there).
     public static func files(_ tensors: [HFTensor], maxShardSize: Int) -> [(path: String, file: VirtualFile)] {
         let split = Split(tensors.map(\.byteCount), maxShardSize: maxShardSize)
         var result: [(path: String, file: VirtualFile)] = []
