@@ -92,7 +92,7 @@ public struct Converter: Sendable {
                     guard let index else { return }
                     let (path, file) = outputs[index]
                     do throws(ShardFSError) {
-                        try writer.write(file, to: root + "/" + path,
+                        try writer.write(file, to: root + "/" + path, fileCRC: false,
                                          progress: { events(.wrote(bytes: $0)) },
                                          isCancelled: { isCancelled() || shared.withLock { $0.failure != nil } })
                         events(.finished(path: path, bytes: file.size))
