@@ -177,7 +177,7 @@ def main():
                      f"{sh:.2f} s", f"{py:.2f} s ({max(py_rss):.0f} MB RSS)", f"{py / sh:.1f}x faster", ""))
 
     if not a.skip_mount:
-        ref = os.path.join(a.work, "hf-bench-ref")
+        ref = tag + "-hf"
         if not os.path.exists(os.path.join(ref, "config.json")):
             cmd = list(hf)
             cmd[3] = ref

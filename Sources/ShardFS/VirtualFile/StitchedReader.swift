@@ -62,11 +62,13 @@ extension ExtentReader {
             let lower = max(columns.lowerBound, base), upper = min(columns.upperBound, base + segment.elements)
             guard lower < upper else { continue }
             let file = sources[segment.fileIndex]
-            guard let mapping = file.mapping else {
-                throw ShardFSError.badSource(file: file.name, reason: "could not be mapped into memory")
-            }
             guard segment.end(rows: 0...(extent.rowCount - 1), elementSize: size) <= file.size else {
                 throw ShardFSError.badSource(file: file.name, reason: "is shorter than its tensors need (truncated while in use?)")
+            }
+            guard let mapping = file.mapping else {
+                try copyWithoutMapping(segment, of: file, size: size, rows: rows, elements: (lower - base)..<(upper - base),
+                                       into: out + (lower - columns.lowerBound) * size, rowBytes: columns.count * size)
+                continue
             }
             let start = segment.offset + rows.lowerBound * segment.rowStride + (lower - base) * segment.elementStride
             let span = start..<(start + (rows.count - 1) * segment.rowStride + (upper - lower - 1) * segment.elementStride + size)
@@ -77,6 +79,35 @@ extension ExtentReader {
             MappedPages.touched(span, of: mapping, size: file.size)
             guard status == 0 else {
                 throw ShardFSError.badSource(file: file.name, reason: "became shorter while being read (truncated while in use?)")
+            }
+        }
+    }
+
+    /// A source that cannot be mapped (a file on a FUSE mount with direct_io,
+    /// say) is read with pread: a row at a time from a row-major segment, a
+    /// column at a time (then scattered) from a column-major one.
+    private func copyWithoutMapping(_ segment: StitchedExtent.Segment, of file: SourceFile, size: Int, rows: Range<Int>,
+                                    elements: Range<Int>, into out: UnsafeMutableRawPointer, rowBytes: Int) throws(ShardFSError) {
+        if segment.elementStride == size {
+            for (index, row) in rows.enumerated() {
+                let at = segment.offset + row * segment.rowStride + elements.lowerBound * size
+                try file.read(at: at, into: UnsafeMutableRawBufferPointer(start: out + index * rowBytes, count: elements.count * size))
+            }
+            return
+        }
+        let column = UnsafeMutableRawBufferPointer.allocate(byteCount: rows.count * size, alignment: 8)
+        defer { column.deallocate() }
+        for (index, element) in elements.enumerated() {
+            let first = segment.offset + rows.lowerBound * segment.rowStride + element * segment.elementStride
+            if segment.rowStride == size {
+                try file.read(at: first, into: column)
+            } else {
+                for row in 0..<rows.count {
+                    try file.read(at: first + row * segment.rowStride, into: UnsafeMutableRawBufferPointer(rebasing: column[row * size..<(row + 1) * size]))
+                }
+            }
+            for row in 0..<rows.count {
+                (out + row * rowBytes + index * size).copyMemory(from: column.baseAddress! + row * size, byteCount: size)
             }
         }
     }
