@@ -1,0 +1,119 @@
+import Foundation
+import Testing
+@testable import ShardFS
+
+/// An NxD tag as a source: the layout read back from its files, every Hugging
+/// Face tensor assembled from them equal to the original's bytes (the
+/// original file is the expectation), and each refusal naming its cause.
+/// Tags are written by `Converter` from the small model of ExtentReadTests
+/// (L=2, h=8, 4 Q heads, 2 KV heads, head_dim 2, I=12, V=16, untied).
+@Suite struct NxDSourceTests {
+    typealias Dir = ExtentReadTests.TemporaryDirectory
+
+    /// The model and a tag of it in `layout`, written under `dir/tag`.
+    static func tag(_ layout: LayoutOptions, in dir: Dir) throws -> (model: Checkpoint, tag: String) {
+        let model = try ExtentReadTests.singleFileCheckpoint(dir, .bfloat16)
+        let plan = try LayoutPlanner.plan(checkpoint: model, options: layout)
+        try Converter(checkpoint: model, plan: plan).run(root: dir.path + "/tag", jobs: 2)
+        return (model, dir.path + "/tag")
+    }
+
+    /// The tensor's bytes as the original model.safetensors holds them.
+    static func originalBytes(_ name: String, _ model: Checkpoint) throws -> [UInt8] {
+        let t = try #require(model.tensors[name])
+        let data = try Data(contentsOf: URL(fileURLWithPath: model.directory + "/model.safetensors"))
+        return [UInt8](data[t.offset..<t.offset + t.byteCount])
+    }
+
+    static func openTag(_ tag: String, _ model: Checkpoint, backend: HardwareBackend? = nil) throws -> Checkpoint {
+        try Checkpoint.open(tag, options: SourceOptions(config: model.directory + "/config.json", backend: backend))
+    }
+
+    func expectRoundTrip(_ layout: LayoutOptions, backend: HardwareBackend? = nil, sourceLayout expected: LayoutOptions) throws {
+        let dir = try Dir()
+        let (model, tag) = try NxDSourceTests.tag(layout, in: dir)
+        let source = try NxDSourceTests.openTag(tag, model, backend: backend)
+        #expect(source.sourceLayout == expected)
+        #expect(Set(source.tensors.keys) == Set(model.tensors.keys))
+        for (name, tensor) in source.tensors {
+            #expect(tensor.shape == model.tensors[name]?.shape, "\(name)")
+            let got = try readWhole(VirtualFile(extents: RowBlock(whole: tensor).extents(outputDType: tensor.dtype)), sources: source.files)
+            expectSameBytes(got, try NxDSourceTests.originalBytes(name, model), "\(name) from \(layout.summary)")
+        }
+    }
+
+    @Test func plainTPAndPPRoundTrip() throws {
+        try expectRoundTrip(LayoutOptions(tpSize: 4, ppSize: 2),
+                            sourceLayout: LayoutOptions(tpSize: 4, ppSize: 2, dtype: .bfloat16))
+    }
+
+    @Test func qkvLinearWithoutReplicationNeedsNoBackend() throws {
+        // T = Hkv = 2, m = 1: trn1 and trn2 place every head alike.
+        try expectRoundTrip(LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true, backend: .trn2),
+                            sourceLayout: LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true, backend: .trn1, dtype: .bfloat16))
+    }
+
+    @Test func replicatedKVHeadsOnTrn1AndTrn2() throws {
+        for backend in HardwareBackend.allCases {
+            try expectRoundTrip(LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: backend), backend: backend,
+                                sourceLayout: LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: backend, dtype: .bfloat16))
+        }
+    }
+
+    @Test func pipelineRanksAreInferred() throws {
+        // pp 2 with qkv_linear: layer 0 in pp rank 0's files, layer 1 in pp rank 1's.
+        try expectRoundTrip(LayoutOptions(tpSize: 2, ppSize: 2, qkvLinear: true),
+                            sourceLayout: LayoutOptions(tpSize: 2, ppSize: 2, qkvLinear: true, dtype: .bfloat16))
+    }
+
+    @Test func ambiguousHeadOrderAsksForTheBackend() throws {
+        let dir = try Dir()
+        let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true), in: dir)
+        let error = try #require(throws: ShardFSError.self) { try NxDSourceTests.openTag(tag, model) }
+        #expect(error.description.contains("--source-hw-backend"))
+        #expect(error.description.contains("trn1 or trn2"))
+    }
+
+    @Test func missingRankFileIsNamed() throws {
+        let dir = try Dir()
+        let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2, ppSize: 2), in: dir)
+        try FileManager.default.removeItem(atPath: tag + "/model/dp_rank_00_tp_rank_01_pp_rank_00.pt")
+        let error = try #require(throws: ShardFSError.self) { try NxDSourceTests.openTag(tag, model) }
+        #expect(error.description.contains("dp_rank_00_tp_rank_01_pp_rank_00.pt"))
+        #expect(error.description.contains("missing"))
+    }
+
+    @Test func expertParallelAndOtherDataParallelRanksAreRefused() throws {
+        for name in ["dp_rank_00_ep_rank_00_tp_rank_00_pp_rank_00.pt", "dp_rank_01_tp_rank_00_pp_rank_00.pt"] {
+            let dir = try Dir()
+            let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2), in: dir)
+            try Data([1]).write(to: URL(fileURLWithPath: tag + "/model/" + name))
+            let error = try #require(throws: ShardFSError.self) { try NxDSourceTests.openTag(tag, model) }
+            #expect(error.description.contains(name))
+        }
+    }
+
+    @Test func aMissingConfigIsAskedFor() throws {
+        let dir = try Dir()
+        let (_, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2), in: dir)
+        let error = try #require(throws: ShardFSError.self) { try Checkpoint.open(tag) }
+        #expect(error.description.hasPrefix("--config: missing"))
+    }
+
+    @Test func otherTagEntriesAreIgnored() throws {
+        let dir = try Dir()
+        let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2), in: dir)
+        try FileManager.default.createDirectory(atPath: tag + "/optim", withIntermediateDirectories: true)
+        for name in ["optim/dp_rank_00_tp_rank_00_pp_rank_00.pt", "scheduler.pt", "user_content.pt", "done", "checkpoint"] {
+            try Data([0x50, 0x4B]).write(to: URL(fileURLWithPath: tag + "/" + name))
+        }
+        #expect(try NxDSourceTests.openTag(tag, model).sourceLayout?.tpSize == 2)
+    }
+
+    @Test func rankFileNames() {
+        #expect(NxDRankFiles.parseRanks("dp_rank_00_tp_rank_31_pp_rank_07.pt", pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt")! == (0, 31, 7))
+        #expect(NxDRankFiles.parseRanks("tp_rank_03_pp_rank_01", pattern: ["tp_rank_", "_pp_rank_"], suffix: "")! == (3, 1, 0))
+        #expect(NxDRankFiles.parseRanks("dp_rank_00_tp_rank_3_pp_rank_0.pt.info.pt", pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") == nil)
+        #expect(NxDRankFiles.parseRanks("dp_rank_00_tp_rank_x_pp_rank_0.pt", pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") == nil)
+    }
+}
