@@ -9,14 +9,14 @@ import Glibc
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Write every rank file of a layout to OUT/model/, without FUSE.",
+        abstract: "Write every file of a layout (rank files to OUT/model/, or a Hugging Face checkpoint to OUT/), without FUSE.",
         discussion: """
             Streams: never holds a whole tensor or file in memory. Each file is written
             under a temporary name, fsynced and renamed only when complete, so an
             interrupted run never leaves a partial file under a final name. Every check
             (headers, config, layout) happens before the first byte is written.
 
-            The seed tutorial's conversion (Llama-3-70B, TP=32, PP=8, float32 as its
+            The tutorial's conversion (Llama-3-70B, TP=32, PP=8, float32 as its
             transformers 4.x pipeline produced):
 
               shardfs convert /fsx/ubuntu/Meta-Llama-3-70B /fsx/ubuntu/llama3_70B/pretrained_weight \\
@@ -25,6 +25,15 @@ struct ConvertCommand: ParsableCommand {
             Split over the 16 nodes of a Slurm array (--array=0-15):
 
               shardfs convert ... --part $SLURM_ARRAY_TASK_ID/16
+
+            A trained NxD checkpoint tag is a source too (its layout is read from its
+            files; only the model is read, never the optimizer state in TAG/optim/).
+            Back to Hugging Face safetensors, or into another layout:
+
+              shardfs convert /fsx/ubuntu/llama3_70B/step_1000 /fsx/ubuntu/llama3-70b-trained \\
+                  --config /fsx/ubuntu/Meta-Llama-3-70B --format hf
+              shardfs convert /fsx/ubuntu/llama3_70B/step_1000 /fsx/ubuntu/llama3_70B_tp8/pretrained_weight \\
+                  --config /fsx/ubuntu/Meta-Llama-3-70B --tp-size 8 --pp-size 4 --qkv-linear --fuse-qkv
             """
     )
 

@@ -62,7 +62,7 @@ struct LayoutFlags: ParsableArguments {
                     data-parallel ranks split the tensor files among themselves instead of each \
                     reading every byte: use it for jobs with many data-parallel ranks on shared \
                     storage. Reading P needs torch_xla (present on Neuron hosts). NxD's offline \
-                    converter with --save_xser 1 (as the seed passes it) writes plain files and \
+                    converter with --save_xser 1 (as the HyperPod tutorial passes it) writes plain files and \
                     empty P.tensors folders instead; ShardFS writes the trainer's real layout.
 
                     hf writes config.json and the tensors under their Hugging Face names, \

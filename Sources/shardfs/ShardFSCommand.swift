@@ -11,7 +11,7 @@ struct ShardFSCommand: ParsableCommand {
             ShardFS makes them from the original *.safetensors without loading the
             model into memory, byte for byte what NxD's convert_checkpoints.py writes.
 
-            The seed tutorial's Llama-3-70B layout (16 trn1.32xlarge, TP=32, PP=8):
+            The HyperPod tutorial's Llama-3-70B layout (16 trn1.32xlarge, TP=32, PP=8):
 
               shardfs plan    /fsx/ubuntu/Meta-Llama-3-70B \\
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv
