@@ -6,24 +6,26 @@ extension PickleMachine {
     static let floatStorages = "BFloat16Storage, HalfStorage, FloatStorage, DoubleStorage"
     /// torch dtypes that are not floats ShardFS reads, so that their refusal says why.
     static let otherTorchDTypes: Set<String> = [
-        "uint8", "int8", "int16", "int32", "int64", "short", "int", "long", "bool", "half", "float", "double",
+        "uint8", "int8", "int16", "int32", "int64", "short", "int", "long", "bool",
         "complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf", "uint16", "uint32", "uint64",
         "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8", "qint32",
     ]
 
-    /// GLOBAL: `module\nname\n`.
-    mutating func global() throws(ShardFSError) -> PickleGlobal {
+    /// GLOBAL: `module\nname\n`. A dtype is a value; the rest are callables.
+    mutating func global() throws(ShardFSError) -> PickleSlot {
         let module = try line(), name = try line()
         let at = "global \(module).\(name) (GLOBAL at byte \(opcodeOffset))"
         switch (module, name) {
-        case ("collections", "OrderedDict"): return .orderedDict
-        case ("torch._utils", "_rebuild_tensor_v2"): return .rebuildTensorV2
-        case ("torch._utils", "_rebuild_parameter"): return .rebuildParameter
-        case ("torch._utils", "_rebuild_parameter_with_state"): return .rebuildParameterWithState
-        case ("torch", "Size"): return .size
-        case ("torch_xla.utils.serialization", "TensorReference"): return .tensorReferenceClass
+        case ("collections", "OrderedDict"): return .global(.orderedDict)
+        case ("torch._utils", "_rebuild_tensor_v2"): return .global(.rebuildTensorV2)
+        case ("torch._utils", "_rebuild_parameter"): return .global(.rebuildParameter)
+        case ("torch._utils", "_rebuild_parameter_with_state"): return .global(.rebuildParameterWithState)
+        case ("torch", "Size"): return .global(.size)
+        case ("torch_xla.utils.serialization", "TensorReference"): return .global(.tensorReferenceClass)
         case ("torch", _):
-            if let dtype = DType.allCases.first(where: { $0.torchStorageClass == name }) { return .storageClass(dtype) }
+            // torch.bfloat16 etc., by their canonical names (a dtype pickles as its name).
+            if let dtype = DType.allCases.first(where: { $0.torchName == name }) { return .dtype(dtype) }
+            if let dtype = DType.allCases.first(where: { $0.torchStorageClass == name }) { return .global(.storageClass(dtype)) }
             if name.hasSuffix("Storage") {
                 throw fail("\(at): ShardFS reads floating-point storages only (\(PickleMachine.floatStorages))")
             }
