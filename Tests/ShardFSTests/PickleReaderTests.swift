@@ -124,11 +124,13 @@ import Testing
     }
 
     /// _rebuild_tensor_v2 by hand, with the optional 7th argument (metadata).
+    /// Not memoized (no BINPUT), so it can be written any number of times in one pickle.
     static func rebuildTensor(offset: [UInt8] = int1(0), hooks: [UInt8] = global("collections", "OrderedDict") + [emptyTuple, reduce],
                               metadata: [UInt8] = [], storageClass: [UInt8] = global("torch", "HalfStorage"),
+                              key: String = "0", numel: Int = 4,
                               size: [UInt8] = int1(2) + [tuple1], stride: [UInt8] = int1(1) + [tuple1]) -> [UInt8] {
         var b = global("torch._utils", "_rebuild_tensor_v2") + [mark, mark] + unicode("storage") + storageClass
-        b += unicode("0") + unicode("cpu") + int1(4) + [tuple, binpersid] + offset + size + stride + [newFalse] + hooks + metadata
+        b += unicode(key) + unicode("cpu") + int1(numel) + [tuple, binpersid] + offset + size + stride + [newFalse] + hooks + metadata
         return b + [tuple, reduce]
     }
 
