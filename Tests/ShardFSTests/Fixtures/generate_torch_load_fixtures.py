@@ -2,7 +2,8 @@
 """Generates ../TorchLoadFixtureData.swift: real torch.save files as NxD's
 trainer writes them, for the READERS (ZipDirectory, PickleReader,
 TorchSaveReader), embedded as base64 literals. Also writes the fuzz seed
-corpus: whole files to fuzz/corpus/zip/, their data.pkl to fuzz/corpus/pickle/.
+corpus: whole files to fuzz/corpus/zip/ and fuzz/corpus/torchsave/, their
+data.pkl to fuzz/corpus/pickle/.
 
 Run with the project's venv (torch 2.13 cpu), from the repository root:
 
@@ -146,6 +147,7 @@ def main():
     ]
     (CORPUS / "zip").mkdir(parents=True, exist_ok=True)
     (CORPUS / "pickle").mkdir(parents=True, exist_ok=True)
+    (CORPUS / "torchsave").mkdir(parents=True, exist_ok=True)
 
     def emit(swift_name, file_name, data, what):
         encoded = base64.b64encode(data).decode("ascii")
@@ -163,6 +165,7 @@ def main():
             if swift_name != "references":
                 emit(swift_name, file_name, data, "torch.save to")
             (CORPUS / "zip" / file_name).write_bytes(data)
+            (CORPUS / "torchsave" / file_name).write_bytes(data)
             pickle = next(v for n, v in records(data).items() if n.endswith("/data.pkl"))
             (CORPUS / "pickle" / (file_name + ".pkl")).write_bytes(pickle)
         # views.pt with every record deflated: refused; stored with a comment: read.
@@ -170,9 +173,10 @@ def main():
         stored = rezip(saved["views"], zipfile.ZIP_STORED, comment=b"rewritten by zipfile")
         emit("viewsRezipped", "views.pt", stored, "zipfile (stored, with a comment) rewrite of")
         (CORPUS / "zip" / "views-zipfile.pt").write_bytes(stored)
+        (CORPUS / "torchsave" / "views-zipfile.pt").write_bytes(stored)
     lines.append("}")
     OUT.write_text("\n".join(lines) + "\n")
-    print(f"wrote {OUT} and {CORPUS}/zip, {CORPUS}/pickle", file=sys.stderr)
+    print(f"wrote {OUT} and {CORPUS}/zip, pickle, torchsave", file=sys.stderr)
 
 
 if __name__ == "__main__":
