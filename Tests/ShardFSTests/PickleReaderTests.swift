@@ -248,6 +248,12 @@ import Testing
         expectRefused(b + Self.stop, mentioning: ["more than \(PickleReader.Limits().maximumItems) nodes"])
     }
 
+    /// The stack, the memo and every container are arrays of slots: a slot
+    /// grown past 24 bytes would multiply the memory a pickle can claim.
+    @Test func slotSize() {
+        #expect(MemoryLayout<PickleSlot>.stride <= 24)
+    }
+
     @Test func itemAndLengthLimits() {
         var limits = PickleReader.Limits()
         limits.maximumItems = 10

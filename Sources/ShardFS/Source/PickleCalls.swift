@@ -78,14 +78,16 @@ extension PickleMachine {
         case .rebuildTensorV2:
             // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
             try expect(6...7)
-            try push(.tensor(try rebuildTensor(args)))
+            let tensor = try rebuildTensor(args)
+            try count(1)
+            try push(heap.store(tensor))
         case .rebuildParameter, .rebuildParameterWithState:
             // (data, requires_grad, backward_hooks[, state]): the parameter is its tensor.
             try expect(g == .rebuildParameter ? 3...3 : 4...4)
-            guard case .tensor(let tensor) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a tensor") }
+            guard case .tensor = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a tensor") }
             guard case .bool = args[1] else { throw fail("\(here): requires_grad is \(heap.kindName(args[1])), not a bool") }
             try expectNoHooks(args[2], of: g)
-            try push(.tensor(tensor))
+            try push(args[0])
         case .size:
             try expect(1...1)
             try push(.size(try integers(args[0], "the dimensions of torch.Size")))
@@ -96,7 +98,7 @@ extension PickleMachine {
 
     private func rebuildTensor(_ args: [PickleSlot]) throws(ShardFSError) -> PickledTensor {
         let g = PickleGlobal.rebuildTensorV2
-        guard case .storage(let storage) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a storage") }
+        guard case .storage(let storageIndex) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a storage") }
         guard case .int(let offset) = args[1] else { throw fail("\(here): the storage offset is \(heap.kindName(args[1])), not an int") }
         guard offset >= 0 else { throw fail("\(here): the storage offset \(offset) is negative") }
         let shape = try integers(args[2], "the size"), strides = try integers(args[3], "the stride")
@@ -113,7 +115,7 @@ extension PickleMachine {
             default: throw fail("\(here): the tensor metadata is \(heap.kindName(args[6])), not a dict")
             }
         }
-        return PickledTensor(storage: storage, storageOffset: offset, shape: shape, strides: strides)
+        return PickledTensor(storage: heap.storages[storageIndex], storageOffset: offset, shape: shape, strides: strides)
     }
 
     /// Backward hooks are pickled as an empty OrderedDict; any hook would be code.
