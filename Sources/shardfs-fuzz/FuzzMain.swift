@@ -18,6 +18,9 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "index": IndexTarget.run,
     "config": ConfigTarget.run,
     "planner": PlannerTarget.run,
+    "zip": ZipTarget.run,
+    "pickle": PickleTarget.run,
+    "torchsave": TorchSaveTarget.run,
 ]
 
 #if FUZZING

@@ -6,24 +6,26 @@ extension PickleMachine {
     static let floatStorages = "BFloat16Storage, HalfStorage, FloatStorage, DoubleStorage"
     /// torch dtypes that are not floats ShardFS reads, so that their refusal says why.
     static let otherTorchDTypes: Set<String> = [
-        "uint8", "int8", "int16", "int32", "int64", "short", "int", "long", "bool", "half", "float", "double",
+        "uint8", "int8", "int16", "int32", "int64", "short", "int", "long", "bool",
         "complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf", "uint16", "uint32", "uint64",
         "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8", "qint32",
     ]
 
-    /// GLOBAL: `module\nname\n`.
-    mutating func global() throws(ShardFSError) -> PickleGlobal {
+    /// GLOBAL: `module\nname\n`. A dtype is a value; the rest are callables.
+    mutating func global() throws(ShardFSError) -> PickleSlot {
         let module = try line(), name = try line()
         let at = "global \(module).\(name) (GLOBAL at byte \(opcodeOffset))"
         switch (module, name) {
-        case ("collections", "OrderedDict"): return .orderedDict
-        case ("torch._utils", "_rebuild_tensor_v2"): return .rebuildTensorV2
-        case ("torch._utils", "_rebuild_parameter"): return .rebuildParameter
-        case ("torch._utils", "_rebuild_parameter_with_state"): return .rebuildParameterWithState
-        case ("torch", "Size"): return .size
-        case ("torch_xla.utils.serialization", "TensorReference"): return .tensorReferenceClass
+        case ("collections", "OrderedDict"): return .global(.orderedDict)
+        case ("torch._utils", "_rebuild_tensor_v2"): return .global(.rebuildTensorV2)
+        case ("torch._utils", "_rebuild_parameter"): return .global(.rebuildParameter)
+        case ("torch._utils", "_rebuild_parameter_with_state"): return .global(.rebuildParameterWithState)
+        case ("torch", "Size"): return .global(.size)
+        case ("torch_xla.utils.serialization", "TensorReference"): return .global(.tensorReferenceClass)
         case ("torch", _):
-            if let dtype = DType.allCases.first(where: { $0.torchStorageClass == name }) { return .storageClass(dtype) }
+            // torch.bfloat16 etc., by their canonical names (a dtype pickles as its name).
+            if let dtype = DType.allCases.first(where: { $0.torchName == name }) { return .dtype(dtype) }
+            if let dtype = DType.allCases.first(where: { $0.torchStorageClass == name }) { return .global(.storageClass(dtype)) }
             if name.hasSuffix("Storage") {
                 throw fail("\(at): ShardFS reads floating-point storages only (\(PickleMachine.floatStorages))")
             }
@@ -76,14 +78,16 @@ extension PickleMachine {
         case .rebuildTensorV2:
             // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
             try expect(6...7)
-            try push(.tensor(try rebuildTensor(args)))
+            let tensor = try rebuildTensor(args)
+            try count(1)
+            try push(heap.store(tensor))
         case .rebuildParameter, .rebuildParameterWithState:
             // (data, requires_grad, backward_hooks[, state]): the parameter is its tensor.
             try expect(g == .rebuildParameter ? 3...3 : 4...4)
-            guard case .tensor(let tensor) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a tensor") }
+            guard case .tensor = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a tensor") }
             guard case .bool = args[1] else { throw fail("\(here): requires_grad is \(heap.kindName(args[1])), not a bool") }
             try expectNoHooks(args[2], of: g)
-            try push(.tensor(tensor))
+            try push(args[0])
         case .size:
             try expect(1...1)
             try push(.size(try integers(args[0], "the dimensions of torch.Size")))
@@ -94,7 +98,7 @@ extension PickleMachine {
 
     private func rebuildTensor(_ args: [PickleSlot]) throws(ShardFSError) -> PickledTensor {
         let g = PickleGlobal.rebuildTensorV2
-        guard case .storage(let storage) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a storage") }
+        guard case .storage(let storageIndex) = args[0] else { throw fail("\(here): \(g) of \(heap.kindName(args[0])), not a storage") }
         guard case .int(let offset) = args[1] else { throw fail("\(here): the storage offset is \(heap.kindName(args[1])), not an int") }
         guard offset >= 0 else { throw fail("\(here): the storage offset \(offset) is negative") }
         let shape = try integers(args[2], "the size"), strides = try integers(args[3], "the stride")
@@ -111,7 +115,7 @@ extension PickleMachine {
             default: throw fail("\(here): the tensor metadata is \(heap.kindName(args[6])), not a dict")
             }
         }
-        return PickledTensor(storage: storage, storageOffset: offset, shape: shape, strides: strides)
+        return PickledTensor(storage: heap.storages[storageIndex], storageOffset: offset, shape: shape, strides: strides)
     }
 
     /// Backward hooks are pickled as an empty OrderedDict; any hook would be code.

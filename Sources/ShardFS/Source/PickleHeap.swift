@@ -2,7 +2,9 @@
 /// the heap and are referred to by index, so that a dict or list mutated
 /// after being memoized is the same object wherever it was fetched (as in
 /// Python), pushing or memoizing never copies one, and nothing here nests
-/// (no recursion on release, however deep the pickle).
+/// (no recursion on release, however deep the pickle). Storages and tensors
+/// live in the heap too, to keep a slot at 24 bytes: the stack, the memo and
+/// every container are arrays of slots.
 enum PickleSlot {
     case none
     case bool(Bool)
@@ -10,8 +12,8 @@ enum PickleSlot {
     case float(Double)
     case string(String)
     case object(Int)
-    case storage(PickledStorage)
-    case tensor(PickledTensor)
+    case storage(Int)
+    case tensor(Int)
     case size([Int])
     case dtype(DType)
     case global(PickleGlobal)
@@ -32,11 +34,23 @@ struct PickleHeap {
     private(set) var kinds: [Kind] = [.tuple]
     /// Tuple and list elements; a dict's keys and values alternate.
     var contents: [[PickleSlot]] = [[]]
+    private(set) var storages: [PickledStorage] = []
+    private(set) var tensors: [PickledTensor] = []
 
     mutating func allocate(_ kind: Kind, _ elements: [PickleSlot] = []) -> Int {
         kinds.append(kind)
         contents.append(elements)
         return kinds.count - 1
+    }
+
+    mutating func store(_ storage: PickledStorage) -> PickleSlot {
+        storages.append(storage)
+        return .storage(storages.count - 1)
+    }
+
+    mutating func store(_ tensor: PickledTensor) -> PickleSlot {
+        tensors.append(tensor)
+        return .tensor(tensors.count - 1)
     }
 
     mutating func setTID(_ tid: Int, of object: Int) {
@@ -102,10 +116,18 @@ private struct TreeConverter {
     /// Each converted container with its tree's node count and height (in
     /// containers), so that a shared one, met again deeper, still respects
     /// the depth limit.
-    var done: [Int: Converted] = [:]
-    var inProgress: Set<Int> = []
+    var done: [Converted?]
+    var inProgress: [Bool]
 
     typealias Converted = (value: PickleValue, nodes: Int, height: Int)
+
+    init(heap: PickleHeap, maximumDepth: Int, maximumNodes: Int) {
+        self.heap = heap
+        self.maximumDepth = maximumDepth
+        self.maximumNodes = maximumNodes
+        done = Array(repeating: nil, count: heap.kinds.count)
+        inProgress = Array(repeating: false, count: heap.kinds.count)
+    }
 
     mutating func convert(_ slot: PickleSlot, depth: Int) -> Result<Converted, PickleHeap.TreeFailure> {
         switch slot {
@@ -114,8 +136,8 @@ private struct TreeConverter {
         case .int(let i): return .success((.int(i), 1, 0))
         case .float(let f): return .success((.float(f), 1, 0))
         case .string(let s): return .success((.string(s), 1, 0))
-        case .storage(let s): return .success((.storage(s), 1, 0))
-        case .tensor(let t): return .success((.tensor(t), 1, 0))
+        case .storage(let s): return .success((.storage(heap.storages[s]), 1, 0))
+        case .tensor(let t): return .success((.tensor(heap.tensors[t]), 1, 0))
         case .size(let s): return .success((.size(s), 1, 0))
         case .dtype(let d): return .success((.dtype(d), 1, 0))
         case .global(let g): return .success((.global(g), 1, 0))
@@ -124,9 +146,9 @@ private struct TreeConverter {
                 return depth + known.height <= maximumDepth ? .success(known) : .failure(.tooDeep)
             }
             guard depth < maximumDepth else { return .failure(.tooDeep) }
-            guard !inProgress.contains(index) else { return .failure(.containsItself) }
-            inProgress.insert(index)
-            defer { inProgress.remove(index) }
+            guard !inProgress[index] else { return .failure(.containsItself) }
+            inProgress[index] = true
+            defer { inProgress[index] = false }
             var nodes = 1, height = 1
             var children: [PickleValue] = []
             children.reserveCapacity(heap.contents[index].count)

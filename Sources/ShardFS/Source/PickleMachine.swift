@@ -85,11 +85,14 @@ struct PickleMachine {
         case 0x47:                                                         // BINFLOAT: big-endian
             let bits = try take(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             try push(.float(Double(bitPattern: bits)))
-        case 0x63: try push(.global(try global()))                         // GLOBAL
+        case 0x63: try push(try global())                         // GLOBAL
         case 0x52: try reduce()                                            // REDUCE
         case 0x81: try newObject()                                         // NEWOBJ
         case 0x62: try build()                                             // BUILD
-        case 0x51: try push(.storage(try persistentStorage(pop(1)[0])))    // BINPERSID
+        case 0x51:                                                         // BINPERSID
+            let storage = try persistentStorage(pop(1)[0])
+            try count(1)
+            try push(heap.store(storage))
         case 0x73: try setItems(pop(2))                                    // SETITEM
         case 0x75: try setItems(popMark())                                 // SETITEMS
         case 0x61: try append(pop(1))                                      // APPEND

@@ -17,7 +17,9 @@ public enum PickleReader {
         /// Open MARKs (torch.save: 3).
         public var maximumMarks = 64
         /// Values put in containers, in all; and nodes in the resulting tree.
-        public var maximumItems = 1 << 23
+        /// torch.save puts about 25 in containers a tensor, so 4M is 160k
+        /// tensors, and bounds the machine's memory to about 1 GiB.
+        public var maximumItems = 1 << 22
         /// Bytes of one string or GLOBAL name.
         public var maximumStringLength = 1 << 20
         /// Containers nested in the result (torch.save: a dict of tensors is 1;
