@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import pickle
 import shutil
 from collections import OrderedDict
@@ -29,7 +30,7 @@ import pytest
 import torch
 
 import checkpoints
-import test_xser  # noqa: F401  (its TensorReference stand-in, before trainer_files makes one)
+import test_xser  # its TensorReference stand-in (before trainer_files would make one) and loader
 import trainer_files as TF
 from checks import assert_no_output, files_under
 from ptfile import explain_difference, first_difference
@@ -37,7 +38,7 @@ from reference import DTYPES, Dims, Layout, expected_files, rank_file_name, vali
 from test_convert import CASE_BY_ID as PT_CASE_BY_ID
 from test_convert import CASES as PT_CASES
 # The mount fixture (always unmounts) and helpers of test_mount.py.
-from test_mount import mounts, new_mnt, no_shardfs_mount_left  # noqa: F401
+from test_mount import daemon_pids, is_mounted, mounts, new_mnt, no_shardfs_mount_left  # noqa: F401
 
 L = Layout
 QL = dict(qkv_linear=True)
@@ -216,6 +217,26 @@ def test_roundtrip_hf(conversions, ckpts, hfback, tmp_path, fmt, tag_id):
     src = tag_dir(conversions, tag)
     back = hfback.ok(src, back_args(ck, tag))
     check_hf_single(back.out, ck, hf_expected(ck, tag.dtype), tmp_path)
+
+
+HF_DTYPES = [
+    ("pt", "gqa-tp4-qkvlin-m2-trn1", "float32"),  # widening
+    ("pt", "uneven-pp2", "bfloat16"),  # float32 tag (edge values) narrowed as torch rounds
+    ("pt", "uneven-pp2", "float16"),
+    ("pt", "f64-tp2-default", "bfloat16"),  # float64 tag: torch goes through float32
+    ("pt", "f64-tp2-default", "float16"),
+]
+
+
+@pytest.mark.parametrize("fmt,tag_id,dtype", HF_DTYPES, ids=[f"{f}-{t}-to-{d}" for f, t, d in HF_DTYPES])
+def test_roundtrip_hf_dtype(conversions, ckpts, hfback, tmp_path, fmt, tag_id, dtype):
+    """--format hf --dtype D: the tag's tensors converted as torch's .to(D)
+    converts them (the tag equals the original here), save_file's bytes."""
+    tag = TAG_BY_ID[(fmt, tag_id)]
+    assert tag.dtype is None
+    ck = ckpts.get(tag.ckpt)
+    back = hfback.ok(tag_dir(conversions, tag), back_args(ck, tag, "--dtype", dtype))
+    check_hf_single(back.out, ck, hf_expected(ck, DTYPES[dtype]), tmp_path)
 
 
 # sharded: against save_pretrained of the model transformers loads from the original
@@ -523,7 +544,7 @@ class TrainerTag:
     id: str
     ckpt: str
     layout: Layout
-    kind: str  # "state_dict" | "plain" | "old" | "xser"
+    kind: str  # "state_dict" | "old" | "converter_xser" | "xser"
     parameters: bool = False
     shared_qkv: bool = False
     o_colmajor: bool = False
@@ -542,6 +563,10 @@ TRAINER_TAGS = [
     # older naming tp_rank_YY_pp_rank_ZZ/checkpoint.pt, float32, fused, vpp 2,
     # plain dicts, o_proj column-major (as the converter saves under qkv_linear)
     TrainerTag("old-naming-fuse-vpp2-f32", "uneven", L(tp=2, pp=2, vpp=2, fuse_qkv=True, **QL), "old",
+               o_colmajor=True),
+    # NxD's offline converter with --save_xser 1 on CPU tensors: plain files
+    # plus an empty P.tensors/ folder each (xser.md), o_proj column-major
+    TrainerTag("converter-save-xser-empty-folders", "gqa", L(tp=2, pp=2, fuse_qkv=True, **QL), "converter_xser",
                o_colmajor=True),
     # xser as the trainer writes it, float32
     TrainerTag("xser-trainer-f32", "uneven", L(tp=2, pp=3), "xser"),
@@ -578,7 +603,8 @@ def build_trainer_tag(ck, tt: TrainerTag, dst: Path) -> Path:
             slices = _slices_of_whole(sd, d, tt.layout, *rank, st) if tt.slices else None
             return TF.trainer_state(st, parameters=tt.parameters, shared_qkv=tt.shared_qkv,
                                     o_colmajor=tt.o_colmajor, slice_of_whole=slices)
-        TF.write_plain_tag(dst, states, old_naming=tt.kind == "old", store=store)
+        TF.write_plain_tag(dst, states, old_naming=tt.kind == "old",
+                           empty_tensors_dirs=tt.kind == "converter_xser", store=store)
     TF.add_trainer_extras(dst, states)
     return dst
 
@@ -587,8 +613,13 @@ def _self_check_trainer_tag(tt: TrainerTag, tag: Path) -> None:
     """The files really are stored as the case says (a test of the test)."""
     if tt.kind == "xser":
         p = tag / "model" / rank_file_name(0, 0)
-        assert (Path(f"{p}.tensors") / "tensor_0.pt").exists() and Path(f"{p}.info.pt").exists()
+        refs, info, tensors = test_xser.load_like_trainer(p)  # as NxD's trainer loads it
+        assert [r.tid for r in refs.values()] == list(range(len(refs)))
+        assert all((info[r.tid]["dtype"], info[r.tid]["shape"]) == (tensors[k].dtype, tensors[k].shape)
+                   for k, r in refs.items())
         return
+    if tt.kind == "converter_xser":
+        assert Path(f"{tag / TF.new_rank_path(0, 0)}.tensors").is_dir()
     rel = TF.old_rank_path(0, 0) if tt.kind == "old" else TF.new_rank_path(0, 0)
     sdict = torch.load(tag / rel, weights_only=False)
     vals = list(sdict.values())
@@ -696,6 +727,30 @@ def test_mount_hf(conversions, ckpts, hfback, mounts, tmp_path, fmt, tag_id, siz
         del model
         gc.collect()
     compare_tensors(sd, OrderedDict(ck.state_dict), "from_pretrained(MNT).state_dict()")
+
+
+MOUNT_REFUSED = ["truncated-rank-file", "pickle-global-os-system", "missing-rank-file", "key-not-explained",
+                 "config-missing", "source-hw-backend-needed", "source-hw-backend-impossible"]
+
+
+@pytest.mark.mount
+def test_mount_hf_refuses_bad_tags(conversions, ckpts, mounts, tmp_path):
+    """A bad tag or missing flag: `mount --format hf` exits 1 naming the
+    culprit as convert does; nothing mounted, mount point left empty."""
+    problems = []
+    for bad_id in MOUNT_REFUSED:
+        b = BAD_BY_ID[bad_id]
+        src, env, args = _prepare_bad(conversions, ckpts, b, tmp_path / bad_id)
+        mnt = new_mnt(tmp_path / bad_id, "mnt")
+        r = mounts.try_mount(src, mnt, *args).run
+        if r.returncode != 1:
+            problems.append(f"{bad_id}: mount exit {r.returncode}\n{r.describe()}")
+        for group in b.names:
+            if not any(n in r.stderr for n in group):
+                problems.append(f"{bad_id}: mount's stderr names none of {group}\n{r.describe()}")
+        if is_mounted(mnt) or daemon_pids(mnt) or os.listdir(mnt):
+            problems.append(f"{bad_id}: something left at {mnt}: daemons {daemon_pids(mnt)}, {os.listdir(mnt)}")
+    assert not problems, "\n".join(problems)
 
 
 # ---------------------------------------------------------------------------
@@ -890,17 +945,24 @@ BAD_BY_ID = {b.id: b for b in BAD}
 assert len(BAD_BY_ID) == len(BAD)
 
 
+def _prepare_bad(conversions, ckpts, b: Bad, base: Path):
+    """Copies the case's tag to base/src/tag and applies its mutation; ->
+    (tag, env, args)."""
+    env = Env(ckpts.get(b.base.ckpt), conversions, ckpts)
+    src = base / "src" / "tag"
+    shutil.copytree(tag_dir(conversions, b.base), src)
+    if b.mutate is not None:
+        b.mutate(src, env)
+    args = b.args(src, env) if b.args is not None else _hf(env)
+    return src, env, args
+
+
 @pytest.mark.parametrize("bad_id", [b.id for b in BAD])
 def test_bad_source(shardfs, conversions, ckpts, tmp_path, bad_id):
     """Exit status 1, stderr names the file / key / flag, nothing in OUT
     (plan refuses the flag-level ones too)."""
     b = BAD_BY_ID[bad_id]
-    env = Env(ckpts.get(b.base.ckpt), conversions, ckpts)
-    src = tmp_path / "src" / "tag"
-    shutil.copytree(tag_dir(conversions, b.base), src)
-    if b.mutate is not None:
-        b.mutate(src, env)
-    args = b.args(src, env) if b.args is not None else _hf(env)
+    src, env, args = _prepare_bad(conversions, ckpts, b, tmp_path)
     out = tmp_path / "out"
     run = shardfs.run("convert", src, out, *args, timeout=300)
     _check_refused(run, b)

@@ -157,15 +157,20 @@ def new_rank_path(tp: int, pp: int) -> str:
     return "model/" + rank_file_name(tp, pp)
 
 
-def write_plain_tag(tag: Path, states: dict, *, old_naming: bool = False,
+def write_plain_tag(tag: Path, states: dict, *, old_naming: bool = False, empty_tensors_dirs: bool = False,
                     store: Callable = lambda key, st: dict(st)) -> list[str]:
-    """torch.save of store((tp, pp), rank state) per rank; -> paths written."""
+    """torch.save of store((tp, pp), rank state) per rank; -> paths written.
+    empty_tensors_dirs: also an empty P.tensors/ folder per rank file, as
+    NxD's offline converter leaves with --save_xser 1 on CPU tensors
+    (xser.md): still a plain tag."""
     paths = []
     for (t, p), st in states.items():
         rel = old_rank_path(t, p) if old_naming else new_rank_path(t, p)
         path = tag / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(store((t, p), st), path)
+        if empty_tensors_dirs:
+            Path(f"{path}.tensors").mkdir()
         paths.append(rel)
     return paths
 
