@@ -58,13 +58,16 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
-        if layout.format == .hf && part != .whole {
-            throw ValidationError("--part splits rank files among tasks; a Hugging Face checkpoint (--format hf) is written by one task")
-        }
+
     }
 
     func run() throws {
-        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in try openAndPlan(source, sourceFlags, layout) }
+        let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in
+            if layout.format == .hf && part != .whole {
+                throw ShardFSError.badLayout(flag: "--part", reason: "splits rank files among tasks; a Hugging Face checkpoint (--format hf) is written by one task")
+            }
+            return try openAndPlan(source, sourceFlags, layout)
+        }
         let files = part.select(plan.files)
         let display = ProgressDisplay()
         Interruption.install()

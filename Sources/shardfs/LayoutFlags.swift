@@ -79,7 +79,20 @@ struct LayoutFlags: ParsableArguments {
                                valueName: "SIZE"))
     var maxShardSize: String?
 
+    /// The options; a flag that does not apply to the format is an error
+    /// (exit status 1, like every refusal of a layout).
     func options() throws(ShardFSError) -> LayoutOptions {
+        if format == .hf {
+            let layoutFlags = [("--tp-size", tpSize != 1), ("--pp-size", ppSize != 1), ("--virtual-pp-size", virtualPPSize != 1),
+                               ("--kv-size-multiplier", kvSizeMultiplier != 1), ("--qkv-linear", qkvLinear), ("--fuse-qkv", fuseQKV),
+                               ("--hw-backend", hwBackend != .trn1)]
+            if let (flag, _) = layoutFlags.first(where: { $0.1 }) {
+                throw ShardFSError.badLayout(
+                    flag: flag, reason: "does not apply to --format hf: a Hugging Face checkpoint has no NxD layout (an NxD source's own layout is read from its files)")
+            }
+        } else if maxShardSize != nil {
+            throw ShardFSError.badLayout(flag: "--max-shard-size", reason: "applies to --format hf only")
+        }
         var options = LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
                                     qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
         if let maxShardSize { options.maxShardSize = try HuggingFaceShards.parseSize(maxShardSize) }
@@ -90,16 +103,6 @@ struct LayoutFlags: ParsableArguments {
         for (flag, value) in [("--tp-size", tpSize), ("--pp-size", ppSize), ("--virtual-pp-size", virtualPPSize),
                               ("--kv-size-multiplier", kvSizeMultiplier)] where value < 1 {
             throw ValidationError("\(flag) must be at least 1, not \(value)")
-        }
-        if format == .hf {
-            let layoutFlags = [("--tp-size", tpSize != 1), ("--pp-size", ppSize != 1), ("--virtual-pp-size", virtualPPSize != 1),
-                               ("--kv-size-multiplier", kvSizeMultiplier != 1), ("--qkv-linear", qkvLinear), ("--fuse-qkv", fuseQKV),
-                               ("--hw-backend", hwBackend != .trn1)]
-            if let (flag, _) = layoutFlags.first(where: { $0.1 }) {
-                throw ValidationError("\(flag) does not apply to --format hf: a Hugging Face checkpoint has no NxD layout (the source's own layout is read from its files)")
-            }
-        } else if maxShardSize != nil {
-            throw ValidationError("--max-shard-size applies to --format hf only")
         }
     }
 }

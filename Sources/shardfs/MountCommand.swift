@@ -118,7 +118,12 @@ struct MountCommand: ParsableCommand {
         if readyFD == nil {
             try reportingErrors { () throws(ShardFSError) in try MountTable.checkMountPoint(mountpoint) }
         }
-        let (checkpoint, plan) = try failing { () throws(ShardFSError) in try openAndPlan(source, sourceFlags, layout) }
+        let (checkpoint, plan) = try failing { () throws(ShardFSError) in
+            if layout.format == .hf && part != nil {
+                throw ShardFSError.badLayout(flag: "--part", reason: "splits rank files among tasks; a Hugging Face checkpoint (--format hf) is persisted by one daemon")
+            }
+            return try openAndPlan(source, sourceFlags, layout)
+        }
         guard foreground else {
             let log = logFile ?? "/tmp/shardfs-\(mountpoint.split(separator: "/").last ?? "root").log"
             try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3"], logFile: log)
