@@ -42,25 +42,6 @@ static void install(void) {
     sigaction(SIGBUS, &action, &previous_sigbus);
 }
 
-int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t stride, size_t rows) {
-    pthread_once(&install_once, install);
-    sigjmp_buf escape;
-    if (sigsetjmp(escape, 1) != 0) {
-        gather_escape = NULL;
-        return -1;
-    }
-    gather_escape = &escape;
-    unsigned char *out = dst;
-    const unsigned char *in = src;
-    for (size_t row = 0; row < rows; row++) {
-        memcpy(out, in, row_bytes);
-        out += row_bytes;
-        in += stride;
-    }
-    gather_escape = NULL;
-    return 0;
-}
-
 static inline void copy_element(unsigned char *out, const unsigned char *in, size_t size) {
     switch (size) {
     case 2: memcpy(out, in, 2); break;
@@ -99,6 +80,11 @@ int shardfs_gather_strided(void *dst, size_t dst_row_stride, const void *src, si
     }
     gather_escape = NULL;
     return 0;
+}
+
+int shardfs_gather_rows(void *dst, const void *src, size_t row_bytes, size_t stride, size_t rows) {
+    // A row is one element of row_bytes bytes: the strided gather's memcpy path.
+    return shardfs_gather_strided(dst, row_bytes, src, stride, row_bytes, row_bytes, 1, rows);
 }
 
 void shardfs_release_mapped(const void *start, size_t length) {

@@ -38,21 +38,24 @@ public final class ExtentReader {
         case let .literal(bytes):
             bytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[range])) }
         case let .slice(slice):
-            if slice.sourceDType == slice.outputDType {
-                try readSource(slice, bytes: range, into: out)
-            } else {
-                try readConverted(from: slice.sourceDType, to: slice.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
-                    try readSource(slice, bytes: bytes, into: buffer)
-                }
+            try read(from: slice.sourceDType, to: slice.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
+                try readSource(slice, bytes: bytes, into: buffer)
             }
         case let .stitched(stitched):
-            if stitched.sourceDType == stitched.outputDType {
-                try readSource(stitched, bytes: range, into: out)
-            } else {
-                try readConverted(from: stitched.sourceDType, to: stitched.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
-                    try readSource(stitched, bytes: bytes, into: buffer)
-                }
+            try read(from: stitched.sourceDType, to: stitched.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
+                try readSource(stitched, bytes: bytes, into: buffer)
             }
+        }
+    }
+
+    /// Output bytes `range` of an extent whose packed source-dtype bytes
+    /// `readSource` reads: straight into `out`, or converted.
+    private func read(from sourceDType: DType, to outputDType: DType, range: Range<Int>, into out: UnsafeMutableRawBufferPointer,
+                      readSource: (Range<Int>, UnsafeMutableRawBufferPointer) throws(ShardFSError) -> Void) throws(ShardFSError) {
+        if sourceDType == outputDType {
+            try readSource(range, out)
+        } else {
+            try readConverted(from: sourceDType, to: outputDType, range: range, into: out, readSource: readSource)
         }
     }
 
