@@ -85,7 +85,7 @@ struct PickleMachine {
         case 0x47:                                                         // BINFLOAT: big-endian
             let bits = try take(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             try push(.float(Double(bitPattern: bits)))
-        case 0x63: try push(try global())                         // GLOBAL
+        case 0x63: try push(try global())                                  // GLOBAL
         case 0x52: try reduce()                                            // REDUCE
         case 0x81: try newObject()                                         // NEWOBJ
         case 0x62: try build()                                             // BUILD

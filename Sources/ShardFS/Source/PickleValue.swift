@@ -9,6 +9,13 @@ public struct PickledStorage: Equatable, Sendable {
     public let location: String
     /// Its length in elements of `dtype`.
     public let numel: Int
+
+    public init(dtype: DType, key: String, location: String, numel: Int) {
+        self.dtype = dtype
+        self.key = key
+        self.location = location
+        self.numel = numel
+    }
 }
 
 /// A tensor as `torch._utils._rebuild_tensor_v2` (possibly wrapped by
@@ -20,6 +27,13 @@ public struct PickledTensor: Equatable, Sendable {
     public let shape: [Int]
     /// In elements.
     public let strides: [Int]
+
+    public init(storage: PickledStorage, storageOffset: Int, shape: [Int], strides: [Int]) {
+        self.storage = storage
+        self.storageOffset = storageOffset
+        self.shape = shape
+        self.strides = strides
+    }
 }
 
 /// The callables and classes the reader lets a pickle name (its allow-list),
