@@ -10,16 +10,17 @@ public enum PickleReader {
     public struct Limits: Sendable {
         /// The pickle itself.
         public var maximumLength = 256 << 20
-        /// Memo entries (torch.save uses about 8 a tensor).
-        public var maximumMemo = 1 << 21
+        /// Memo entries (torch.save uses about 8 a tensor: 1M is 128k tensors).
+        public var maximumMemo = 1 << 20
         /// Values on the stack at once (torch.save: about 2 per dict item in a batch of 1000).
         public var maximumStack = 1 << 20
         /// Open MARKs (torch.save: 3).
         public var maximumMarks = 64
         /// Values put in containers, in all; and nodes in the resulting tree.
-        /// torch.save puts about 25 in containers a tensor, so 4M is 160k
-        /// tensors, and bounds the machine's memory to about 1 GiB.
-        public var maximumItems = 1 << 22
+        /// torch.save puts about 25 in containers a tensor, so 1M is 40k
+        /// tensors (a 70B rank file holds under a thousand), and keeps the
+        /// worst pickle within about 100 MB.
+        public var maximumItems = 1 << 20
         /// Bytes of one string or GLOBAL name.
         public var maximumStringLength = 1 << 20
         /// Containers nested in the result (torch.save: a dict of tensors is 1;
