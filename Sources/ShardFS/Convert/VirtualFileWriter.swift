@@ -12,6 +12,8 @@ import Glibc
 public struct VirtualFileWriter {
     /// Bytes moved per read/write; bounded so memory stays small whatever the file.
     public static let chunkSize = 8 << 20
+    /// Bytes per write system call (see `write`).
+    static let writeBytes = 256 << 10
 
     public let reader: ExtentReader
     private let buffer: UnsafeMutableRawBufferPointer
@@ -86,10 +88,21 @@ public struct VirtualFileWriter {
                 slot += 1
             }
             runningCRC?.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            do {
-                _ = try fd.writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            } catch {
-                throw ShardFSError.io(path: temporary, operation: "write", error: error)
+            // In pieces of `writeBytes`: the kernel sizes page-cache folios
+            // by the write, and large fresh folios are slow to fill here.
+            // Measured on ext4 (kernel 6.18, 2 vCPU VM), 2.4 GB written with
+            // fsync just after 3 GB were deleted: 8 MiB writes 7.9-9.5 s
+            // (6.8-8.3 s system time), 1 MiB 2.1-4.4 s, 256 KiB 1.7-1.8 s.
+            var written = 0
+            while written < count {
+                let piece = min(VirtualFileWriter.writeBytes, count - written)
+                do {
+                    _ = try fd.writeAll(toAbsoluteOffset: Int64(offset + written),
+                                        UnsafeRawBufferPointer(rebasing: buffer[written..<written + piece]))
+                } catch {
+                    throw ShardFSError.io(path: temporary, operation: "write", error: error)
+                }
+                written += piece
             }
             // Start writeback now, so dirty pages do not pile up and the final
             // fsync waits for the tail only, not the whole file.
