@@ -107,7 +107,7 @@ def main():
     ap.add_argument("--src", help="HF checkpoint the tag is made from (default WORK/llama-3.2-1b, created by bench/make_checkpoint.py)")
     ap.add_argument("--layout", default=DEFAULT_LAYOUT, help=f'the tag\'s layout flags (default "{DEFAULT_LAYOUT}")')
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--python-rounds", type=int, default=1, help="rounds of the Python merge (default 1: it takes minutes)")
+    ap.add_argument("--python-rounds", type=int, default=3, help="rounds of the Python merge, per place (default 3)")
     ap.add_argument("--skip-python", action="store_true")
     ap.add_argument("--skip-mount", action="store_true")
     ap.add_argument("--work", default=os.path.join(REPO, "bench-out"))
@@ -154,27 +154,28 @@ def main():
                      f"{conv / cp:.2f}x", f"{max(hf_rss):.0f} MB"))
 
     if not a.skip_python:
-        dest = os.path.join(a.work, "hf-bench-python")
-        py_times, sh_times, py_rss = [], [], []
         merge_flags = [f.replace("--", "", 1).replace("-", "_") for f in flags]
         merge_flags = ["--" + f if not f[0].isdigit() else f for f in merge_flags]
-        for round in range(a.python_rounds):
-            warm(tag)
-            shutil.rmtree(dest, ignore_errors=True)
-            seconds, rss = timed([python, os.path.join(REPO, "bench/python_merge.py"), "--tag", tag, "--config", config,
-                                  "--out", dest, *merge_flags])
-            py_times.append(seconds)
-            py_rss.append(rss)
-            shutil.rmtree(dest, ignore_errors=True)
-            cmd = list(hf)
-            cmd[3] = dest
-            seconds, _ = timed(cmd)
-            sh_times.append(seconds)
-            shutil.rmtree(dest, ignore_errors=True)
-            log(f"python round {round}: python {py_times[-1]:.2f} s, shardfs {sh_times[-1]:.2f} s")
-        py, sh = statistics.median(py_times), statistics.median(sh_times)
-        rows.append(("`convert --format hf` vs the Python way (torch.load all, merge, save_file), to disk",
-                     f"{sh:.2f} s", f"{py:.2f} s ({max(py_rss):.0f} MB RSS)", f"{py / sh:.1f}x faster", ""))
+        for place, root in (("disk", os.path.join(a.work, "hf-bench-python")), ("tmpfs", os.path.join(a.tmpfs, "shardfs-hf-python"))):
+            py_times, sh_times, py_rss = [], [], []
+            for round in range(a.python_rounds):
+                warm(tag)
+                for which in (("python", "shardfs") if round % 2 == 0 else ("shardfs", "python")):
+                    shutil.rmtree(root, ignore_errors=True)
+                    if which == "python":
+                        seconds, rss = timed([python, os.path.join(REPO, "bench/python_merge.py"), "--tag", tag, "--config", config,
+                                              "--out", root, *merge_flags])
+                        py_times.append(seconds)
+                        py_rss.append(rss)
+                    else:
+                        cmd = list(hf)
+                        cmd[3] = root
+                        sh_times.append(timed(cmd)[0])
+                    log(f"python-way {place} round {round}: {which} {seconds if which == 'python' else sh_times[-1]:.2f} s")
+                shutil.rmtree(root, ignore_errors=True)
+            py, sh = statistics.median(py_times), statistics.median(sh_times)
+            rows.append((f"`convert --format hf` vs the Python way (torch.load all, merge, save_file), to {place}",
+                         f"{sh:.2f} s", f"{py:.2f} s ({max(py_rss):.0f} MB RSS)", f"{py / sh:.1f}x faster", ""))
 
     if not a.skip_mount:
         ref = tag + "-hf"
