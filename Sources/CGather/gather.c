@@ -112,7 +112,7 @@ static int all_cached(int fd, size_t first, size_t last) {
     return stat.nr_cache * (size_t)sysconf(_SC_PAGESIZE) >= last - first;
 }
 
-int shardfs_populate(int fd, const void *base, size_t offset, size_t length) {
+int shardfs_populate(int fd, const void *base, size_t mapping_size, size_t offset, size_t length) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t first = (offset) & ~(page - 1);
     size_t last = (offset + length + page - 1) & ~(page - 1);
@@ -122,12 +122,20 @@ int shardfs_populate(int fd, const void *base, size_t offset, size_t length) {
     // 2 MiB at a time, released before the next: each of the many threads
     // that populate keeps at most that much mapped (it counts as RSS).
     const size_t step = 2u << 20;
+    // The kernel maps pages around a fault (fault-around, whole large
+    // folios) beyond the range asked for: the release covers the 2 MiB
+    // blocks the range touches, within the mapping. Releasing only the
+    // range left up to 1.6 MB mapped per source file of a 70B mount.
+    size_t mapped_end = (mapping_size + page - 1) & ~(page - 1);
     int status = 0;
     for (size_t at = first; at < last; at += step) {
         size_t length = last - at < step ? last - at : step;
         void *start = (char *)base + at;
         if (madvise(start, length, MADV_POPULATE_READ) != 0 && status == 0) status = errno;
-        madvise(start, length, MADV_DONTNEED);
+        size_t zap_start = at & ~(step - 1);
+        size_t zap_end = (at + length + step - 1) & ~(step - 1);
+        if (zap_end > mapped_end) zap_end = mapped_end;
+        madvise((char *)base + zap_start, zap_end - zap_start, MADV_DONTNEED);
         if (status == EINVAL) break;
     }
     return status;

@@ -22,9 +22,9 @@ int shardfs_gather_strided(void *dst, size_t dst_row_stride, const void *src, si
 void shardfs_release_mapped(const void *start, size_t length);
 
 /// Reads `length` bytes at `offset` of file `fd` into the page cache through
-/// its mapping `base` (advised MADV_HUGEPAGE), waiting for them, then drops
+/// its mapping `base` (of `mapping_size` bytes, advised MADV_HUGEPAGE), waiting for them, then drops
 /// the page-table entries again; does nothing when they are all cached
 /// already. Returns 0 or an errno (never a signal).
-int shardfs_populate(int fd, const void *base, size_t offset, size_t length);
+int shardfs_populate(int fd, const void *base, size_t mapping_size, size_t offset, size_t length);
 
 #endif

@@ -97,7 +97,7 @@ extension SourceFile {
     public func prefetch(_ range: Range<Int>) {
         let range = range.clamped(to: 0..<size)
         guard !range.isEmpty else { return }
-        if let prefetchMapping, shardfs_populate(descriptor.rawValue, prefetchMapping, range.lowerBound, range.count) != EINVAL { return }
+        if let prefetchMapping, shardfs_populate(descriptor.rawValue, prefetchMapping, size, range.lowerBound, range.count) != EINVAL { return }
         // Kernels before 5.14 lack MADV_POPULATE_READ.
         _ = posix_fadvise(descriptor.rawValue, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
     }
