@@ -34,5 +34,5 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
         -print_final_stats=1 \
         -artifact_prefix=".build-fuzz/findings/$target-" \
-        ".build-fuzz/corpus/$target" "fuzz/corpus/$target" 2>&1 | grep -E "^#|stat::|ERROR|SUMMARY|Test unit|INFO: seed|DONE" | tail -n 12
+        ".build-fuzz/corpus/$target" "fuzz/corpus/$target" 2>&1 | grep -a -E "^#|stat::|ERROR|SUMMARY|Test unit|INFO: seed|DONE" | tail -n 12
 done

@@ -6,7 +6,7 @@ enum IndexTarget {
         guard let (fileNames, weightMap) = try? Checkpoint.parseIndex(input) else { return }
         invariant(fileNames == Array(Set(fileNames)).sorted(), "shard names not sorted and unique")
         for name in fileNames {
-            invariant(!name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.utf8.contains(0),
+            invariant(!name.isEmpty && name != "." && name != ".." && !name.utf8.contains(UInt8(ascii: "/")) && !name.utf8.contains(0),
                       "shard name \(name) could leave the model directory")
         }
         invariant(weightMap.allSatisfy { fileNames.contains($0.value.stringValue ?? "") }, "a mapped shard is not listed")

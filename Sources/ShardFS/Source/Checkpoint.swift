@@ -118,7 +118,9 @@ public final class Checkpoint: Sendable {
 
     /// Shard names must stay inside the model directory: no separators, no `..`.
     static func checkShardName(_ name: String, tensor: String) throws(ShardFSError) {
-        if name.isEmpty || name.contains("/") || name == "." || name == ".." || name.contains("\0") {
+        // Bytes, not Characters: "/" or NUL followed by a combining mark is one
+        // Character that `contains("/")` does not find, but the kernel sees the byte.
+        if name.isEmpty || name.utf8.contains(UInt8(ascii: "/")) || name == "." || name == ".." || name.utf8.contains(0) {
             throw ShardFSError.badSource(
                 file: Checkpoint.indexName, reason: "weight_map names \"\(name)\" for \(tensor): shard names must be plain file names inside the model directory")
         }
