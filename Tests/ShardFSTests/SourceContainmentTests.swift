@@ -32,7 +32,9 @@ import Testing
     }
 
     static func index(_ shard: String) -> [UInt8] {
-        Array("{\"metadata\": {}, \"weight_map\": {\"model.norm.weight\": \"\(shard.replacingOccurrences(of: "\u{0}", with: "\\u0000"))\"}}".utf8)
+        // NUL escaped scalar by scalar: as a Character it may carry a combining mark.
+        let escaped = shard.unicodeScalars.map { $0 == "\u{0}" ? "\\u0000" : String($0) }.joined()
+        return Array("{\"metadata\": {}, \"weight_map\": {\"model.norm.weight\": \"\(escaped)\"}}".utf8)
     }
 
     // A separator or NUL followed by a combining mark (U+0301) is one Character
