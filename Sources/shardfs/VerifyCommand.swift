@@ -12,25 +12,32 @@ struct VerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Check the rank files in TAG/model/ against a layout of SRC: keys and their order, dtypes, shapes, every element, CRC-32s.",
         discussion: """
-            For every rank file the layout names, streams both sides and compares what a
-            loader would see, bit for bit: the file in TAG (plain or --format xser, written
-            by NxD's converter, a script, `shardfs convert` or a --persist-to daemon)
-            against the layout cut from SRC. Reads each byte of TAG once, in bounded memory.
-            Prints `ok` or what is wrong per file (the first differing key, element and both
-            values; which KV heads K/V rows hold when they are grouped wrongly), then a
-            summary. Exit status 0 only when every file is right; 1 otherwise.
+            For every rank file the layout names, streams both sides and compares
+            what a loader would see, bit for bit: the file in TAG (plain or
+            --format xser; written by NxD's converter, a script, `shardfs convert`
+            or a --persist-to daemon) against the layout cut from SRC. Reads each
+            byte of TAG once, in bounded memory, --jobs files at a time. Prints
+            `ok` or what is wrong per file (the first differing key, its element
+            and both values; which KV heads the K/V rows hold when they are
+            grouped wrongly), then a summary. Exit status 0 only when every file
+            is right, 1 otherwise.
 
-            Missing, extra, truncated or unreadable files, missing, extra or reordered keys,
-            wrong dtypes, shapes and values, zip CRC-32 fields that disagree with the data (0
-            means none was recorded: skipped), and for xser missing tensor files and .info.pt
-            entries that disagree with them are all reported; the rest is still checked.
-            A `done` file or a .shardfs/ manifest in TAG is neither needed nor trusted.
+            Reported, while the rest is still checked: missing, extra (in
+            TAG/model but not named by the layout), truncated or unreadable files;
+            missing, extra or reordered keys; wrong dtypes, shapes and values; zip
+            CRC-32 fields that disagree with their data (0 means none was
+            recorded, as in served files: skipped); for xser, missing tensor files,
+            stray ones, and .info.pt entries that disagree with them. A `done`
+            file or a .shardfs/ manifest in TAG is neither needed nor trusted.
 
-              shardfs verify /fsx/ubuntu/Meta-Llama-3-70B /fsx/ubuntu/llama3_70B/pretrained_weight \\
-                  --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
+              shardfs verify /fsx/ubuntu/Meta-Llama-3-70B \\
+                  /fsx/ubuntu/llama3_70B/pretrained_weight --tp-size 32 --pp-size 8 \\
+                  --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
 
-            Split over a Slurm array: ... --part $SLURM_ARRAY_TASK_ID/16 (files the layout does
-            not name are reported by part 0).
+            Split over a Slurm array (files the layout does not name are
+            reported by part 0):
+
+              shardfs verify ... --part $SLURM_ARRAY_TASK_ID/16
             """
     )
 

@@ -47,18 +47,23 @@ enum KVHeadDiagnosis {
     static func message(_ findings: [KVHeadFinding], layout: LayoutOptions, config: ModelConfig, tpRank: Int) -> String? {
         guard findings.contains(where: { $0.found != $0.wanted }) else { return nil }
         let described = "\(layout.backend.rawValue), kv multiplier \(layout.kvSizeMultiplier)"
+        func heads(_ findings: [KVHeadFinding], _ value: (KVHeadFinding) -> Int?) -> String {
+            (findings.count == 1 ? "KV head " : "KV heads ") + findings.map { value($0).map(String.init) ?? "none of the source's" }.joined(separator: ", ")
+        }
+        let k = findings.filter { $0.projection == "K" }, v = findings.filter { $0.projection == "V" }
+        var groups: [(String, [KVHeadFinding])] = []
+        if k.map(\.found) == v.map(\.found) && k.map(\.wanted) == v.map(\.wanted) {
+            groups = [("K and V", k)]
+        } else {
+            groups = [("K", k), ("V", v)]
+        }
         var parts: [String] = []
-        for projection in ["K", "V"] {
-            let mine = findings.filter { $0.projection == projection }
-            guard mine.contains(where: { $0.found != $0.wanted }) else { continue }
-            let heads = mine.count == 1 ? "KV head" : "KV heads"
-            let found = mine.map { $0.found.map(String.init) ?? "none of the source's" }.joined(separator: ", ")
-            let wanted = mine.map { String($0.wanted) }.joined(separator: ", ")
-            parts.append("\(projection) rows hold \(heads) \(found), the layout (\(described)) wants \(heads) \(wanted)")
+        for (name, mine) in groups where mine.contains(where: { $0.found != $0.wanted }) {
+            parts.append("\(name) rows hold \(heads(mine, \.found)), the layout (\(described)) wants \(heads(mine, \.wanted))")
         }
         var text = parts.joined(separator: "; ")
         if isTiledAsTrn1(findings, layout: layout, config: config, tpRank: tpRank) {
-            text += " (K/V heads tiled as on trn1, as NxD's converter writes them for trn2: the trn2 runtime groups adjacent ranks around one KV head, repeat_interleave)"
+            text += " (tiled as on trn1, as NxD's converter writes trn2 files; trn2 wants each KV head repeated in a row)"
         }
         return text
     }

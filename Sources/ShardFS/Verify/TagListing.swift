@@ -28,10 +28,18 @@ struct TagListing {
         return names
     }
 
-    /// A verdict per entry of TAG/model the layout does not name.
+    /// A verdict per entry of TAG/model the layout does not name. An empty
+    /// `P.tensors/` beside a plain rank file P is not one: NxD's converter
+    /// leaves them with --save_xser 1 (xser.md), and readers take such a tag
+    /// for plain files.
     var extras: [FileVerdict] {
         let expected = expectedNames
-        return (entries ?? []).filter { !expected.contains($0) }.map { name in
+        let rankNames = Set(plan.files.map { RankFile.fileName(tp: $0.tpRank, pp: $0.ppRank) })
+        func leftByConverter(_ name: String) -> Bool {
+            guard name.hasSuffix(".tensors"), rankNames.contains(String(name.dropLast(".tensors".count))) else { return false }
+            return (try? FileManager.default.contentsOfDirectory(atPath: tag + "/model/" + name))?.isEmpty == true
+        }
+        return (entries ?? []).filter { !expected.contains($0) && !leftByConverter($0) }.map { name in
             let path = "model/" + name
             let why: String
             if name.hasSuffix(".tensors") {
@@ -53,8 +61,11 @@ struct TagListing {
         var hints: [String] = []
         let ranks = entries.compactMap { NxDRankFiles.parseRanks($0, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") }
         if !ranks.isEmpty {
+            // Only a full grid of other size says "another layout"; a stray
+            // or missing file is reported as such.
             let tp = (ranks.map(\.1).max() ?? 0) + 1, pp = (ranks.map(\.2).max() ?? 0) + 1
-            if tp != plan.options.tpSize || pp != plan.options.ppSize {
+            let grid = Set(ranks.map { $0.1 * pp + $0.2 })
+            if grid.count == tp * pp, tp != plan.options.tpSize || pp != plan.options.ppSize {
                 hints.append("TAG/model holds rank files of tp-size \(tp) x pp-size \(pp); the layout checked has tp-size \(plan.options.tpSize) x pp-size \(plan.options.ppSize)")
             }
         }
