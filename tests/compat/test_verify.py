@@ -409,3 +409,17 @@ def test_part_splits_files(shardfs, ckpts, damaged):
         assert run.returncode == (1 if i == 0 else 0), run.describe()
         seen += mine
     assert seen == names
+
+
+def test_refusals(shardfs, ckpts, tmp_path):
+    """No TAG, --format hf, a bad --part: exit 1 (64 for usage), the culprit named."""
+    src = ckpts.get("gqa").path
+    run = verify(shardfs, src, tmp_path / "nowhere")
+    assert run.returncode == 1 and "nowhere: no such directory" in run.stderr, run.describe()
+    run = verify(shardfs, src, tmp_path, "--format", "hf")
+    assert run.returncode == 1 and "--format hf" in run.stderr, run.describe()
+    run = verify(shardfs, src, tmp_path, "--part", "3/3")
+    assert run.returncode == 64 and "--part" in run.stderr, run.describe()
+    # a directory without model/: every file missing, and a hint
+    run = verify(shardfs, src, tmp_path)
+    assert run.returncode == 1 and "MISSING" in run.stdout and "model cannot be listed" in run.stdout, run.describe()

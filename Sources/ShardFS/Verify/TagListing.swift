@@ -42,7 +42,9 @@ struct TagListing {
         return (entries ?? []).filter { !expected.contains($0) && !leftByConverter($0) }.map { name in
             let path = "model/" + name
             let why: String
-            if name.hasSuffix(".tensors") {
+            if name.contains(".shardfs-tmp-") {
+                why = "a temporary of a shardfs write that did not finish (a crashed convert or --persist-to daemon)"
+            } else if name.hasSuffix(".tensors") {
                 why = "the layout (\(plan.options.format.rawValue)) names no such file; a *.tensors entry makes NxD's trainer load the tag as xser"
             } else if NxDRankFiles.parseRanks(name, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") != nil {
                 why = "a rank file the layout (\(plan.files.count) files) does not name"
