@@ -18,6 +18,6 @@ struct ShardFSCommand: ParsableCommand {
               shardfs convert /fsx/ubuntu/Meta-Llama-3-70B /fsx/ubuntu/llama3_70B/pretrained_weight \\
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
             """,
-        subcommands: [ConvertCommand.self, PlanCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self]
+        subcommands: [ConvertCommand.self, PlanCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, VerifyCommand.self]
     )
 }

@@ -25,7 +25,12 @@ public final class SourceFile: Sendable {
     /// populates the page cache (see `prefetch`).
     nonisolated(unsafe) let prefetchMapping: UnsafeRawPointer?
 
-    public init(directory: String, name: String) throws(ShardFSError) {
+    /// `mapped: false` opens the file for pread only: no mappings, so no
+    /// gather ever records pages of it in `MappedPages`. A file opened and
+    /// closed again while the process goes on (a rank file `verify` checks)
+    /// must be opened so: `MappedPages` may release a recorded span after
+    /// the mapping is gone, when its addresses may belong to other memory.
+    public init(directory: String, name: String, mapped: Bool = true) throws(ShardFSError) {
         self.name = name
         self.path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
         let fd: FileDescriptor
@@ -49,8 +54,8 @@ public final class SourceFile: Sendable {
         self.modificationTime = info.st_mtim
         self.inode = UInt(info.st_ino)
         // No readahead beyond what a gather touches: its reads are rows.
-        mapping = SourceFile.map(fd, size: size, advice: MADV_RANDOM)
-        prefetchMapping = SourceFile.map(fd, size: size, advice: MADV_HUGEPAGE)
+        mapping = mapped ? SourceFile.map(fd, size: size, advice: MADV_RANDOM) : nil
+        prefetchMapping = mapped ? SourceFile.map(fd, size: size, advice: MADV_HUGEPAGE) : nil
     }
 
     /// A read-only shared mapping of the whole file with `advice`, or nil
