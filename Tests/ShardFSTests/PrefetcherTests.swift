@@ -324,4 +324,15 @@ import Testing
         #expect(next.map(\.mapping) == [0xB000, 0xA000])
         #expect(next.map(\.bytes) == [200..<250, 0..<100])
     }
+
+    @Test func aForgottenMappingIsNeverReleased() {
+        var chunks = MappedChunks(chunkBytes: 100, limit: 2)
+        #expect(chunks.touch(0..<200, mapping: 0xA000, size: 1000).isEmpty)
+        chunks.forget(mapping: 0xA000)
+        #expect(chunks.lastUse.isEmpty)
+        // Over the limit with B alone: only B's chunks come back, never A's.
+        #expect(chunks.touch(0..<200, mapping: 0xB000, size: 1000).isEmpty)
+        let released = chunks.touch(200..<300, mapping: 0xB000, size: 1000)
+        #expect(released.map(\.mapping) == [0xB000])
+    }
 }

@@ -67,7 +67,12 @@ public final class SourceFile: Sendable {
     }
 
     deinit {
-        if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), size) }
+        if let mapping {
+            // Before the address range can be reused: a later release of a
+            // recorded chunk would otherwise wipe whatever is mapped there.
+            MappedPages.forget(mapping)
+            munmap(UnsafeMutableRawPointer(mutating: mapping), size)
+        }
         if let prefetchMapping { munmap(UnsafeMutableRawPointer(mutating: prefetchMapping), size) }
         try? descriptor.close()
     }

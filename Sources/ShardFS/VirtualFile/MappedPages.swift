@@ -31,6 +31,13 @@ enum MappedPages {
     }
 }
 
+extension MappedPages {
+    /// Drops every record of `mapping`, which is about to be unmapped.
+    static func forget(_ mapping: UnsafeRawPointer) {
+        chunks.withLock { $0.forget(mapping: Int(bitPattern: mapping)) }
+    }
+}
+
 /// The bookkeeping of `MappedPages`: which chunks of which mappings were
 /// touched when, and which to release.
 struct MappedChunks {
@@ -53,6 +60,10 @@ struct MappedChunks {
     init(chunkBytes: Int, limit: Int) {
         self.chunkBytes = chunkBytes
         self.limit = max(1, limit)
+    }
+
+    mutating func forget(mapping: Int) {
+        lastUse = lastUse.filter { $0.key.mapping != mapping }
     }
 
     /// Records `span` touched; when more than `limit` chunks are on record,
