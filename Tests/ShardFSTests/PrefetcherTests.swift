@@ -330,9 +330,11 @@ import Testing
         #expect(chunks.touch(0..<200, mapping: 0xA000, size: 1000).isEmpty)
         chunks.forget(mapping: 0xA000)
         #expect(chunks.lastUse.isEmpty)
-        // Over the limit with B alone: only B's chunks come back, never A's.
+        // Over the limit of 2 with B alone: released down to 1 (2 * 3 / 4),
+        // B's two oldest chunks, never one of A's.
         #expect(chunks.touch(0..<200, mapping: 0xB000, size: 1000).isEmpty)
         let released = chunks.touch(200..<300, mapping: 0xB000, size: 1000)
-        #expect(released.map(\.mapping) == [0xB000])
+        #expect(released.map(\.mapping) == [0xB000, 0xB000])
+        #expect(released.map(\.bytes) == [0..<100, 100..<200])
     }
 }
