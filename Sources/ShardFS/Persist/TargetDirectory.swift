@@ -151,7 +151,10 @@ public struct TargetDirectory: Sendable {
             for temporary in inventory.temporaries.filter({ TargetDirectory.parent(of: $0.key) == folder }).values.joined() {
                 unlink(directory + "/" + temporary)
             }
-            if rmdir(directory + "/" + folder) == 0 { touched.insert(TargetDirectory.parent(of: folder)) }
+            if rmdir(directory + "/" + folder) == 0 {
+                touched.remove(folder)
+                touched.insert(TargetDirectory.parent(of: folder))
+            }
         }
         // Temporaries: of this writer's files (any pid: with --part they are
         // this writer's alone), and of files no layout here writes any more.
