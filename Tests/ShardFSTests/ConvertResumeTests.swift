@@ -129,6 +129,23 @@ import Glibc
 
     // MARK: Conversions
 
+    /// A file without CRC fields (a safetensors file) gets its CRC-32 summed
+    /// on another thread, chunk by chunk, while it is written: the CRC of
+    /// the bytes on disk, over several 8 MiB chunks and a short tail.
+    @Test func writerSumsTheCRCOfAFileWithoutCRCFields() throws {
+        let dir = try Dir()
+        var random = SplitMix64(seed: 5)
+        let size = 2 * VirtualFileWriter.chunkSize + BackgroundCRC.minimumHandOff / 2 + 3
+        let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let file = VirtualFile(extents: [.literal(Array(bytes[..<1000])), .literal(Array(bytes[1000...]))])
+        let writer = VirtualFileWriter(reader: ExtentReader(sources: []))
+        defer { writer.close() }
+        let crc = try writer.write(file, to: dir.path + "/f.safetensors")
+        #expect(crc == CRC32.checksum(bytes))
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir.path + "/f.safetensors"))) == bytes)
+        #expect(try writer.write(file, to: dir.path + "/g", fileCRC: false) == 0)
+    }
+
     static func listing(_ root: String) throws -> [String: (inode: UInt64, mtime: Int)] {
         var result: [String: (UInt64, Int)] = [:]
         let enumerator = FileManager.default.enumerator(atPath: root)
