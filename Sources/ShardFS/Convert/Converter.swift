@@ -48,7 +48,10 @@ public struct Converter: Sendable {
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) -> Outcome {
         let outputs = plan.virtualFiles(files)
-        let planned = files == nil || plan.options.format == .hf ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
+        // Every path of the layout (all --part shares), to tell another
+        // layout's files from those of the other shares.
+        let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
+        let planned = whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
         var fingerprints: [SourceFingerprint] = []
         for source in checkpoint.files { fingerprints.append(try SourceFingerprint(source)) }
         let target = TargetDirectory(directory: root, naming: .out(root))
