@@ -26,6 +26,14 @@ struct ConvertCommand: ParsableCommand {
 
               shardfs convert ... --part $SLURM_ARRAY_TASK_ID/16
 
+            OUT/.shardfs/ records the layout, the sources and each finished file's size
+            and CRC-32 (as `mount --persist-to` does). Run again on the same OUT (after a
+            crash, a kill, or a failed array task), convert keeps the files that read back
+            with their recorded CRC-32 and writes the rest. An OUT holding another layout
+            or source, or rank files (--format hf: safetensors) this layout does not write,
+            is refused, naming them; --force removes them. Other files (optim/, README)
+            are never touched.
+
             A trained NxD checkpoint tag is a source too (its layout is read from its
             files; only the model is read, never the optimizer state in TAG/optim/).
             Back to Hugging Face safetensors, or into another layout:
@@ -56,9 +64,13 @@ struct ConvertCommand: ParsableCommand {
             transform: parsePart)
     var part: Part = .whole
 
+    @Flag(help: ArgumentHelp(
+        "Replace what OUT holds when it was made for another layout or source.",
+        discussion: "Removes its files that this layout does not write (and empty P.tensors/ folders) and forgets its manifest; the others are rewritten. Without --force such an OUT is refused and left as it is."))
+    var force = false
+
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
-
     }
 
     func run() throws {
@@ -71,9 +83,9 @@ struct ConvertCommand: ParsableCommand {
         let files = part.select(plan.files)
         let display = ProgressDisplay()
         Interruption.install()
-        try reportingErrors { () throws(ShardFSError) in
+        _ = try reportingErrors { () throws(ShardFSError) in
             try Converter(checkpoint: checkpoint, plan: plan).run(
-                root: output, files: files, jobs: jobs,
+                root: output, files: files, jobs: jobs, force: force,
                 isCancelled: { Interruption.requested.load(ordering: .relaxed) },
                 events: display.handle)
         }

@@ -11,6 +11,7 @@ final class ProgressDisplay: Sendable {
     struct State {
         var totalFiles = 0, totalBytes = 0
         var files = 0, bytes = 0
+        var keptFiles = 0, keptBytes = 0
         var lastDraw = 0.0
     }
 
@@ -32,10 +33,20 @@ final class ProgressDisplay: Sendable {
         let line: String? = state.withLock { s in
             let elapsed = ProgressDisplay.now() - start
             switch event {
-            case let .started(files, bytes):
+            case let .removed(path):
+                return "removed \(path) (another layout's)"
+            case let .checking(files, bytes):
+                return "checking \(files) \(files == 1 ? "file" : "files") written before (\(Format.bytes(bytes))): reading back their CRC-32"
+            case let .rewriting(path, reason):
+                return "rewriting \(path): \(reason)"
+            case let .started(files, bytes, keptFiles, keptBytes):
                 s.totalFiles = files
                 s.totalBytes = bytes
-                return interactive ? nil : "writing \(files) files, \(Format.bytes(bytes))"
+                s.keptFiles = keptFiles
+                s.keptBytes = keptBytes
+                let writing = files == 0 ? "nothing to write" : "writing \(files) files, \(Format.bytes(bytes))"
+                return keptFiles == 0 ? (interactive ? nil : writing)
+                    : "kept \(keptFiles) \(keptFiles == 1 ? "file" : "files") (\(Format.bytes(keptBytes))) written before and intact; " + writing
             case let .wrote(bytes):
                 s.bytes += bytes
                 guard interactive, elapsed - s.lastDraw >= 0.1 else { return nil }
@@ -47,15 +58,22 @@ final class ProgressDisplay: Sendable {
                 return "wrote \(path) (\(Format.bytes(bytes))) [\(s.files)/\(s.totalFiles)]"
             }
         }
-        if let line { Console.write(interactive ? "\r\u{1B}[K" + line : line + "\n", fd: 2) }
+        guard let line else { return }
+        // On a terminal the bar is redrawn in place; other lines end it.
+        if case .wrote = event { Console.write("\r\u{1B}[K" + line, fd: 2) }
+        else if case .finished = event, interactive { Console.write("\r\u{1B}[K" + line, fd: 2) }
+        else { Console.write((interactive ? "\r\u{1B}[K" : "") + line + "\n", fd: 2) }
     }
 
     /// Ends the bar's line and prints a summary.
     func finish() {
-        let (bytes, files) = state.withLock { ($0.bytes, $0.files) }
+        let s = state.withLock { $0 }
         let elapsed = max(ProgressDisplay.now() - start, 1e-9)
         if interactive { Console.write("\r\u{1B}[K", fd: 2) }
-        Console.error("done: \(files) files, \(Format.bytes(bytes)) in \(Format.seconds(elapsed)) (\(Format.bytes(Int(Double(bytes) / elapsed)))/s)")
+        var line = "done: wrote \(s.files) files, \(Format.bytes(s.bytes)) in \(Format.seconds(elapsed))"
+        if s.bytes > 0 { line += " (\(Format.bytes(Int(Double(s.bytes) / elapsed)))/s)" }
+        if s.keptFiles > 0 { line += "; kept \(s.keptFiles) \(s.keptFiles == 1 ? "file" : "files") (\(Format.bytes(s.keptBytes))) written before" }
+        Console.error(line)
     }
 
     private func bar(_ s: State, elapsed: Double) -> String {

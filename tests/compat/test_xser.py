@@ -125,7 +125,8 @@ def expected_xser_files(conversions, case: Case) -> list[str]:
 
 
 def dirs_under(d: Path) -> list[str]:
-    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_dir())
+    """Folders below d, except ShardFS's manifest (d/.shardfs/)."""
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_dir() and p.relative_to(d).parts[0] != ".shardfs")
 
 
 def load_like_trainer(path: Path):

@@ -3,14 +3,25 @@ import Synchronization
 
 /// What a conversion reports as it goes, for a progress display.
 public enum ConvertEvent: Sendable {
-    case started(files: Int, bytes: Int)
+    /// With `force`: a file of another layout removed from OUT.
+    case removed(path: String)
+    /// Files OUT's manifest records as finished, being read back to check them.
+    case checking(files: Int, bytes: Int)
+    /// A file recorded as finished that is not what its entry says: rewritten.
+    case rewriting(path: String, reason: String)
+    /// Writing starts: `files` to write, `kept` found finished and intact.
+    case started(files: Int, bytes: Int, keptFiles: Int, keptBytes: Int)
     case wrote(bytes: Int)
     case finished(path: String, bytes: Int)
 }
 
-/// `shardfs convert`: writes the rank files of a plan to a directory, `jobs`
+/// `shardfs convert`: writes the files of a plan to a directory, `jobs`
 /// files at a time, each through `VirtualFileWriter` (so each is complete
-/// under its final name or absent).
+/// under its final name or absent), and records each in OUT's manifest
+/// (`PersistManifest`, as `mount --persist-to` does): OUT is taken for the
+/// layout by `TargetDirectory` (another layout or source refused unless
+/// `force`), and a run on an OUT already finished or half finished keeps
+/// the files whose size and CRC-32 match their entries and writes the rest.
 public struct Converter: Sendable {
     public let checkpoint: Checkpoint
     public let plan: LayoutPlan
@@ -20,23 +31,123 @@ public struct Converter: Sendable {
         self.plan = plan
     }
 
+    /// What a run did.
+    public struct Outcome: Equatable, Sendable {
+        public var writtenFiles = 0, writtenBytes = 0
+        public var keptFiles = 0, keptBytes = 0
+        public var removed: [String] = []
+    }
+
     /// Writes the files of the rank files `files` (all of the plan's by
     /// default; in the plan's format) under `root`, creating the directories
-    /// they need. Stops at the first error, removing unfinished temporaries.
-    public func run(root: String, files: [RankFile]? = nil, jobs: Int,
+    /// they need, and keeps those finished before (checked by CRC-32).
+    /// Stops at the first error, removing unfinished temporaries. Refuses a
+    /// `root` holding another layout or source, unless `force`.
+    @discardableResult
+    public func run(root: String, files: [RankFile]? = nil, jobs: Int, force: Bool = false,
                     isCancelled: @escaping @Sendable () -> Bool = { false },
-                    events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) {
+                    events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) -> Outcome {
         let outputs = plan.virtualFiles(files)
-        let created = try Converter.makeDirectories(for: outputs.map(\.path), under: root, top: plan.options.format == .hf ? root : root + "/model")
-        events(.started(files: outputs.count, bytes: outputs.reduce(0) { $0 + $1.file.size }))
+        // Every path of the layout (all --part shares), to tell another
+        // layout's files from those of the other shares.
+        let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
+        let planned = whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
+        var fingerprints: [SourceFingerprint] = []
+        for source in checkpoint.files { fingerprints.append(try SourceFingerprint(source)) }
+        let target = TargetDirectory(directory: root, naming: .out(root))
+        let prepared = try target.prepare(layout: PersistManifest.Layout(layout: plan.options.summary, sources: fingerprints),
+                                          family: TargetFamily(plan.options.format), planned: planned, mine: outputs.map(\.path),
+                                          sources: checkpoint.files, force: force)
+        var outcome = Outcome()
+        outcome.removed = prepared.removed
+        for path in prepared.removed { events(.removed(path: path)) }
+
+        let kept = try Converter.keepFinished(outputs, finished: prepared.finished, root: root, manifest: target.manifest,
+                                              jobs: jobs, isCancelled: isCancelled, events: events)
+        let remaining = outputs.indices.filter { !kept.contains($0) }.map { outputs[$0] }
+        outcome.keptFiles = kept.count
+        outcome.keptBytes = kept.reduce(0) { $0 + outputs[$1].file.size }
+        outcome.writtenFiles = remaining.count
+        outcome.writtenBytes = remaining.reduce(0) { $0 + $1.file.size }
+        let created = try Converter.makeDirectories(for: remaining.map(\.path), under: root, top: plan.options.format == .hf ? root : root + "/model")
+        events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
-            try write(outputs, root: root, jobs: jobs, isCancelled: isCancelled, events: events)
+            try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
         } catch {
             // Leave no empty `p.tensors` folder behind: the trainer takes a tag
             // holding one for xser.
             for directory in created.reversed() { rmdir(directory) }
             throw error
         }
+        return outcome
+    }
+
+    /// The indices of `outputs` recorded as finished whose file has the
+    /// recorded size and CRC-32 (read back, `jobs` files at a time, in
+    /// bounded memory); the entries of the others are forgotten (they are
+    /// rewritten).
+    static func keepFinished(_ outputs: [(path: String, file: VirtualFile)], finished: [String: PersistManifest.FinishedFile],
+                             root: String, manifest: PersistManifest, jobs: Int,
+                             isCancelled: @escaping @Sendable () -> Bool,
+                             events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) -> Set<Int> {
+        var candidates: [(index: Int, entry: PersistManifest.FinishedFile)] = []
+        for (index, output) in outputs.enumerated() {
+            guard let entry = finished[output.path] else { continue }
+            var info = stat()
+            if entry.size == output.file.size, lstat(root + "/" + output.path, &info) == 0,
+               (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) == entry.size {
+                candidates.append((index, entry))
+            } else {
+                manifest.forget(output.path)
+                let reason = entry.size != output.file.size ? "its entry records \(entry.size) bytes, this layout's file has \(output.file.size)"
+                    : lstat(root + "/" + output.path, &info) != 0 ? "it is missing" : "it is \(info.st_size) bytes, its entry says \(entry.size)"
+                events(.rewriting(path: output.path, reason: reason))
+            }
+        }
+        guard !candidates.isEmpty else { return [] }
+        let checks = candidates
+        events(.checking(files: checks.count, bytes: checks.reduce(0) { $0 + $1.entry.size }))
+        struct Shared {
+            var next = 0
+            var kept = Set<Int>()
+        }
+        let shared = Mutex(Shared())
+        let group = DispatchGroup()
+        for _ in 0..<max(1, min(jobs, checks.count)) {
+            group.enter()
+            let thread = Thread {
+                defer { group.leave() }
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FileChecksum.bufferSize, alignment: 4096)
+                defer { buffer.deallocate() }
+                while !isCancelled() {
+                    let next: Int? = shared.withLock { state in
+                        guard state.next < checks.count else { return nil }
+                        defer { state.next += 1 }
+                        return state.next
+                    }
+                    guard let next else { return }
+                    let (index, entry) = checks[next]
+                    let path = outputs[index].path
+                    do throws(ShardFSError) {
+                        let crc = try FileChecksum.crc32(of: root + "/" + path, expectedSize: entry.size, buffer: buffer, isCancelled: isCancelled)
+                        if crc == entry.crc32 {
+                            shared.withLock { _ = $0.kept.insert(index) }
+                            continue
+                        }
+                        events(.rewriting(path: path, reason: String(format: "its CRC-32 is %08x, its entry says %08x", crc, entry.crc32)))
+                    } catch {
+                        if isCancelled() { return }
+                        events(.rewriting(path: path, reason: "\(error)"))
+                    }
+                    manifest.forget(path)
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        if isCancelled() { throw ShardFSError.io(path: root, operation: "check (interrupted)", errno: EINTR) }
+        return shared.withLock { $0.kept }
     }
 
     /// Creates `top` (`root/model`, or `root` for a Hugging Face checkpoint) and every other directory the paths need (an
@@ -66,8 +177,9 @@ public struct Converter: Sendable {
         return created
     }
 
-    /// Writes `outputs` under `root`, `jobs` files at a time.
-    private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, jobs: Int,
+    /// Writes `outputs` under `root`, `jobs` files at a time, recording each
+    /// in `manifest` once it is complete under its final name.
+    private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         struct Shared {
@@ -92,9 +204,10 @@ public struct Converter: Sendable {
                     guard let index else { return }
                     let (path, file) = outputs[index]
                     do throws(ShardFSError) {
-                        try writer.write(file, to: root + "/" + path, fileCRC: false,
-                                         progress: { events(.wrote(bytes: $0)) },
-                                         isCancelled: { isCancelled() || shared.withLock { $0.failure != nil } })
+                        let crc = try writer.write(file, to: root + "/" + path,
+                                                   progress: { events(.wrote(bytes: $0)) },
+                                                   isCancelled: { isCancelled() || shared.withLock { $0.failure != nil } })
+                        try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
                         events(.finished(path: path, bytes: file.size))
                     } catch {
                         shared.withLock { state in if state.failure == nil { state.failure = error } }

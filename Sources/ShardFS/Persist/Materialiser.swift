@@ -27,6 +27,10 @@ public final class Materialiser: Sendable {
         public var force = false
         /// The layout DIR is claimed for (the plan's summary and the format).
         public var layout: String
+        /// Every path of the whole layout (all parts), to find files of
+        /// another layout in DIR; nil: `files` when `part` is whole, else
+        /// unknown (then only DIR's manifest is compared).
+        public var plannedPaths: [String]?
 
         public init(directory: String, layout: String) {
             self.directory = directory
@@ -38,7 +42,8 @@ public final class Materialiser: Sendable {
     /// This part's files, at their paths relative to DIR.
     public let files: [(path: String, file: VirtualFile)]
     private let sources: [SourceFile]
-    private let manifest: PersistManifest
+    private let target: TargetDirectory
+    private var manifest: PersistManifest { target.manifest }
     private let logger: Logger
     private let readersActive: @Sendable () -> Bool
     private let verified: @Sendable (_ path: String, _ copy: String) -> Void
@@ -59,7 +64,7 @@ public final class Materialiser: Sendable {
         self.options = options
         self.files = files
         self.sources = sources
-        manifest = PersistManifest(directory: options.directory)
+        target = TargetDirectory(directory: options.directory, naming: .persistTo(options.directory))
         self.logger = logger
         self.readersActive = readersActive
         self.verified = verified
@@ -71,22 +76,21 @@ public final class Materialiser: Sendable {
 
     public var status: MaterialiserStatus { state.withLock { $0 } }
 
-    /// Claims DIR for this layout (refusing another, unless `force`), removes
-    /// what a killed writer of this part left (temporaries, files without a
+    /// Claims DIR for this layout as `shardfs convert` claims its OUT
+    /// (`TargetDirectory`: refusing another layout or source, or files of
+    /// another layout, unless `force`, which removes them), removes what a
+    /// killed writer of this part left (temporaries; files without a
     /// manifest entry are rewritten), and finds the files already finished.
     /// Synchronous, so that a refusal reaches the user before mounting.
     public func prepare() throws(ShardFSError) {
         var fingerprints: [SourceFingerprint] = []
         for source in sources { fingerprints.append(try SourceFingerprint(source)) }
-        let replaced = try manifest.claim(PersistManifest.Layout(layout: options.layout, sources: fingerprints), force: options.force)
-        // --force over another layout: its files that this one does not
-        // rewrite would be left looking valid; remove them.
-        let ours = Set(files.map(\.path))
-        for entry in replaced where !ours.contains(entry.path) {
-            if unlink(options.directory + "/" + entry.path) == 0 { logger.info("removed \(entry.path) of the replaced layout") }
-        }
-        let finished = Dictionary(try manifest.finished().map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
-        removeTemporaries()
+        let family: TargetFamily = files.allSatisfy { $0.path.hasPrefix("model/") } ? .rankFiles : .huggingFace
+        let prepared = try target.prepare(layout: PersistManifest.Layout(layout: options.layout, sources: fingerprints), family: family,
+                                          planned: options.plannedPaths ?? (options.part == .whole ? files.map(\.path) : nil),
+                                          mine: files.map(\.path), sources: sources, force: options.force)
+        for path in prepared.removed { logger.info("removed \(path), of another layout") }
+        let finished = prepared.finished
         var kept: [(index: Int, crc32: UInt32)] = []
         var keptBytes = 0
         for (index, (path, file)) in files.enumerated() {
@@ -260,26 +264,6 @@ public final class Materialiser: Sendable {
         }
         cancelled.store(true, ordering: .relaxed)
         if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
-    }
-
-    /// Temporaries of this part's files left by a killed writer (any pid:
-    /// with `--part` these files are this writer's alone). Each directory is
-    /// listed once: on FSx a listing is a round trip, and DIR/model holds
-    /// every rank file.
-    private func removeTemporaries() {
-        var names: [String: Set<String>] = [:]
-        for (path, _) in files {
-            let target = options.directory + "/" + path
-            let slash = target.lastIndex(of: "/")!
-            names[String(target[..<slash]), default: []].insert(String(target[target.index(after: slash)...]))
-        }
-        for (directory, ours) in names {
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
-            for entry in entries where entry.hasPrefix(".") {
-                guard let marker = entry.range(of: ".shardfs-tmp-"), ours.contains(String(entry[entry.index(after: entry.startIndex)..<marker.lowerBound])) else { continue }
-                if unlink(directory + "/" + entry) == 0 { logger.info("removed \(directory)/\(entry), left by an interrupted writer") }
-            }
-        }
     }
 
     private func makeParent(of target: String) throws(ShardFSError) {

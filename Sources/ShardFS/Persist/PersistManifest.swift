@@ -4,19 +4,20 @@ import Foundation
 import Glibc
 #endif
 
-/// The record of a persisted layout, under `DIR/.shardfs/`:
+/// The record of a written layout, under `DIR/.shardfs/` (convert's OUT or
+/// mount's --persist-to DIR; `TargetDirectory` decides what to do with it):
 ///
 /// - `layout.json`: the layout and the source fingerprints the files of DIR
 ///   are made from. Written once, by whichever writer comes first (several
 ///   daemons or convert tasks may share DIR with `--part`); later writers
 ///   compare and refuse a different one.
 /// - `finished/<file>.json`: one per file complete under its final name,
-///   with its size and CRC-32, written after the file's rename. One entry per
-///   file, not one shared list, so that writers on other nodes never race on
-///   an update.
+///   with its size and CRC-32, written after the file's rename and the fsync
+///   of its directory. One entry per file, not one shared list, so that
+///   writers on other nodes never race on an update.
 ///
-/// Nothing is written into DIR itself but `model/`: a `done` file in a tag
-/// makes the trainer resume from it (nxd-layout.md).
+/// Nothing is written into DIR itself but the files of the layout: a `done`
+/// file in a tag makes the trainer resume from it (nxd-layout.md).
 public struct PersistManifest: Sendable {
     public struct Layout: Codable, Equatable, Sendable {
         public var version = 1
@@ -31,12 +32,15 @@ public struct PersistManifest: Sendable {
     }
 
     public let directory: String
+    /// How DIR is named in refusals.
+    public let naming: TargetNaming
     var stateDirectory: String { directory + "/.shardfs" }
     var layoutPath: String { stateDirectory + "/layout.json" }
     var finishedDirectory: String { stateDirectory + "/finished" }
 
-    public init(directory: String) {
+    public init(directory: String, naming: TargetNaming? = nil) {
         self.directory = directory
+        self.naming = naming ?? .persistTo(directory)
     }
 
     /// The entry name of a file path (which may hold `/`).
@@ -49,22 +53,38 @@ public struct PersistManifest: Sendable {
     /// which forgets the old one and its finished files (returned, so the
     /// caller can remove those it will not rewrite).
     public func claim(_ layout: Layout, force: Bool) throws(ShardFSError) -> [FinishedFile] {
-        try makeDirectory(finishedDirectory)
         if let existing = try readLayout() {
             if existing == layout { return [] }
             guard force else {
-                throw ShardFSError.badLayout(flag: "--persist-to \(directory)",
-                                             reason: "holds another \(Self.difference(existing, layout)); use another directory, or --force to replace it")
+                throw ShardFSError.badLayout(flag: naming.subject,
+                                             reason: "holds another \(Self.difference(existing, layout)); use \(naming.alternative), or --force to replace it")
             }
             let stale = try finished()
-            for entry in stale { unlink(finishedDirectory + "/" + Self.entryName(entry.path)) }
-            unlink(layoutPath)
-            try VirtualFileWriter.sync(directory: finishedDirectory)
-            try writeLayout(layout)
+            try replace(with: layout)
             return stale
         }
+        try makeDirectory(finishedDirectory)
+        // Entries without a layout (its file removed by hand) vouch for
+        // nothing: forget them before they could pass for this layout's.
+        forgetAll()
         try writeLayout(layout)
         return []
+    }
+
+    /// Forgets whatever DIR's manifest holds (another layout, or one that
+    /// cannot be read) and records `layout`.
+    public func replace(with layout: Layout) throws(ShardFSError) {
+        try makeDirectory(finishedDirectory)
+        forgetAll()
+        unlink(layoutPath)
+        try VirtualFileWriter.sync(directory: finishedDirectory)
+        try writeLayout(layout)
+    }
+
+    private func forgetAll() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: finishedDirectory)) ?? [] where name.hasSuffix(".json") {
+            unlink(finishedDirectory + "/" + name)
+        }
     }
 
     private func writeLayout(_ layout: Layout) throws(ShardFSError) {
@@ -76,7 +96,7 @@ public struct PersistManifest: Sendable {
         if link(temporary, layoutPath) != 0 {
             guard errno == EEXIST else { throw ShardFSError.io(path: layoutPath, operation: "link", errno: errno) }
             if let existing = try readLayout(), existing != layout {
-                throw ShardFSError.badLayout(flag: "--persist-to \(directory)",
+                throw ShardFSError.badLayout(flag: naming.subject,
                                              reason: "was just claimed by another writer with another \(Self.difference(existing, layout))")
             }
         }
@@ -121,18 +141,22 @@ public struct PersistManifest: Sendable {
         return entries
     }
 
-    /// Records `entry` as finished (after its file's rename), crash-safe.
+    /// Records `entry` as finished, after its file's rename and the fsync of
+    /// its directory. Under a temporary name and renamed, but not fsynced:
+    /// a crash can lose the entry (its file is then rewritten) or, on some
+    /// file systems, leave it empty (unreadable, skipped: the same), never
+    /// make it vouch for a file that is not complete. Two fsyncs per file
+    /// cost more than the writing of xser's many small files.
     public func recordFinished(_ entry: FinishedFile) throws(ShardFSError) {
         let path = finishedDirectory + "/" + Self.entryName(entry.path)
         let data: Data
         do { data = try JSONEncoder.sorted.encode(entry) } catch { throw ShardFSError.io(path: path, operation: "encode", errno: EINVAL) }
-        let temporary = try writeTemporary(data, near: path)
+        let temporary = try writeTemporary(data, near: path, durable: false)
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
             throw ShardFSError.io(path: path, operation: "rename", errno: code)
         }
-        try VirtualFileWriter.syncDirectory(of: path)
     }
 
     /// Forgets `path` (its file is about to be rewritten).
@@ -140,8 +164,8 @@ public struct PersistManifest: Sendable {
         unlink(finishedDirectory + "/" + Self.entryName(path))
     }
 
-    /// Writes `data` under a temporary name beside `path`, fsynced.
-    private func writeTemporary(_ data: Data, near path: String) throws(ShardFSError) -> String {
+    /// Writes `data` under a temporary name beside `path` (fsynced if `durable`).
+    private func writeTemporary(_ data: Data, near path: String, durable: Bool = true) throws(ShardFSError) -> String {
         let temporary = VirtualFileWriter.temporaryPath(for: path)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ShardFSError.io(path: temporary, operation: "create", errno: errno) }
@@ -152,7 +176,7 @@ public struct PersistManifest: Sendable {
             unlink(temporary)
             throw ShardFSError.io(path: temporary, operation: "write", errno: code)
         }
-        guard fsync(fd) == 0 else {
+        guard !durable || fsync(fd) == 0 else {
             let code = errno
             unlink(temporary)
             throw ShardFSError.io(path: temporary, operation: "fsync", errno: code)
