@@ -251,10 +251,13 @@ for ((i = 0; i < TASKS; i++)); do
     fi
 done
 
-# OUT must hold the plan's files and the model directory, nothing else: no
-# extra file, no leftover .*.shardfs-tmp-* temporary.
+# OUT must hold the plan's files, the model directory and convert's manifest
+# (.shardfs/, one finished entry per file), nothing else: no extra file, no
+# leftover .*.shardfs-tmp-* temporary.
 { echo model; cat "$work/plan.txt"; } | sort >"$work/union.expected"
-(cd "$out" 2>/dev/null && find . -mindepth 1 | sed 's|^\./||' | sort) >"$work/union.actual" || true
+(cd "$out" 2>/dev/null && find . -mindepth 1 -path ./.shardfs -prune -o -print | sed 's|^\./||' | sort) >"$work/union.actual" || true
+entries=$(find "$out/.shardfs/finished" -name '*.json' 2>/dev/null | wc -l)
+[ "$entries" = "$total" ] || failures+=("$out/.shardfs/finished holds $entries entries, not one per file ($total)")
 if ! diff -u "$work/union.expected" "$work/union.actual" >"$work/union.diff"; then
     failures+=("$out does not hold exactly the plan's $total files (diff above: '-' missing, '+' extra)")
     cat "$work/union.diff" >&2
