@@ -196,6 +196,9 @@ struct MountCommand: ParsableCommand {
         options.jobs = persistJobs
         options.bandwidth = persistBandwidthMiB.map { $0 << 20 }
         options.force = force
+        // Stale files are judged against the whole layout, every --part share
+        // included, so daemons persisting other shares never flag each other's.
+        options.plannedPaths = plan.virtualFiles().map(\.path)
         let box = ServerBox()
         let materialiser = Materialiser(
             sources: checkpoint.files, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
