@@ -175,7 +175,14 @@ def test_persist_target_full(shardfs, conversions, ckpts, mounts, tmp_path):
         for mnt in mounts.points:
             if is_mounted(mnt):
                 mounts.unmount(mnt)
-        subprocess.run(["umount", str(d)], capture_output=True)
+        # The daemon may still be exiting and hold the tmpfs busy: retry, then
+        # detach it lazily, so no mount outlives the test.
+        for _ in range(50):
+            if subprocess.run(["umount", str(d)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def test_persist_refuses_another_layout(shardfs, conversions, ckpts, mounts, tmp_path):
