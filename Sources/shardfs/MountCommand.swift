@@ -56,7 +56,7 @@ struct MountCommand: ParsableCommand {
 
     @Flag(help: ArgumentHelp(
         "Serve every file through the kernel page cache instead of FUSE direct_io.",
-        discussion: "By default every read of a file of 8 MiB or more goes to the daemon (direct_io): a rank file is read once per node, and this streams 2-3x faster than the page-cache path, whose splice replies the kernel copies into its cache. The cost: re-reads come back to the daemon, and shared mmap (MAP_SHARED) of those files fails with ENODEV; torch.load(mmap=True) maps privately and works either way. Smaller files (xser's tensor files) always go through the page cache: their many small metadata reads would each be a round trip. Use --page-cache when several processes on a node read the same files, or something maps them shared."))
+        discussion: "By default every read of a file of 8 MiB or more goes to the daemon (direct_io): a rank file is read once per node, and this streams 2-3x faster than the page-cache path, whose splice replies the kernel copies into its cache. The cost: re-reads come back to the daemon, and shared mmap (MAP_SHARED) of those files fails with ENODEV; torch.load(mmap=True) maps privately and works either way. Smaller files (xser's tensor files) always go through the page cache: their many small metadata reads would each be a round trip. So do the files of --format hf, which safetensors readers map shared. Use --page-cache when several processes on a node read the same files, or something maps them shared."))
     var pageCache = false
 
     @Flag(name: .customLong("no-splice"), help: "Copy every byte through the daemon instead of handing the kernel source file descriptors.")
