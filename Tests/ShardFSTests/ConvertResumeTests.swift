@@ -135,7 +135,7 @@ import Glibc
     @Test func writerSumsTheCRCOfAFileWithoutCRCFields() throws {
         let dir = try Dir()
         var random = SplitMix64(seed: 5)
-        let size = 2 * VirtualFileWriter.chunkSize + BackgroundCRC.minimumHandOff / 2 + 3
+        let size = 2 * VirtualFileWriter.chunkSize + (1 << 20) / 2 + 3
         let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &random) }
         let file = VirtualFile(extents: [.literal(Array(bytes[..<1000])), .literal(Array(bytes[1000...]))])
         let writer = VirtualFileWriter(reader: ExtentReader(sources: []))

@@ -1,5 +1,4 @@
 import CLinux
-import Dispatch
 import SystemPackage
 
 #if canImport(Glibc)
@@ -68,17 +67,14 @@ public struct VirtualFileWriter {
         var crcs = [CRC32](repeating: CRC32(), count: file.crcSlots.count)
         // Without CRC fields nothing is read back: the file's CRC is folded in
         // as it is written (a second pass over 2.5 GB took half of a
-        // `--format hf` conversion), by another thread while this one writes
-        // the same chunk.
-        let runningCRC = computeFileCRC && file.crcSlots.isEmpty ? BackgroundCRC() : nil
-        // Never return (or throw) while it still reads the buffer.
-        defer { runningCRC?.wait() }
+        // `--format hf` conversion; the carry-less-multiply CRC-32 sums a
+        // chunk in a fraction of its write).
+        var runningCRC = computeFileCRC && file.crcSlots.isEmpty ? CRC32() : nil
         var firstOpenSlot = 0
         var offset = 0
         while offset < file.size {
             pace()
             if isCancelled() { throw ShardFSError.io(path: path, operation: "write (interrupted)", errno: EINTR) }
-            runningCRC?.wait()  // done with the previous chunk: the buffer may be refilled
             let count = try reader.read(file, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, file.size - offset)]))
             let chunk = offset..<offset + count
             while firstOpenSlot < file.crcSlots.count, file.crcSlots[firstOpenSlot].data.upperBound <= chunk.lowerBound {
@@ -92,7 +88,7 @@ public struct VirtualFileWriter {
                 }
                 slot += 1
             }
-            runningCRC?.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))  // in the background
+            runningCRC?.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             // In pieces of `writeBytes`: the kernel sizes page-cache folios
             // by the write, and large fresh folios are slow to fill here.
             // Measured on ext4 (kernel 6.18, 2 vCPU VM), 2.4 GB written with
@@ -127,7 +123,6 @@ public struct VirtualFileWriter {
         }
         var fileCRC: UInt32 = 0
         if let runningCRC {
-            runningCRC.wait()
             fileCRC = runningCRC.value
         } else if computeFileCRC {
             fileCRC = try wholeFileCRC(file, recordCRCs: crcs.map(\.value), written: fd, path: temporary)
@@ -178,40 +173,5 @@ public struct VirtualFileWriter {
         guard fd >= 0 else { throw ShardFSError.io(path: directory, operation: "open", errno: errno) }
         defer { Glibc.close(fd) }
         guard fsync(fd) == 0 else { throw ShardFSError.io(path: directory, operation: "fsync", errno: errno) }
-    }
-}
-
-/// A CRC-32 over consecutive chunks, each computed on another thread while
-/// the caller goes on (writing the same chunk): on a core the writer leaves
-/// idle, the CRC costs no time. The caller keeps each chunk unchanged until
-/// `wait()`, and calls `wait()` before `update` again and before `value`.
-final class BackgroundCRC: @unchecked Sendable {
-    /// Chunks below this are summed in place: not worth a hand-off.
-    static let minimumHandOff = 1 << 20
-    private static let queue = DispatchQueue(label: "shardfs.crc", qos: .userInitiated, attributes: .concurrent)
-
-    // Only touched by one chunk's work at a time, ordered by `group`.
-    private var crc = CRC32()
-    private let group = DispatchGroup()
-
-    /// Starts summing `bytes` (in place when small).
-    func update(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count >= Self.minimumHandOff else {
-            crc.update(bytes)
-            return
-        }
-        let chunk = Chunk(bytes: bytes)
-        BackgroundCRC.queue.async(group: group) { self.crc.update(chunk.bytes) }
-    }
-
-    /// Waits until the chunk handed off last is summed.
-    func wait() { group.wait() }
-
-    /// The CRC of every chunk so far (after `wait()`).
-    var value: UInt32 { crc.value }
-
-    /// A chunk the caller keeps unchanged until `wait()`.
-    private struct Chunk: @unchecked Sendable {
-        let bytes: UnsafeRawBufferPointer
     }
 }
