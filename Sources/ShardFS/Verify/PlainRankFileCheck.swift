@@ -14,7 +14,7 @@ struct PlainRankFileCheck {
     func run() -> FileVerdict {
         let path = rankFile.path
         guard CheckContext.exists(context.tag + "/" + path) else {
-            return FileVerdict(path: path, status: .missing, problems: [VerifyProblem(.missingFile, file: path, "missing")])
+            return .missing(path)
         }
         do throws(ShardFSError) {
             return FileVerdict(path: path, problems: try problems(path))

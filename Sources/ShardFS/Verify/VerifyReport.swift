@@ -45,6 +45,11 @@ public struct FileVerdict: Sendable, Equatable {
     init(path: String, problems: [VerifyProblem]) {
         self.init(path: path, status: problems.isEmpty ? .ok : .wrong, problems: problems)
     }
+
+    /// The verdict on a file the layout names and TAG lacks.
+    static func missing(_ path: String) -> FileVerdict {
+        FileVerdict(path: path, status: .missing, problems: [VerifyProblem(.missingFile, file: path, "missing")])
+    }
 }
 
 /// One thing wrong with a file, said so that the message alone is enough

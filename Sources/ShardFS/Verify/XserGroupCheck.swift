@@ -13,7 +13,7 @@ struct XserGroupCheck {
     func run() -> FileVerdict {
         let path = rankFile.path
         guard CheckContext.exists(context.tag + "/" + path) else {
-            return FileVerdict(path: path, status: .missing, problems: [VerifyProblem(.missingFile, file: path, "missing")])
+            return .missing(path)
         }
         let references: [(key: String, tid: Int)]
         var problems: [VerifyProblem] = []
