@@ -9,12 +9,11 @@ import Glibc
 /// mount is ready (or why it failed). A fresh exec, not fork: forking a
 /// multithreaded Swift process is unsafe.
 enum Daemon {
-    static func start(arguments: [String], logFile: String) throws {
+    /// `logFD` (open on `logFile`, closed here) becomes the daemon's stdout and stderr.
+    static func start(arguments: [String], logFile: String, logFD: Int32) throws {
+        defer { close(logFD) }
         var pipeFDs: [Int32] = [0, 0]
         guard pipe(&pipeFDs) == 0 else { throw failure("pipe failed: \(String(cString: strerror(errno)))") }
-        let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard logFD >= 0 else { throw failure("cannot open log file \(logFile): \(String(cString: strerror(errno)))") }
-        defer { close(logFD) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

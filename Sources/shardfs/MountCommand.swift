@@ -94,8 +94,15 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "With --persist-to: replace what DIR holds when it was made for another layout or source.")
     var force = false
 
-    @Option(help: "Where the background daemon logs (default /tmp/shardfs-<mount point name>.log).")
+    @Option(help: ArgumentHelp(
+        "Where the background daemon logs.",
+        discussion: "By default, in a directory of the user running the mount: $XDG_STATE_HOME/shardfs/ or ~/.local/state/shardfs/ (/var/log/shardfs/ for root), in a file named after the whole mount path and the host, e.g. mnt%2Fllama3-70b-tp32pp8@ip-10-1-2-3.log. The mount command prints it and `shardfs status` shows it. No symlink is followed to the log.",
+        valueName: "FILE"))
     var logFile: String?
+
+    /// The log the parent opened, recorded by the daemon for `shardfs status`.
+    @Option(help: .hidden)
+    var daemonLog: String?
 
     @Option(help: .hidden)
     var readyFD: Int32?
@@ -125,8 +132,9 @@ struct MountCommand: ParsableCommand {
             return try openAndPlan(source, sourceFlags, layout)
         }
         guard foreground else {
-            let log = logFile ?? "/tmp/shardfs-\(mountpoint.split(separator: "/").last ?? "root").log"
-            try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3"], logFile: log)
+            let (log, logFD) = try failing { () throws(ShardFSError) in try openLog(mountpoint: mountpoint) }
+            try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3", "--daemon-log", log],
+                             logFile: log, logFD: logFD)
             let what: String
             switch plan.options.format {
             case .pt: what = "\(plan.files.count) files"
@@ -165,7 +173,7 @@ struct MountCommand: ParsableCommand {
         let totalBytes = files.reduce(0) { $0 + $1.file.size }
         let server = FUSEServer(fileSystem: fileSystem, options: options, logger: logger) { reads, bytes in
             MountStatus(mountpoint: mountpoint, source: sourceDirectory, layout: summary, pid: getpid(), files: files.count, bytes: totalBytes,
-                        readsServed: reads, bytesServed: bytes, persist: materialiser?.materialiser.status)
+                        readsServed: reads, bytesServed: bytes, persist: materialiser?.materialiser.status, log: daemonLog)
         }
         materialiser?.server.set(server)
         logger.info("serving \(source) as \(plan.options.summary)")
@@ -179,6 +187,19 @@ struct MountCommand: ParsableCommand {
             })
         }
         materialiser?.materialiser.stop()
+    }
+
+    /// The background daemon's log, opened here so that a refusal (a symlink,
+    /// a directory of another user) reaches the user before anything starts.
+    private func openLog(mountpoint: String) throws(ShardFSError) -> (path: String, fd: Int32) {
+        if let logFile {
+            let path = MountTable.absolute(logFile)
+            return (path, try DaemonLog.openNamed(path))
+        }
+        let directory = try DaemonLog.defaultDirectory(euid: geteuid(), environment: ProcessInfo.processInfo.environment,
+                                                       home: { DaemonLog.passwordHome(uid: geteuid()) })
+        let name = DaemonLog.fileName(mountpoint: mountpoint, host: DaemonLog.hostName())
+        return (directory + "/" + name, try DaemonLog.openDefault(directory: directory, name: name))
     }
 
     /// The materialiser of --persist-to, prepared (DIR claimed, finished files

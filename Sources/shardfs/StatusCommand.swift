@@ -64,6 +64,7 @@ struct StatusCommand: ParsableCommand {
             \(status.mountpoint): \(status.files) files (\(MaterialiserStatus.bytes(status.bytes))) of \(status.source), \(status.layout)
             daemon pid \(status.pid): \(status.readsServed) reads served, \(MaterialiserStatus.bytes(status.bytesServed))
             """)
+        if let log = status.log { Console.out("log: \(log)") }
         if let persist = status.persist {
             Console.out("persist to \(persist.directory) (part \(persist.part)): \(persist.summary)")
             Console.out("files served from \(persist.directory): \(persist.filesServedFromDirectory)")

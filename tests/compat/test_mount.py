@@ -39,6 +39,7 @@ import pytest
 import torch
 
 from checks import compare_state, files_under
+from daemon_log import default_log_path
 from ptfile import explain_difference, first_difference
 from reference import Dims, Layout, LayoutError, expected_files, validate
 import checkpoints
@@ -213,7 +214,7 @@ class Mounts:
         self._track(mnt)
         extra = []
         if default_log:
-            log = Path(f"/tmp/shardfs-{mnt.name}.log")
+            log = default_log_path(mnt)
         else:
             if log is None:
                 log = self.tmp / f"daemon-{mnt.name}-{len(self.points)}.log"
@@ -969,16 +970,20 @@ def test_daemon_killed(conversions, ckpts, mounts, tmp_path):
 
 
 def test_daemon_sigterm(conversions, ckpts, mounts, tmp_path):
-    """SIGTERM: the daemon unmounts and exits. Also: the default log is
-    /tmp/shardfs-<basename MNT>.log."""
+    """SIGTERM: the daemon unmounts and exits. Also: root's default log is
+    /var/log/shardfs/<whole mount path, percent-encoded>@<host>.log, and
+    `shardfs status` names it."""
     c = GQA_TP2_PP2
     exp = expected_for(conversions, c)
     mnt = new_mnt(tmp_path, f"mnt-sigterm-{uuid.uuid4().hex[:12]}")
-    log = Path(f"/tmp/shardfs-{mnt.name}.log")
+    log = default_log_path(mnt)
     try:
         m = mounts.mount(ckpts.get(c.ckpt).path, mnt, *c.args, default_log=True)
         assert str(log) in m.run.stdout + m.run.stderr, f"mount does not tell where it logs:\n{m.run.describe()}"
         assert wait_for(log.exists, 5), f"no default log {log}"
+        assert log.stat().st_mode & 0o777 == 0o600, oct(log.stat().st_mode)
+        status = mounts.shardfs.run("status", mnt)
+        assert f"log: {log}" in status.stdout, status.describe()
         assert_file_equals(m.model / exp.names[0], exp.zeroed(exp.names[0]), tmp_path / "diff", log)
         pids = m.pids()
         assert len(pids) == 1, f"daemon processes for {mnt}: {pids}"
@@ -991,6 +996,51 @@ def test_daemon_sigterm(conversions, ckpts, mounts, tmp_path):
     finally:
         if not is_mounted(mnt):
             log.unlink(missing_ok=True)
+
+
+def test_default_logs_of_mounts_named_alike(conversions, ckpts, mounts, tmp_path):
+    """Two mounts whose last path component is the same (every node's
+    /mnt/.../model) log to different files, each named after its whole path."""
+    c = GQA_TP2_PP2
+    exp = expected_for(conversions, c)
+    tag = uuid.uuid4().hex[:12]
+    for side in ("a", "b"):
+        (tmp_path / f"{side}-{tag}").mkdir()
+    mnts = [new_mnt(tmp_path / f"{side}-{tag}", "model") for side in ("a", "b")]
+    logs = [default_log_path(mnt) for mnt in mnts]
+    assert logs[0] != logs[1]
+    try:
+        for mnt, log in zip(mnts, logs):
+            m = mounts.mount(ckpts.get(c.ckpt).path, mnt, *c.args, default_log=True)
+            assert f"(log: {log})" in m.run.stdout, m.run.describe()
+            assert_file_equals(m.model / exp.names[0], exp.zeroed(exp.names[0]), tmp_path / "diff", log)
+        for mnt, log in zip(mnts, logs):
+            assert f"mounted {mnt}:" in log.read_text(), log_tail(log)
+    finally:
+        for mnt, log in zip(mnts, logs):
+            mounts.unmount(mnt)
+            log.unlink(missing_ok=True)
+
+
+def test_default_log_symlink_refused(ckpts, mounts, tmp_path):
+    """A symlink planted where the default log goes is never followed: the
+    mount is refused, naming the link, and the link's target is untouched."""
+    c = GQA_TP2_PP2
+    mnt = new_mnt(tmp_path, f"mnt-loglink-{uuid.uuid4().hex[:12]}")
+    log = default_log_path(mnt)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    log.symlink_to(victim)
+    try:
+        m = mounts.try_mount(ckpts.get(c.ckpt).path, mnt, *c.args, default_log=True)
+        assert m.run.returncode != 0, m.run.describe()
+        assert str(log) in m.run.stderr and "symbolic link" in m.run.stderr, m.run.describe()
+        assert not is_mounted(mnt)
+        assert victim.read_bytes() == b"precious\n"
+    finally:
+        log.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------

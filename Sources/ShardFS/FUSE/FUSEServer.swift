@@ -174,7 +174,8 @@ public final class FUSEServer: @unchecked Sendable {
         }
         let fd = open(path, O_WRONLY)
         guard fd >= 0 else {
-            logger.info("readahead left at the kernel's default: cannot open \(path)")
+            let reason = errno == EACCES || errno == EPERM ? "only root may tune it" : String(cString: strerror(errno))
+            logger.info("readahead left at the kernel's default: cannot open \(path) (\(reason))")
             return true
         }
         defer { close(fd) }

@@ -17,9 +17,11 @@ public struct MountStatus: Codable, Equatable, Sendable {
     public var bytesServed: Int
     /// The materialiser of `--persist-to`, if any.
     public var persist: MaterialiserStatus?
+    /// The daemon's log file (absent when it runs in the foreground).
+    public var log: String?
 
     public init(mountpoint: String, source: String, layout: String, pid: Int32, files: Int, bytes: Int,
-                readsServed: Int, bytesServed: Int, persist: MaterialiserStatus?) {
+                readsServed: Int, bytesServed: Int, persist: MaterialiserStatus?, log: String? = nil) {
         self.mountpoint = mountpoint
         self.source = source
         self.layout = layout
@@ -29,6 +31,7 @@ public struct MountStatus: Codable, Equatable, Sendable {
         self.readsServed = readsServed
         self.bytesServed = bytesServed
         self.persist = persist
+        self.log = log
     }
 
     public func json() -> [UInt8] {

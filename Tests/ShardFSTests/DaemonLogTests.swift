@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+@testable import ShardFS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's default log: a directory of its own user, a name made of the
+/// whole mount path and the host, and no symlink followed on the way.
+@Suite struct DaemonLogTests {
+    typealias Dir = ExtentReadTests.TemporaryDirectory
+
+    @Test func nameIsTheWholePathAndTheHost() {
+        #expect(DaemonLog.fileName(mountpoint: "/mnt/llama3-70b-tp32pp8", host: "ip-10-1-2-3")
+                == "mnt%2Fllama3-70b-tp32pp8@ip-10-1-2-3.log")
+        // The old default named both of these /tmp/shardfs-model.log.
+        #expect(DaemonLog.fileName(mountpoint: "/a/model", host: "h") == "a%2Fmodel@h.log")
+        #expect(DaemonLog.fileName(mountpoint: "/b/model", host: "h") == "b%2Fmodel@h.log")
+        // '_' stays, and what could be read back ambiguously is encoded: '%', '@', '/' and bytes of UTF-8.
+        #expect(DaemonLog.fileName(mountpoint: "/fsx/llama3_70B/50%@x", host: "n1") == "fsx%2Fllama3_70B%2F50%25%40x@n1.log")
+        #expect(DaemonLog.fileName(mountpoint: "/mnt/é", host: "h") == "mnt%2F%C3%A9@h.log")
+        #expect(DaemonLog.fileName(mountpoint: "/m", host: "a b") == "m@a%20b.log")
+    }
+
+    @Test func longPathsStayWithinNameMax() {
+        let deep = "/" + Array(repeating: "directory-\(String(repeating: "x", count: 40))", count: 12).joined(separator: "/")
+        let other = deep.replacingOccurrences(of: "directory-", with: "directorY-")
+        let name = DaemonLog.fileName(mountpoint: deep, host: "ip-10-1-2-3")
+        #expect(name.utf8.count <= 255)
+        #expect(name.hasSuffix("x@ip-10-1-2-3.log"))
+        // Same last 60 bytes, different paths: the hash in front tells them apart.
+        #expect(name != DaemonLog.fileName(mountpoint: other, host: "ip-10-1-2-3"))
+    }
+
+    @Test func directoryFollowsXDGThenHome() throws {
+        #expect(try DaemonLog.defaultDirectory(euid: 0, environment: ["HOME": "/root", "XDG_STATE_HOME": "/x"], home: { nil })
+                == "/var/log/shardfs")
+        #expect(try DaemonLog.defaultDirectory(euid: 1000, environment: ["HOME": "/home/u", "XDG_STATE_HOME": "/st/"], home: { nil })
+                == "/st/shardfs")
+        #expect(try DaemonLog.defaultDirectory(euid: 1000, environment: ["HOME": "/fsx/ubuntu/"], home: { nil })
+                == "/fsx/ubuntu/.local/state/shardfs")
+        // A relative XDG_STATE_HOME is ignored, as the spec says.
+        #expect(try DaemonLog.defaultDirectory(euid: 1000, environment: ["HOME": "/home/u", "XDG_STATE_HOME": "rel"], home: { nil })
+                == "/home/u/.local/state/shardfs")
+        #expect(try DaemonLog.defaultDirectory(euid: 1000, environment: [:], home: { "/home/pw" })
+                == "/home/pw/.local/state/shardfs")
+        #expect(throws: ShardFSError.self) { try DaemonLog.defaultDirectory(euid: 1000, environment: [:], home: { nil }) }
+    }
+
+    @Test func createsAPrivateDirectoryAndFileAndAppends() throws {
+        let dir = try Dir()
+        let logs = dir.path + "/state/shardfs"
+        for line in ["one\n", "two\n"] {
+            let fd = try DaemonLog.openDefault(directory: logs, name: "m@h.log")
+            #expect(write(fd, line, line.utf8.count) == line.utf8.count)
+            close(fd)
+        }
+        #expect(try String(contentsOfFile: logs + "/m@h.log", encoding: .utf8) == "one\ntwo\n")
+        #expect(mode(logs) == 0o700)
+        #expect(mode(dir.path + "/state") == 0o700)
+        #expect(mode(logs + "/m@h.log") == 0o600)
+    }
+
+    @Test func neverFollowsASymlinkToTheFile() throws {
+        let dir = try Dir()
+        let logs = dir.path + "/logs"
+        #expect(mkdir(logs, 0o700) == 0)
+        try dir.write("victim", Array("precious".utf8))
+        #expect(symlink(dir.path + "/victim", logs + "/m@h.log") == 0)
+        let error = #expect(throws: ShardFSError.self) { _ = try DaemonLog.openDefault(directory: logs, name: "m@h.log") }
+        #expect(error?.description.contains("\(logs)/m@h.log: is a symbolic link") == true)
+        #expect(throws: ShardFSError.self) { _ = try DaemonLog.openNamed(logs + "/m@h.log") }
+        #expect(try String(contentsOfFile: dir.path + "/victim", encoding: .utf8) == "precious")
+    }
+
+    @Test func refusesASymlinkedOrSharedDirectory() throws {
+        let dir = try Dir()
+        #expect(mkdir(dir.path + "/real", 0o700) == 0)
+        #expect(symlink(dir.path + "/real", dir.path + "/link") == 0)
+        let linked = #expect(throws: ShardFSError.self) { _ = try DaemonLog.openDefault(directory: dir.path + "/link", name: "m.log") }
+        #expect(linked?.description.contains("symbolic link or not a directory") == true)
+        #expect(mkdir(dir.path + "/shared", 0o777) == 0)
+        #expect(chmod(dir.path + "/shared", 0o1777) == 0)
+        let shared = #expect(throws: ShardFSError.self) { _ = try DaemonLog.openDefault(directory: dir.path + "/shared", name: "m.log") }
+        #expect(shared?.description.contains("writable by other users (mode 1777)") == true)
+        #expect(access(dir.path + "/real/m.log", F_OK) != 0)
+        #expect(access(dir.path + "/shared/m.log", F_OK) != 0)
+    }
+
+    @Test func refusesWhatIsNotARegularFile() throws {
+        let dir = try Dir()
+        #expect(mkdir(dir.path + "/logs", 0o700) == 0)
+        #expect(mkdir(dir.path + "/logs/m.log", 0o700) == 0)
+        #expect(throws: ShardFSError.self) { _ = try DaemonLog.openDefault(directory: dir.path + "/logs", name: "m.log") }
+    }
+
+    private func mode(_ path: String) -> mode_t {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_mode & 0o7777 : 0
+    }
+}
