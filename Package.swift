@@ -35,8 +35,11 @@ let package = Package(
                 "ShardFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            plugins: ["BuildInfo"]
         ),
+        // `shardfs --version`: the VERSION file and the git commit, at build time.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         // libFuzzer targets (scripts/fuzz.sh); a plain build makes a corpus replayer.
         .executableTarget(name: "shardfs-fuzz", dependencies: ["ShardFS"]),
         .testTarget(name: "ShardFSTests", dependencies: ["ShardFS", .product(name: "Logging", package: "swift-log")], exclude: ["Fixtures"]),

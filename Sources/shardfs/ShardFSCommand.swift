@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShardFS
 
 @main
 struct ShardFSCommand: ParsableCommand {
@@ -18,6 +19,7 @@ struct ShardFSCommand: ParsableCommand {
               shardfs convert /fsx/ubuntu/Meta-Llama-3-70B /fsx/ubuntu/llama3_70B/pretrained_weight \\
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
             """,
+        version: "shardfs \(BuildInfo.version) (commit \(BuildInfo.commit), \(BuildInfo.commitDate); libfuse \(FUSEServer.libfuseVersion))",
         subcommands: [ConvertCommand.self, PlanCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, VerifyCommand.self]
     )
 }

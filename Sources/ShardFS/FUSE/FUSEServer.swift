@@ -99,6 +99,9 @@ public final class FUSEServer: @unchecked Sendable {
         logger.error("\(file): EIO: source \(source) \(problem) since mounting; remount to serve the new bytes")
     }
 
+    /// The version of the libfuse this binary runs with (linked in, in the package).
+    public static var libfuseVersion: String { String(cString: fuse_pkgversion()) }
+
     /// Mounts, calls `ready` once the mount is visible, serves until
     /// unmounted (`shardfs unmount`, `fusermount3 -u`) or SIGINT/SIGTERM,
     /// then unmounts. Throws when mounting fails.
