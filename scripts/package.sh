@@ -49,7 +49,7 @@ gcc -O2 -fPIC -Wall -Wextra -Werror -c packaging/glibc-compat.c -o "$work/glibc-
 
 echo "package: building shardfs $version (release, static Swift runtime and libfuse3)" >&2
 PKG_CONFIG_PATH=$PWD/$work/pkgconfig swift build -c release --scratch-path "$scratch" --product shardfs \
-    --static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -static-libgcc \
+    --static-swift-stdlib --disable-local-rpath -Xswiftc -Xclang-linker -Xswiftc -static-libgcc \
     -Xlinker "$PWD/$work/glibc-compat.o" 2>&1 | grep -v "warning: the use of \`mktemp' is dangerous" | tail -n 3
 binary=$scratch/release/shardfs
 
@@ -62,6 +62,11 @@ for library in $needed; do
         *) fail "$binary needs $library, which is neither glibc nor zlib" ;;
     esac
 done
+# No $ORIGIN search path: a library dropped next to the binary on shared
+# storage must never be loaded in place of the node's own.
+if objdump -p "$binary" | grep -qE '^\s*(RPATH|RUNPATH)'; then
+    fail "$binary carries a library search path: $(objdump -p "$binary" | grep -E 'RPATH|RUNPATH')"
+fi
 highest=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
 if [ "$(printf '%s\n%s\n' "$highest" "$GLIBC_FLOOR" | sort -V | tail -n 1)" != "$GLIBC_FLOOR" ]; then
     fail "$binary needs GLIBC_$highest, above the floor GLIBC_$GLIBC_FLOOR: $(objdump -T "$binary" | grep "GLIBC_$highest" | awk '{ print $NF }' | tr '\n' ' ')"

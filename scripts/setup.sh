@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for package in libfuse3-dev fuse3 pkg-config zlib1g-dev time unzip gcc; do
+for package in libfuse3-dev fuse3 pkg-config zlib1g-dev time unzip gcc binutils util-linux passwd; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -139,3 +139,33 @@ class ConversionCache:
 @pytest.fixture(scope="session")
 def conversions(tmp_path_factory, shardfs, ckpts) -> ConversionCache:
     return ConversionCache(tmp_path_factory.mktemp("converted"), shardfs, ckpts)
+
+
+@dataclass
+class Package:
+    """dist/shardfs-VERSION-linux-ARCH.tar.gz (scripts/package.sh), unpacked."""
+    tarball: Path
+    root: Path  # the one top-level folder
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin/shardfs"
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory) -> Package:
+    """The tarball named by SHARDFS_PACKAGE, else the one scripts/package.sh
+    made for this VERSION; fails (never skips) when there is none."""
+    import tarfile
+
+    version = (REPO / "VERSION").read_text().strip()
+    env = os.environ.get("SHARDFS_PACKAGE")
+    tarball = Path(env) if env else REPO / f"dist/shardfs-{version}-linux-{os.uname().machine}.tar.gz"
+    if not tarball.exists():
+        pytest.fail(f"no package {tarball}: run scripts/package.sh (or set SHARDFS_PACKAGE)", pytrace=False)
+    out = tmp_path_factory.mktemp("package")
+    with tarfile.open(tarball) as t:
+        tops = {m.name.split("/")[0] for m in t.getmembers()}
+        assert len(tops) == 1, f"{tarball}: more than one top-level entry: {sorted(tops)}"
+        t.extractall(out, filter="tar")
+    return Package(tarball, out / tops.pop())
