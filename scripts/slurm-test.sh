@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `shardfs convert --part` under a real Slurm, as the seed's cluster runs it:
+# `shardfs convert --part` under a real Slurm, as the SageMaker HyperPod Llama-3-70B tutorial's cluster runs it:
 # a one-node Slurm on this machine (Debian's slurm-wlm and munge, daemons
 # started here, configured in a private directory so /etc is left alone)
 # runs an array of 4 tasks, each writing its share of one layout into the same
