@@ -123,7 +123,12 @@ struct MountCommand: ParsableCommand {
     func run() throws {
         let mountpoint = MountTable.absolute(self.mountpoint)
         if readyFD == nil {
-            try reportingErrors { () throws(ShardFSError) in try MountTable.checkMountPoint(mountpoint) }
+            try reportingErrors { () throws(ShardFSError) in
+                try MountTable.checkMountPoint(mountpoint)
+                if allowOther && geteuid() != 0 && !FUSEMountOptions.usersMayAllowOther() {
+                    throw ShardFSError.badLayout(flag: "--allow-other", reason: "mounting as a user other than root, fusermount3 allows it only with user_allow_other in /etc/fuse.conf (a line an administrator adds)")
+                }
+            }
         }
         let (checkpoint, plan) = try failing { () throws(ShardFSError) in
             if layout.format == .hf && part != nil {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How a mount talks to the kernel. The defaults favour one streaming pass
 /// per file, which is how training loads rank files.
 public struct FUSEMountOptions: Sendable {
@@ -29,6 +31,16 @@ public struct FUSEMountOptions: Sendable {
 
     public init(mountpoint: String) {
         self.mountpoint = mountpoint
+    }
+
+    /// Whether fusermount3 lets users other than root pass `allow_other`:
+    /// only when `user_allow_other` is set in its configuration file.
+    public static func usersMayAllowOther(configuration path: String = "/etc/fuse.conf") -> Bool {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
+        return text.split(separator: "\n").contains { line in
+            let setting = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0]
+            return setting.split(whereSeparator: { $0 == " " || $0 == "\t" }) == ["user_allow_other"]
+        }
     }
 
     /// The `-o` option string given to `fuse_session_new`.

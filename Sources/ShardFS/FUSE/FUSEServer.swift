@@ -122,6 +122,10 @@ public final class FUSEServer: @unchecked Sendable {
         }
         defer { fuse_session_destroy(session) }
         guard fuse_session_mount(session, options.mountpoint) == 0 else {
+            if geteuid() != 0 {
+                // libfuse printed fusermount3's own reason to stderr, the daemon's log.
+                throw ShardFSError.badSource(file: options.mountpoint, reason: "fusermount3 could not mount it as uid \(geteuid()): it must be installed (package fuse3), /dev/fuse open to users, and the mount point a directory you own")
+            }
             throw ShardFSError.io(path: options.mountpoint, operation: "mount (is /dev/fuse available, and fuse3 installed?)", errno: EPERM)
         }
         defer {

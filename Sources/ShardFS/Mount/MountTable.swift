@@ -122,6 +122,9 @@ public enum MountTable {
         if lazy { arguments.append("-z") }
         arguments.append(full)
         let status = run(arguments)
+        if status == 127 {
+            throw ShardFSError.badSource(file: path, reason: "cannot unmount as uid \(geteuid()): fusermount3 is not on PATH (install the fuse3 package)")
+        }
         guard status == 0 else { throw ShardFSError.badSource(file: path, reason: "fusermount3 -u failed (status \(status))") }
     }
 
