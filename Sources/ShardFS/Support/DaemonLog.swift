@@ -126,7 +126,8 @@ public enum DaemonLog {
         for component in directory.split(separator: "/") {
             prefix += "/" + component
             if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw ShardFSError.io(path: prefix, operation: "make the log directory", errno: errno)
+                let reason = String(cString: strerror(errno))
+                throw ShardFSError.badSource(file: prefix, reason: "cannot make the daemon's log directory \(directory) (\(reason)); give --log-file FILE")
             }
         }
     }
