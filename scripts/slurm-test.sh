@@ -80,6 +80,9 @@ cleanup() {
     done
     # Unset first, or the scan's own tr and grep would match.
     unset SLURM_CONF
+    if grep -q " $work/mnt fuse.shardfs " /proc/mounts 2>/dev/null; then
+        fusermount3 -u -z "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null
+    fi
     for pid in $(own_slurm_processes); do kill -KILL "$pid" 2>/dev/null; done
     if [ $status = 0 ] && [ $keep_work = 0 ]; then rm -rf "$work"; else say "state, logs and outputs kept in $work"; fi
     exit $status
@@ -273,6 +276,51 @@ while read -r path; do
 done <"$work/plan.txt"
 [ $differing = 0 ] || failures+=("$differing files differ from a whole conversion")
 
+# --- a mount for the job's lifetime (README: "Mounting in a Slurm job") --------
+# The daemon runs in the foreground as a step of its own; the next steps wait
+# for it, read through it (the stand-in for training, without --overlap) and
+# unmount it; the mount step then ends by itself. A background daemon started
+# by srun would be killed with its step under proctrack/cgroup.
+mnt=$work/mnt
+mkdir -p "$mnt"
+cat >"$work/mount-job.sh" <<EOF
+#!/bin/bash
+srun --ntasks-per-node=1 --overlap --output="$work/jobs/mount-%j-%N.log" \\
+    "$SHARDFS_BIN" mount "$SRC" "$mnt" ${LAYOUT[*]} --foreground &
+mount_step=\$!
+status=0
+srun --ntasks-per-node=1 --overlap "$SHARDFS_BIN" status "$mnt" --wait 60 || status=11
+if [ \$status = 0 ]; then
+    srun --ntasks-per-node=1 bash -c 'cat "$mnt"/model/*.pt | wc -c' >"$work/jobs/mount-read.txt" || status=12
+fi
+srun --ntasks-per-node=1 --overlap "$SHARDFS_BIN" unmount "$mnt" || { [ \$status = 0 ] && status=13; }
+wait \$mount_step || { [ \$status = 0 ] && status=14; }
+echo \$status >"$work/jobs/mount-job.status"
+exit \$status
+EOF
+job_id=$(client sbatch --parsable --job-name=shardfs-mount --output="$work/jobs/mount-job.out" "$work/mount-job.sh") \
+    || fail_with_logs "sbatch refused the mount job"
+say "submitted mount job $job_id"
+finished=0
+for _ in $(seq $limit); do
+    if queued=$(client squeue -h -j "$job_id" -o %i 2>&1) && [ -z "$queued" ]; then finished=1; break; fi
+    sleep 1
+done
+[ $finished = 1 ] || fail_with_logs "mount job $job_id not finished after $limit s"
+mount_status=$(cat "$work/jobs/mount-job.status" 2>/dev/null || echo "none recorded")
+expected_bytes=$(cat "$work"/whole/model/*.pt | wc -c)
+read_bytes=$(tr -d ' \n' <"$work/jobs/mount-read.txt" 2>/dev/null || echo none)
+if [ "$mount_status" != 0 ]; then
+    failures+=("the mount job exited with status $mount_status (11 status --wait, 12 read, 13 unmount, 14 the mount step)")
+    cat "$work/jobs/mount-job.out" "$work"/jobs/mount-*-*.log >&2 2>/dev/null
+elif [ "$read_bytes" != "$expected_bytes" ]; then
+    failures+=("read $read_bytes bytes through the mount in the job, not the $expected_bytes the files hold")
+elif grep -q " $mnt fuse.shardfs " /proc/mounts; then
+    failures+=("$mnt is still mounted after the mount job ended")
+elif ! grep -qs "unmounted $mnt" "$work"/jobs/mount-*-*.log; then
+    failures+=("the mount step's log does not say it unmounted: $(cat "$work"/jobs/mount-*-*.log 2>/dev/null | tail -n 5)")
+fi
+
 elapsed=$(( $(date +%s) - started ))
 if [ ${#failures[@]} -gt 0 ]; then
     for f in "${failures[@]}"; do say "FAIL: $f"; done
@@ -281,4 +329,4 @@ if [ ${#failures[@]} -gt 0 ]; then
     exit 1
 fi
 keep_work=0
-say "PASS: $TASKS Slurm array tasks wrote $total files with --part I/$TASKS, together exactly the plan, identical to one whole conversion ($elapsed s)"
+say "PASS: $TASKS Slurm array tasks wrote $total files with --part I/$TASKS, together exactly the plan, identical to one whole conversion; a --foreground mount step served the job's read step and the job unmounted it ($elapsed s)"

@@ -28,6 +28,15 @@ struct MountCommand: ParsableCommand {
                   --tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv --dtype float32
               ln -sfn /mnt/llama3-70b-tp32pp8 /fsx/ubuntu/llama3_70B/pretrained_weight
 
+            In a Slurm job, run the mount as a step of its own with --foreground (a
+            background daemon ends with the step that started it), wait for it, and
+            unmount before the job ends:
+
+              srun --ntasks-per-node=1 --overlap shardfs mount SRC MNT ... --foreground &
+              srun --ntasks-per-node=1 --overlap shardfs status MNT --wait 120
+              srun ... (training)
+              srun --ntasks-per-node=1 --overlap shardfs unmount MNT
+
             To also leave real files on FSx for later jobs, add --persist-to (each of 16
             nodes writing its share) and watch it with `shardfs status`:
 
@@ -147,6 +156,11 @@ struct MountCommand: ParsableCommand {
             case .hf: what = "a Hugging Face checkpoint (\(plan.virtualFiles().count) files)"
             }
             Console.out("shardfs: serving \(what) of \(source) at \(mountpoint) (log: \(log))")
+            if let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"] {
+                // Measured under proctrack/cgroup: the step's cgroup holds the
+                // daemon, so Slurm kills it when the step ends, leaving a dead mount.
+                Console.error("shardfs: note: in Slurm job \(job) this background daemon ends with the job step that started it; to serve the whole job, run `srun --ntasks-per-node=1 --overlap shardfs mount ... --foreground &` and unmount before the job ends (README: \"Mounting in a Slurm job\")")
+            }
             return
         }
         if readyFD != nil {

@@ -26,32 +26,36 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print the daemon's status as JSON.")
     var json = false
 
+    @Option(help: ArgumentHelp(
+        "Wait up to this many seconds for MNT to be served, then report as usual.",
+        discussion: "For a mount started in the background, e.g. by `srun ... shardfs mount ... --foreground &` in a Slurm job: the next step can wait for it with `srun ... shardfs status MNT --wait 120`.",
+        valueName: "seconds"))
+    var wait: Double?
+
+    func validate() throws {
+        if let wait, !(wait >= 0 && wait <= 86_400) { throw ValidationError("--wait must be between 0 and 86400 seconds, not \(wait)") }
+    }
+
     func run() throws {
         let mountpoint = MountTable.absolute(self.mountpoint)
-        guard MountTable.entries().contains(where: { $0.mountPoint == mountpoint && $0.fileSystemType == "fuse.shardfs" }) else {
-            Console.error("shardfs: error: \(mountpoint) is not a ShardFS mount (see /proc/mounts)")
-            throw ExitCode.failure
-        }
-        let path = mountpoint + "/" + MountStatus.fileName
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let code = errno
-            let hint = code == ENOTCONN ? ": its daemon is gone; `shardfs unmount \(mountpoint)` clears it" : ""
-            Console.error("shardfs: error: \(path): \(String(cString: strerror(code)))\(hint)")
-            throw ExitCode.failure
-        }
-        defer { close(fd) }
+        let deadline = Date().addingTimeInterval(wait ?? 0)
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n >= 0 else {
-                Console.error("shardfs: error: \(path): read failed: \(String(cString: strerror(errno)))")
+            switch Self.readStatus(mountpoint) {
+            case .success(let read):
+                bytes = read
+            case .failure(let problem):
+                if Date() < deadline {
+                    usleep(200_000)
+                    continue
+                }
+                let waited = wait.map { " (after waiting \(Int($0)) s)" } ?? ""
+                Console.error("shardfs: error: \(problem.message)\(waited)")
                 throw ExitCode.failure
             }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
+            break
         }
+        let path = mountpoint + "/" + MountStatus.fileName
         if json {
             Console.out(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines))
             return
@@ -71,5 +75,37 @@ struct StatusCommand: ParsableCommand {
         } else {
             Console.out("persist: off (mount with --persist-to DIR to write the files to real storage)")
         }
+    }
+}
+
+/// Why a mount's status could not be read.
+struct StatusProblem: Error {
+    let message: String
+}
+
+extension StatusCommand {
+    /// The daemon's status file, or why it cannot be read now (not a ShardFS
+    /// mount yet, or its daemon gone).
+    static func readStatus(_ mountpoint: String) -> Result<[UInt8], StatusProblem> {
+        guard MountTable.entries().contains(where: { $0.mountPoint == mountpoint && $0.fileSystemType == "fuse.shardfs" }) else {
+            return .failure(StatusProblem(message: "\(mountpoint) is not a ShardFS mount (see /proc/mounts)"))
+        }
+        let path = mountpoint + "/" + MountStatus.fileName
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            let hint = code == ENOTCONN ? ": its daemon is gone; `shardfs unmount \(mountpoint)` clears it" : ""
+            return .failure(StatusProblem(message: "\(path): \(String(cString: strerror(code)))\(hint)"))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n >= 0 else { return .failure(StatusProblem(message: "\(path): read failed: \(String(cString: strerror(errno)))")) }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return .success(bytes)
     }
 }

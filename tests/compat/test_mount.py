@@ -1071,6 +1071,46 @@ def test_foreground_sigint(conversions, ckpts, mounts, tmp_path):
     assert os.listdir(mnt) == []
 
 
+def test_status_wait_for_a_foreground_mount(ckpts, mounts, shardfs, tmp_path):
+    """The Slurm pattern (README): a --foreground mount started in the
+    background, and `status --wait` in the next step returns once it serves;
+    on a directory that never becomes a mount, it fails after the wait."""
+    c = GQA_TP2_PP2
+    never = new_mnt(tmp_path, "never")
+    start = time.monotonic()
+    r = shardfs.run("status", never, "--wait", "1")
+    assert r.returncode == 1 and time.monotonic() - start >= 1.0, r.describe()
+    assert f"{never} is not a ShardFS mount" in r.stderr and "after waiting 1 s" in r.stderr, r.describe()
+
+    mnt = new_mnt(tmp_path)
+    err = tmp_path / "foreground.stderr"
+    p = mounts.foreground(ckpts.get(c.ckpt).path, mnt, *c.args, stderr_path=err)
+    try:
+        r = shardfs.run("status", mnt, "--wait", "30")
+        assert r.returncode == 0, r.describe() + "\n" + err.read_text(errors="replace")[-3000:]
+        assert f"daemon pid {p.pid}:" in r.stdout, r.stdout
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=15)
+    assert not is_mounted(mnt)
+
+
+def test_background_mount_in_a_slurm_job_says_how(ckpts, mounts, shardfs, tmp_path):
+    """Slurm kills a step's background daemon with the step: inside a job,
+    a mount without --foreground says what to do instead."""
+    c = GQA_TP2_PP2
+    mnt = new_mnt(tmp_path)
+    log = tmp_path / "daemon.log"
+    exe = shardfs.require()
+    mounts._track(mnt)
+    env = dict(os.environ, SLURM_JOB_ID="4242")
+    r = subprocess.run([str(exe), "mount", str(ckpts.get(c.ckpt).path), str(mnt), *c.args, "--log-file", str(log)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and is_mounted(mnt), r.stderr
+    assert "in Slurm job 4242" in r.stderr and "--foreground" in r.stderr and "--overlap" in r.stderr, r.stderr
+    assert mounts.unmount(mnt).returncode == 0
+
+
 # ---------------------------------------------------------------------------
 # 11: a source changed while mounted
 
