@@ -220,14 +220,16 @@ job_id=${job_id%%;*}
 say "submitted array job $job_id (tasks 0-$((TASKS - 1)))"
 
 # Polled here rather than with `sbatch --wait`, whose back-off adds up to 10 s.
-# Done once squeue answers and lists none of the array's tasks.
-finished=0
-limit=180
-for _ in $(seq $limit); do
-    if queued=$(client squeue -h -j "$job_id" -o %i 2>&1) && [ -z "$queued" ]; then finished=1; break; fi
-    sleep 1
-done
-[ $finished = 1 ] || fail_with_logs "array job $job_id not finished after $limit s (squeue: $(echo ${queued:-nothing}))"
+# Done once squeue answers and lists none of the job's tasks.
+wait_for_job() {
+    local what=$1 limit=180 queued=
+    for _ in $(seq $limit); do
+        if queued=$(client squeue -h -j "$job_id" -o %i 2>&1) && [ -z "$queued" ]; then return 0; fi
+        sleep 1
+    done
+    fail_with_logs "$what $job_id not finished after $limit s (squeue: $(echo ${queued:-nothing}))"
+}
+wait_for_job "array job"
 
 # --- checks ------------------------------------------------------------------
 failures=()
@@ -301,12 +303,7 @@ EOF
 job_id=$(client sbatch --parsable --job-name=shardfs-mount --output="$work/jobs/mount-job.out" "$work/mount-job.sh") \
     || fail_with_logs "sbatch refused the mount job"
 say "submitted mount job $job_id"
-finished=0
-for _ in $(seq $limit); do
-    if queued=$(client squeue -h -j "$job_id" -o %i 2>&1) && [ -z "$queued" ]; then finished=1; break; fi
-    sleep 1
-done
-[ $finished = 1 ] || fail_with_logs "mount job $job_id not finished after $limit s"
+wait_for_job "mount job"
 mount_status=$(cat "$work/jobs/mount-job.status" 2>/dev/null || echo "none recorded")
 expected_bytes=$(cat "$work"/whole/model/*.pt | wc -c)
 read_bytes=$(tr -d ' \n' <"$work/jobs/mount-read.txt" 2>/dev/null || echo none)

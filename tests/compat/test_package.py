@@ -12,16 +12,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
-import torch
-
 from conftest import REPO
 from isolated import describe, kill_daemons, run_isolated
-from test_mount import zero_crcs
+from tiny_example import EXAMPLE, LAYOUT, RANK_FILES, assert_read_as_converted
 
-EXAMPLE = REPO / "examples/tiny-llama"
-LAYOUT = ["--tp-size", "2", "--pp-size", "2"]
-RANK_FILES = [f"dp_rank_00_tp_rank_{t:02d}_pp_rank_{p:02d}.pt" for t in range(2) for p in range(2)]
 SUBCOMMANDS = ["convert", "plan", "mount", "unmount", "status", "verify"]
 
 # What a node provides: glibc's libraries and zlib.
@@ -151,10 +145,6 @@ trap - EXIT
     assert e.returncode == 0, e.describe()
     assert sorted(p.name for p in (out / "model").iterdir()) == sorted(RANK_FILES)
     for name in RANK_FILES:
-        converted = (out / "model" / name).read_bytes()
-        assert converted == (expected / "model" / name).read_bytes(), f"{name}: the packaged convert differs from the built one"
-        # Served through the mount: the same bytes but the zip CRC fields (0 there).
-        assert (copied / name).read_bytes() == zero_crcs(converted, name), f"{name}: the packaged mount served other bytes"
-        got = torch.load(copied / name, weights_only=True, mmap=True)
-        want = torch.load(out / "model" / name, weights_only=True)
-        assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want), name
+        assert (out / "model" / name).read_bytes() == (expected / "model" / name).read_bytes(), (
+            f"{name}: the packaged convert differs from the built one")
+    assert_read_as_converted(copied, out)

@@ -20,16 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import REPO
 from daemon_log import default_log_path
 from isolated import describe, kill_daemons, run_isolated
-from test_mount import zero_crcs
-
-EXAMPLE = REPO / "examples/tiny-llama"
-LAYOUT = ["--tp-size", "2", "--pp-size", "2"]
-RANK_FILES = [f"dp_rank_00_tp_rank_{t:02d}_pp_rank_{p:02d}.pt" for t in range(2) for p in range(2)]
+from tiny_example import EXAMPLE, LAYOUT, assert_read_as_converted
 
 
 @dataclass
@@ -119,10 +113,4 @@ if grep -q " {mnt} " /proc/self/mounts; then echo "still mounted" >&2; exit 1; f
     expected = tmp_path / "expected"
     e = shardfs.run("convert", EXAMPLE, expected, *LAYOUT)
     assert e.returncode == 0, e.describe()
-    assert sorted(p.name for p in read.iterdir()) == sorted(RANK_FILES)
-    for name in RANK_FILES:
-        converted = (expected / "model" / name).read_bytes()
-        assert (read / name).read_bytes() == zero_crcs(converted, name), f"{name}: served bytes differ"
-        got = torch.load(read / name, weights_only=True, mmap=True)
-        want = torch.load(expected / "model" / name, weights_only=True)
-        assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want), name
+    assert_read_as_converted(read, expected)
