@@ -1,8 +1,8 @@
 #!/bin/sh
 # Writes OUT/BuildInfo.swift: the version (the VERSION file) and the git commit
 # of the package in DIR, for `shardfs --version`. Run by the BuildInfo plugin
-# before every build; the file is rewritten only when its content changes, so
-# an unchanged tree recompiles nothing. Outside a git checkout the commit is
+# whenever VERSION or git's HEAD, reflog or index changed; the file is
+# rewritten only when its content changes, so nothing is recompiled in vain. Outside a git checkout the commit is
 # "unknown".
 set -eu
 dir=$1 out=$2
