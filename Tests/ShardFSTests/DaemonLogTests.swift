@@ -33,6 +33,14 @@ import Glibc
         #expect(name != DaemonLog.fileName(mountpoint: other, host: "ip-10-1-2-3"))
     }
 
+    /// The long-path hash (and torch.save's serialization ids) use 64-bit
+    /// FNV-1a; these are the published test vectors.
+    @Test func fnv1aMatchesPublishedVectors() {
+        #expect(FNV1a.hash("".utf8) == 0xCBF2_9CE4_8422_2325)
+        #expect(FNV1a.hash("a".utf8) == 0xAF63_DC4C_8601_EC8C)
+        #expect(FNV1a.hash("foobar".utf8) == 0x8594_4171_F739_67E8)
+    }
+
     @Test func directoryFollowsXDGThenHome() throws {
         #expect(try DaemonLog.defaultDirectory(euid: 0, environment: ["HOME": "/root", "XDG_STATE_HOME": "/x"], home: { nil })
                 == "/var/log/shardfs")

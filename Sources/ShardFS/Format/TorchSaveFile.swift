@@ -28,18 +28,10 @@ public enum TorchSaveFile {
     /// 40 decimal digits derived from `seed` (torch draws them at random;
     /// ShardFS derives them so the same layout always yields the same bytes).
     public static func serializationID(seed: String) -> String {
-        func fnv1a(_ basis: UInt64) -> UInt64 {
-            var hash = basis
-            for byte in seed.utf8 {
-                hash ^= UInt64(byte)
-                hash = hash &* 0x0000_0100_0000_01B3
-            }
-            return hash
-        }
         func twentyDigits(_ v: UInt64) -> String {
             let digits = String(v)
             return String(repeating: "0", count: 20 - digits.count) + digits
         }
-        return twentyDigits(fnv1a(0xCBF2_9CE4_8422_2325)) + twentyDigits(fnv1a(0x6C62_272E_07BB_0142))
+        return twentyDigits(FNV1a.hash(seed.utf8)) + twentyDigits(FNV1a.hash(seed.utf8, basis: 0x6C62_272E_07BB_0142))
     }
 }

@@ -39,7 +39,7 @@ public enum DaemonLog {
         var name = encode(path.utf8)
         // NAME_MAX is 255 bytes: a longer path keeps its end, after a hash of the whole.
         if name.utf8.count + encodedHost.utf8.count + 5 > 255 {
-            let hash = String(fnv1a64(mountpoint.utf8), radix: 16)
+            let hash = String(FNV1a.hash(mountpoint.utf8), radix: 16)
             name = hash + "-" + encode(path.utf8.suffix(60))
         }
         return name + "@" + encodedHost + ".log"
@@ -154,11 +154,5 @@ public enum DaemonLog {
             }
         }
         return out
-    }
-
-    private static func fnv1a64<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return hash
     }
 }
