@@ -8,9 +8,14 @@ import Glibc
 /// Starts `shardfs` again as a background daemon and waits until it says the
 /// mount is ready (or why it failed). A fresh exec, not fork: forking a
 /// multithreaded Swift process is unsafe.
+///
+/// The daemon talks back on its fd 3, a line at a time: `note TEXT` (shown
+/// to the user as it comes), then `ready WHAT` (what it serves) or the
+/// error that stopped it.
 enum Daemon {
-    /// `logFD` (open on `logFile`, closed here) becomes the daemon's stdout and stderr.
-    static func start(arguments: [String], logFile: String, logFD: Int32) throws {
+    /// `logFD` (open on `logFile`, closed here) becomes the daemon's stdout
+    /// and stderr. Returns what the daemon said it serves.
+    static func start(arguments: [String], logFile: String, logFD: Int32) throws -> String {
         defer { close(logFD) }
         var pipeFDs: [Int32] = [0, 0]
         guard pipe(&pipeFDs) == 0 else { throw failure("pipe failed: \(String(cString: strerror(errno)))") }
@@ -34,22 +39,40 @@ enum Daemon {
         defer { close(pipeFDs[0]) }
         guard status == 0 else { throw failure("cannot start the daemon: \(String(cString: strerror(status)))") }
 
-        // The daemon writes "ready" once mounted, or its error, one line.
-        var message: [UInt8] = []
+        var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
+        var last = ""
+        reading: while true {
             let n = chunk.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
-            message += chunk[0..<n]
-            if message.contains(UInt8(ascii: "\n")) { break }
+            pending += chunk[0..<n]
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                if line.hasPrefix("note ") {
+                    Console.error(String(line.dropFirst(5)))
+                    continue
+                }
+                last = line
+                break reading
+            }
         }
-        let text = String(decoding: message, as: UTF8.self).trimmingSuffix()
-        guard text == "ready" else {
-            var exitStatus: Int32 = 0
-            waitpid(pid, &exitStatus, 0)
-            throw failure(text.isEmpty ? "the daemon exited before mounting; see \(logFile)" : "\(text) (log: \(logFile))")
-        }
+        if last.isEmpty { last = String(decoding: pending, as: UTF8.self).trimmingSuffix() }
+        if last.hasPrefix("ready") { return String(last.dropFirst(6)) }
+        var exitStatus: Int32 = 0
+        waitpid(pid, &exitStatus, 0)
+        throw failure(last.isEmpty ? "the daemon exited before mounting; see \(logFile)" : "\(last) (log: \(logFile))")
+    }
+
+    /// In the daemon: passes a note on to the waiting parent.
+    static func relay(_ note: String, fd: Int32) {
+        Console.write("note " + note.replacingOccurrences(of: "\n", with: " ") + "\n", fd: fd)
+    }
+
+    /// In the daemon: the mount is up, serving `what`.
+    static func ready(_ what: String, fd: Int32) {
+        Console.write("ready " + what + "\n", fd: fd)
     }
 
     private static func failure(_ message: String) -> ExitCode {

@@ -128,16 +128,16 @@ struct SourceFlags: ParsableArguments {
 }
 
 /// Opens a source (a Hugging Face model or an NxD checkpoint) and plans a
-/// layout, printing any warnings.
-func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFlags,
-                 announceSource: Bool = true) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
+/// layout, telling `note` (stderr by default) what the user should know.
+func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFlags, announceSource: Bool = true,
+                 note: (String) -> Void = { Console.error($0) }) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
     let options = try flags.options()
     let checkpoint = try Checkpoint.open(source, options: sourceFlags.options)
     if announceSource, let layout = checkpoint.sourceLayout {
-        Console.error("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
+        note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
     }
     let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
-    for warning in plan.warnings { Console.error("warning: \(warning)") }
+    for warning in plan.warnings { note("warning: \(warning)") }
     return (checkpoint, plan)
 }
 

@@ -139,22 +139,19 @@ struct MountCommand: ParsableCommand {
                 }
             }
         }
-        let (checkpoint, plan) = try failing { () throws(ShardFSError) in
+        try failing { () throws(ShardFSError) in
             if layout.format == .hf && part != nil {
                 throw ShardFSError.badLayout(flag: "--part", reason: "splits rank files among tasks; a Hugging Face checkpoint (--format hf) is persisted by one daemon")
             }
-            return try openAndPlan(source, sourceFlags, layout)
+            _ = try layout.options()
         }
         guard foreground else {
+            // The daemon opens the source and plans (a trained 405B tag is
+            // 60,000 files to parse: doing it here as well doubled the time
+            // to ready); its notes and any refusal come back through the pipe.
             let (log, logFD) = try failing { () throws(ShardFSError) in try openLog(mountpoint: mountpoint) }
-            try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3", "--daemon-log", log],
-                             logFile: log, logFD: logFD)
-            let what: String
-            switch plan.options.format {
-            case .pt: what = "\(plan.files.count) files"
-            case .xser: what = "\(plan.files.count) rank files (xser)"
-            case .hf: what = "a Hugging Face checkpoint (\(plan.virtualFiles().count) files)"
-            }
+            let what = try Daemon.start(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--ready-fd", "3", "--daemon-log", log],
+                                        logFile: log, logFD: logFD)
             Console.out("shardfs: serving \(what) of \(source) at \(mountpoint) (log: \(log))")
             if let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"] {
                 // Measured under proctrack/cgroup: the step's cgroup holds the
@@ -166,6 +163,12 @@ struct MountCommand: ParsableCommand {
         if readyFD != nil {
             _ = setsid()  // leave the terminal's session: no SIGHUP, no Ctrl-C
             signal(SIGHUP, SIG_IGN)
+        }
+        let (checkpoint, plan) = try failing { () throws(ShardFSError) in
+            try openAndPlan(source, sourceFlags, layout) { note in
+                Console.error(note)
+                if let readyFD { Daemon.relay(note, fd: readyFD) }
+            }
         }
         signal(SIGPIPE, SIG_IGN)
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
@@ -200,12 +203,21 @@ struct MountCommand: ParsableCommand {
             try server.run(ready: {
                 materialiser?.materialiser.start()
                 if let readyFD {
-                    Console.write("ready\n", fd: readyFD)
+                    Daemon.ready(serving(plan), fd: readyFD)
                     close(readyFD)
                 }
             })
         }
         materialiser?.materialiser.stop()
+    }
+
+    /// What a mount of `plan` serves, in words.
+    private func serving(_ plan: LayoutPlan) -> String {
+        switch plan.options.format {
+        case .pt: return "\(plan.files.count) files"
+        case .xser: return "\(plan.files.count) rank files (xser)"
+        case .hf: return "a Hugging Face checkpoint (\(plan.virtualFiles().count) files)"
+        }
     }
 
     /// The background daemon's log, opened here so that a refusal (a symlink,

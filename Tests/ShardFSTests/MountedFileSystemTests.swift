@@ -10,8 +10,7 @@ import Glibc
 /// without /dev/fuse: the tree, attributes, and above all which pieces make up
 /// a read. The reference model is the whole virtual file read in one go
 /// (itself checked against hand-computed bytes in ExtentReadTests): every
-/// read answered by segments, the `.source` ones resolved by reading the
-/// source file independently, must equal the same range of it.
+/// read answered by segments must equal the same range of it.
 @Suite struct MountedFileSystemTests {
     typealias Fixture = ExtentReadTests
 
@@ -24,18 +23,13 @@ import Glibc
     }
 
     /// Resolves segments to bytes without ShardFS's readers: buffer bytes as
-    /// given, source ranges read from the file with FileHandle.
-    static func resolve(_ segments: [ReadSegment], _ buffer: UnsafeMutableRawBufferPointer, _ checkpoint: Checkpoint) throws -> [UInt8] {
+    /// given, a persisted copy's range read with pread.
+    static func resolve(_ segments: [ReadSegment], _ buffer: UnsafeMutableRawBufferPointer) throws -> [UInt8] {
         var out: [UInt8] = []
         for segment in segments {
             switch segment {
             case let .buffer(range):
                 out += Array(UnsafeRawBufferPointer(rebasing: buffer[range]))
-            case let .source(fileIndex, offset, count):
-                let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: checkpoint.files[fileIndex].path))
-                defer { try? handle.close() }
-                try handle.seek(toOffset: UInt64(offset))
-                out += Array(try handle.read(upToCount: count) ?? Data())
             case let .persisted(descriptor, offset, count):
                 var bytes = [UInt8](repeating: 0, count: count)
                 let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
@@ -63,34 +57,17 @@ import Glibc
             var starts = file.starts
             for _ in 0..<60 { starts.append(Int.random(in: 0..<whole.count, using: &random)) }
             for start in starts {
-                for allowSource in [true, false] {
-                    let count = Int.random(in: 1...6000, using: &random)
-                    let result = fs.read(node.inode, offset: start, count: count, allowSource: allowSource) { segments, buffer in
-                        Result { try Self.resolve(segments, buffer, checkpoint) }
-                    }
-                    let got = try result.get().get()
-                    let end = min(whole.count, start + min(count, fs.maximumRead))
-                    #expect(got == Array(whole[start..<end]), "\(path) at \(start) (+\(count)), splice \(allowSource)")
-                    if !allowSource {
-                        let segments = try fs.read(node.inode, offset: start, count: count, allowSource: false) { s, _ in s }.get()
-                        #expect(segments.allSatisfy { if case .buffer = $0 { true } else { false } })
-                    }
-                }
+                let count = Int.random(in: 1...6000, using: &random)
+                let segments = try fs.read(node.inode, offset: start, count: count, allowSplice: true) { segments, buffer in
+                    (segments, Result { try Self.resolve(segments, buffer) })
+                }.get()
+                let end = min(whole.count, start + min(count, fs.maximumRead))
+                #expect(try segments.1.get() == Array(whole[start..<end]), "\(path) at \(start) (+\(count))")
+                // Source bytes are copied, then their sources checked: never
+                // handed to the kernel, which would move them after the check.
+                #expect(segments.0.allSatisfy { if case .buffer = $0 { true } else { false } })
             }
         }
-    }
-
-    @Test func unchangedContiguousBytesAreHandedOverAsSourceRanges() throws {
-        let dir = try Fixture.TemporaryDirectory()
-        let (fs, _, plan) = try Self.mounted(dir, LayoutOptions(tpSize: 1, ppSize: 1), maximumRead: 1 << 20)
-        let node = try #require(fs.tree.lookup(parent: fs.tree.lookup(parent: 1, name: "model")!.inode, name: "dp_rank_00_tp_rank_00_pp_rank_00.pt"))
-        let file = plan.virtualFiles()[0].file
-        let segments = try fs.read(node.inode, offset: 0, count: file.size, allowSource: true) { s, _ in s }.get()
-        // tp 1 in the source dtype: every tensor is one contiguous run of a source file.
-        let sourceBytes = segments.reduce(0) { if case .source = $1 { return $0 + $1.count } else { return $0 } }
-        let tensorBytes = plan.files[0].tensors.reduce(0) { $0 + $1.byteCount }
-        #expect(sourceBytes == tensorBytes)
-        #expect(segments.reduce(0) { $0 + $1.count } == file.size)
     }
 
     @Test func treeAttributesAndStableInodes() throws {
@@ -112,7 +89,7 @@ import Glibc
         }
         #expect(fs.tree.lookup(parent: model.inode, name: "missing.pt") == nil)
         #expect(fs.tree.entries(of: 3) == nil)
-        let result = fs.read(2, offset: 0, count: 10, allowSource: true) { _, _ in 0 }
+        let result = fs.read(2, offset: 0, count: 10, allowSplice: true) { _, _ in 0 }
         #expect(throws: MountedFileSystem.ReadError.isDirectory) { try result.get() }
     }
 
@@ -133,19 +110,26 @@ import Glibc
         try handle.write(contentsOf: Data([0]))
         try handle.close()
 
-        let failed = fs.read(pp1, offset: 0, count: 100, allowSource: true) { _, _ in 0 }
+        // The first 4 KiB hold tensor bytes of the shard (the zip header alone
+        // is made from the plan, not read from the source).
+        let failed = fs.read(pp1, offset: 0, count: 4096, allowSplice: true) { _, _ in 0 }
         guard case let .failure(.sourceChanged(source, problem)) = failed else {
             Issue.record("expected a sourceChanged failure, got \(failed)")
             return
         }
         #expect(source == "model-00002-of-00002.safetensors")
         #expect(problem.contains("size changed"))
-        #expect(fs.watch.checkPaths() == [])  // already known from the descriptor check
+        #expect(fs.watch.checkPaths() == [])  // already known from the check after the read
+        // Now known, it fails every read of the file, even of its zip header.
+        guard case .failure(.sourceChanged) = fs.read(pp1, offset: 0, count: 100, allowSplice: true, reply: { _, _ in 0 }) else {
+            Issue.record("a known broken source must fail every read of its files")
+            return
+        }
         // Found by a read or by the poller, the source is handed out once to
         // have its files' cached pages dropped.
         #expect(fs.watch.takeNewlyBroken() == [second])
         #expect(fs.watch.takeNewlyBroken() == [])
-        #expect((try? fs.read(pp0, offset: 0, count: 100, allowSource: true) { _, _ in 0 }.get()) == 0)
+        #expect((try? fs.read(pp0, offset: 0, count: 100, allowSplice: true) { _, _ in 0 }.get()) == 0)
     }
 
     @Test func aReplacedSourceIsNoticedByPath() throws {

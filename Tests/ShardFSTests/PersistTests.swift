@@ -36,25 +36,25 @@ import Glibc
         var random = SplitMix64(seed: 11)
         for _ in 0..<80 { starts.append(Int.random(in: 0..<whole.count, using: &random)) }
         for start in starts {
-            for allowSource in [true, false] {
+            for allowSplice in [true, false] {
                 let count = Int.random(in: 1...5000, using: &random)
                 let result: Result<([UInt8]?, [ReadSegment]), MountedFileSystem.ReadError> =
-                    fs.read(inode, offset: start, count: count, allowSource: allowSource) { segments, buffer in
-                        (try? MountedFileSystemTests.resolve(segments, buffer, checkpoint), segments)
+                    fs.read(inode, offset: start, count: count, allowSplice: allowSplice) { segments, buffer in
+                        (try? MountedFileSystemTests.resolve(segments, buffer), segments)
                     }
                 let (bytes, segments) = try result.get()
                 let end = min(whole.count, start + min(count, fs.maximumRead))
-                #expect(bytes == Array(whole[start..<end]), "at \(start) (+\(count)), splice \(allowSource)")
+                #expect(bytes == Array(whole[start..<end]), "at \(start) (+\(count)), splice \(allowSplice)")
                 let fromCopy = segments.contains { segment in if case .persisted = segment { return true } else { return false } }
                 // Only a range inside one CRC field has nothing to take from the copy.
-                if !allowSource { #expect(!fromCopy) }
-                if allowSource, end - start > 4 { #expect(fromCopy, "at \(start): \(segments)") }
+                if !allowSplice { #expect(!fromCopy) }
+                if allowSplice, end - start > 4 { #expect(fromCopy, "at \(start): \(segments)") }
             }
         }
         // A copy changed behind the daemon's back is dropped: the engine answers.
         var times = [timespec(tv_sec: 12345, tv_nsec: 0), timespec(tv_sec: 12345, tv_nsec: 0)]
         #expect(utimensat(AT_FDCWD, copy, &times, 0) == 0)
-        let segments = try fs.read(inode, offset: 0, count: 4096, allowSource: true) { s, _ in s }.get()
+        let segments = try fs.read(inode, offset: 0, count: 4096, allowSplice: true) { s, _ in s }.get()
         #expect(!segments.contains { segment in if case .persisted = segment { return true } else { return false } })
         #expect(fs.persisted.servedCount == 0)
     }

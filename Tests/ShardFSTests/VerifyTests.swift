@@ -116,7 +116,7 @@ import Glibc
         // Elements (row r, column c) = 10 * r + c, as bfloat16 bits, stored column by column.
         let columns = [0, 10, 20, 1, 11, 21]
         try dir.write("t", [0xAA, 0xAA] + columns.flatMap { le16($0) })
-        let file = try SourceFile(directory: dir.path, name: "t", mapped: false)
+        let file = try SourceFile(directory: dir.path, name: "t")
         let record = ZipRecord(name: "a/data/0", dataOffset: 2, size: 12, crc32: 0, localHeaderOffset: 0)
         let located = LocatedTensor(key: "o", dtype: .bfloat16, shape: [3, 2], strides: [1, 3], offset: 2, storage: record)
         let found = try #require(FoundTensor(located))

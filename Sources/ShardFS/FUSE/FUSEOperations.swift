@@ -117,22 +117,20 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
     server.readStarted()
     var served = 0
     defer { server.readEnded(bytes: served) }
-    let result = server.fileSystem.read(inode, offset: offset, count: size, allowSource: server.spliceEnabled) { segments, buffer in
+    let result = server.fileSystem.read(inode, offset: offset, count: size, allowSplice: server.spliceEnabled) { segments, buffer in
         guard let vector = shardfs_bufvec_create(segments.count) else { return ENOMEM }
         defer { free(vector) }
         for (i, segment) in segments.enumerated() {
             switch segment {
             case let .buffer(range):
                 shardfs_bufvec_set_memory(vector, i, buffer.baseAddress! + range.lowerBound, range.count)
-            case let .source(fileIndex, offset, count):
-                shardfs_bufvec_set_fd(vector, i, server.fileSystem.watch.sources[fileIndex].descriptor.rawValue, offset, count)
             case let .persisted(descriptor, offset, count):
                 shardfs_bufvec_set_fd(vector, i, descriptor, offset, count)
             }
         }
-        // A reply made in our buffer alone (a gathered column cut) goes out
-        // with one writev: through the splice path libfuse would first copy
-        // it into a pipe, a third copy of those bytes.
+        // A reply made in our buffer alone (every read from the sources)
+        // goes out with one writev: through the splice path libfuse would
+        // first copy it into a pipe, a third copy of those bytes.
         let inBufferOnly = segments.allSatisfy { if case .buffer = $0 { true } else { false } }
         let status = fuse_reply_data(req, vector, inBufferOnly ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE)
         served = segments.reduce(0) { $0 + $1.count }

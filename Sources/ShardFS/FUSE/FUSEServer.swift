@@ -143,6 +143,7 @@ public final class FUSEServer: @unchecked Sendable {
         fuse_loop_cfg_set_clone_fd(config, 1)
         let status = shardfs_session_loop_mt(session, config)
         stopping.store(true, ordering: .relaxed)
+        fileSystem.watch.wake()
         watcherDone.wait()  // it must not notify a destroyed session
         if status != 0 { logger.warning("session loop ended with status \(status)") }
         signalledSession.store(0, ordering: .relaxed)
@@ -191,7 +192,8 @@ public final class FUSEServer: @unchecked Sendable {
         return false  // check again on the next tick
     }
 
-    /// Polls the sources' paths once a second; a changed source turns its
+    /// Watches the sources (`SourceWatch.tick`: change events as they come,
+    /// a share of the paths stat'ed each second); a changed source turns its
     /// files into EIO and drops their cached pages so no reader keeps stale bytes.
     private func startSourceWatcher(_ session: OpaquePointer) -> DispatchSemaphore {
         let sessionBits = Int(bitPattern: UnsafeRawPointer(session))
@@ -201,9 +203,10 @@ public final class FUSEServer: @unchecked Sendable {
             var readaheadSettled = false
             while !stopping.load(ordering: .relaxed) {
                 if !readaheadSettled, initialised.load(ordering: .relaxed) { readaheadSettled = tuneReadahead() }
+                // Readahead is tuned right after INIT, before the first reads.
+                fileSystem.watch.tick(milliseconds: readaheadSettled ? 1000 : 5)
                 // A read may have found the change first: either way, each
                 // broken source gets its files' cached pages dropped once.
-                _ = fileSystem.watch.checkPaths()
                 for index in fileSystem.watch.takeNewlyBroken() {
                     let source = fileSystem.watch.sources[index]
                     let inodes = fileSystem.inodes(usingSource: index)
@@ -212,8 +215,6 @@ public final class FUSEServer: @unchecked Sendable {
                         _ = fuse_lowlevel_notify_inval_inode(OpaquePointer(bitPattern: sessionBits), inode, 0, 0)
                     }
                 }
-                // Readahead is tuned right after INIT, before the first reads.
-                usleep(readaheadSettled ? 200_000 : 5_000)
             }
         }
         return done

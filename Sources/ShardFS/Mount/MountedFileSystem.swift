@@ -65,8 +65,8 @@ public final class MountedFileSystem: Sendable {
         prefetcher = prefetch.map { options in
             Prefetcher(tree: tree, sourceSizes: sources.map(\.size), options: options,
                        targets: { inode, range in
-                           if let copy = persisted.copy(inode) {
-                               return [.persisted(descriptor: copy.descriptor.rawValue, offset: range.lowerBound, count: range.count)]
+                           if persisted.copy(inode) != nil {
+                               return [.persisted(inode: inode, offset: range.lowerBound, count: range.count)]
                            }
                            guard let node = tree.node(inode), case let .file(file) = node.kind else { return [] }
                            return file.sourceRanges(of: range).map { .source($0) }
@@ -75,8 +75,9 @@ public final class MountedFileSystem: Sendable {
                            switch target {
                            case let .source(range):
                                sources[range.fileIndex].prefetch(range.offset..<range.end)
-                           case let .persisted(descriptor, offset, count):
-                               _ = posix_fadvise(descriptor, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
+                           case let .persisted(inode, offset, count):
+                               guard let handle = try? persisted.copy(inode)?.file.open() else { return }
+                               _ = posix_fadvise(handle.descriptor.rawValue, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
                            }
                        })
         }
@@ -128,11 +129,12 @@ public final class MountedFileSystem: Sendable {
         return s
     }
 
-    /// The problem with the sources of `inode`, if any (checked cheaply on the
-    /// open descriptors).
+    /// The known problem with the sources of `inode`, if any (no system
+    /// call: what reads, events and the sweep have found).
     public func sourceProblem(_ inode: UInt64) -> (source: String, problem: String)? {
+        guard watch.anyBroken else { return nil }
         for index in sourcesOfInode[inode] ?? [] {
-            if let problem = watch.checkOpenFile(index) { return (watch.sources[index].name, problem) }
+            if let problem = watch.problem(index) { return (watch.sources[index].name, problem) }
         }
         return nil
     }
@@ -150,7 +152,12 @@ public final class MountedFileSystem: Sendable {
 
     /// Serves `count` bytes of `inode` from `offset`: calls `reply` with the
     /// segments and the buffer they refer to (valid only during the call).
-    public func read<R>(_ inode: UInt64, offset: Int, count: Int, allowSource: Bool,
+    /// `allowSplice` lets a persisted copy's bytes go as its descriptor.
+    ///
+    /// Source bytes are copied into the buffer first and the sources they
+    /// came from checked after: a source written before or while it was
+    /// copied has its mtime changed by then, so no mixed bytes are replied.
+    public func read<R>(_ inode: UInt64, offset: Int, count: Int, allowSplice: Bool,
                         reply: ([ReadSegment], UnsafeMutableRawBufferPointer) -> R) -> Result<R, ReadError> {
         guard let node = tree.node(inode) else { return .failure(.notFound) }
         guard case let .file(file) = node.kind else { return .failure(.isDirectory) }
@@ -160,18 +167,25 @@ public final class MountedFileSystem: Sendable {
         let context = takeContext()
         defer { readers.withLock { $0.append(context) } }
         let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
-        do {
-            let segments: [ReadSegment]
+        do throws(ShardFSError) {
             if let copy = persisted.copy(inode) {
                 let range = offset..<offset + min(wanted, max(0, file.size - offset))
-                segments = try copy.segments(of: range, buffer: buffer, allowSource: allowSource)
-            } else {
-                segments = try context.reader.segments(of: file, range: offset..<offset + wanted, buffer: buffer, allowSource: allowSource)
+                let handle = try copy.file.open()
+                let segments = try copy.segments(of: range, handle: handle, buffer: buffer, allowSplice: allowSplice)
+                return .success(withExtendedLifetime(handle) { reply(segments, context.buffer) })
             }
-            // A change that raced with the read must not leak mixed bytes.
-            if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
-            return .success(reply(segments, context.buffer))
+            context.reader.touchedSources = []
+            defer { context.reader.touchedSources = nil }
+            let read = try context.reader.read(file, at: offset, into: buffer)
+            for index in (context.reader.touchedSources ?? []).sorted() {
+                if let problem = watch.check(index) { return .failure(.sourceChanged(source: watch.sources[index].name, problem: problem)) }
+            }
+            return .success(reply(read > 0 ? [.buffer(0..<read)] : [], context.buffer))
         } catch {
+            if case let .sourceChanged(name, problem) = error, let index = watch.sources.firstIndex(where: { $0.name == name }) {
+                // Found on reopening it: every file using it fails from now on.
+                return .failure(.sourceChanged(source: name, problem: watch.check(index) ?? problem))
+            }
             return .failure(.io(error))
         }
     }

@@ -13,14 +13,18 @@ import Glibc
 /// lazily made file cannot know them), so the CRC fields are answered with
 /// zeros and the bytes a reader sees never change when a file switches over.
 public final class PersistedCopies: Sendable {
-    struct Copy: Sendable {
-        let descriptor: FileDescriptor
-        let path: String
-        let size: Int
-        let modificationTime: timespec
-        let inode: UInt
+    /// A verified copy. Its file is opened through the budget of open files
+    /// like a source (an xser layout persists thousands of files), and a
+    /// copy replaced or dropped closes once no read holds it.
+    final class Copy: Sendable {
+        let file: SourceFile
         /// Offsets of the 4-byte CRC fields, ascending.
         let crcFields: [Int]
+
+        init(file: SourceFile, crcFields: [Int]) {
+            self.file = file
+            self.crcFields = crcFields
+        }
     }
 
     final class Slot: Sendable {
@@ -41,17 +45,13 @@ public final class PersistedCopies: Sendable {
     /// Serves `inode` (`file`) from the real file at `path` from now on.
     /// The caller has verified the copy's bytes.
     func adopt(_ inode: UInt64, file: VirtualFile, path: String) throws(ShardFSError) {
-        let descriptor: FileDescriptor
-        do { descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) } catch {
-            throw ShardFSError.io(path: path, operation: "open", error: error)
-        }
-        var info = stat()
-        guard fstat(descriptor.rawValue, &info) == 0, Int(info.st_size) == file.size else {
-            try? descriptor.close()
+        let slash = path.lastIndex(of: "/")
+        let copyFile = try SourceFile(directory: slash.map { String(path[..<$0]) } ?? ".",
+                                      name: slash.map { String(path[path.index(after: $0)...]) } ?? path)
+        guard copyFile.size == file.size else {
             throw ShardFSError.badSource(file: path, reason: "is not \(file.size) bytes long")
         }
-        let copy = Copy(descriptor: descriptor, path: path, size: file.size, modificationTime: info.st_mtim,
-                        inode: UInt(info.st_ino), crcFields: file.crcSlots.flatMap(\.fieldOffsets).sorted())
+        let copy = Copy(file: copyFile, crcFields: file.crcSlots.flatMap(\.fieldOffsets).sorted())
         let replaced = slots[Int(inode - 1)].copy.withLock { slot in
             defer { slot = copy }
             return slot
@@ -65,32 +65,33 @@ public final class PersistedCopies: Sendable {
         guard inode >= 1, inode <= UInt64(slots.count) else { return nil }
         let slot = slots[Int(inode - 1)]
         guard let copy = slot.copy.withLock({ $0 }) else { return nil }
-        var info = stat()
-        if fstat(copy.descriptor.rawValue, &info) == 0, Int(info.st_size) == copy.size, info.st_ino == copy.inode,
-           info.st_mtim.tv_sec == copy.modificationTime.tv_sec, info.st_mtim.tv_nsec == copy.modificationTime.tv_nsec {
-            return copy
-        }
-        // Another thread may still be reading through it: leave it open.
-        if slot.copy.withLock({ current in defer { current = nil }; return current != nil }) { count.subtract(1, ordering: .relaxed) }
+        if copy.file.change() == nil { return copy }
+        // A read may still hold it: it closes when the last one lets go.
+        if slot.copy.withLock({ current in
+            guard current === copy else { return false }
+            current = nil
+            return true
+        }) { count.subtract(1, ordering: .relaxed) }
         return nil
     }
 }
 
 extension PersistedCopies.Copy {
     /// The segments of `range` (within the file): the copy's bytes, with the
-    /// CRC fields as zeros in `buffer`. Without `allowSource`, everything is
-    /// read into `buffer`.
-    func segments(of range: Range<Int>, buffer: UnsafeMutableRawBufferPointer, allowSource: Bool) throws(ShardFSError) -> [ReadSegment] {
+    /// CRC fields as zeros in `buffer`. With `allowSplice`, the copy's bytes
+    /// are handed over as its descriptor (the caller holds `handle` until the
+    /// reply is sent); else everything is read into `buffer`.
+    func segments(of range: Range<Int>, handle: OpenSourceFile, buffer: UnsafeMutableRawBufferPointer,
+                  allowSplice: Bool) throws(ShardFSError) -> [ReadSegment] {
         var segments: [ReadSegment] = []
         var used = 0
         var position = range.lowerBound
         func take(upTo end: Int) throws(ShardFSError) {
             guard end > position else { return }
-            if allowSource {
-                segments.append(.persisted(descriptor: descriptor.rawValue, offset: position, count: end - position))
+            if allowSplice {
+                segments.append(.persisted(descriptor: handle.descriptor.rawValue, offset: position, count: end - position))
             } else {
-                try descriptor.readExactly(at: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]),
-                                           path: path, name: path)
+                try handle.read(at: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + end - position]))
                 segments.appendBuffer(used..<used + end - position)
                 used += end - position
             }

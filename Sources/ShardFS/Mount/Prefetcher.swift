@@ -5,7 +5,8 @@ import Foundation
 /// persisted copy that now answers a file's reads.
 public enum PrefetchTarget: Equatable, Sendable {
     case source(SourceRange)
-    case persisted(descriptor: Int32, offset: Int, count: Int)
+    /// Bytes of the persisted copy that answers `inode`'s reads.
+    case persisted(inode: UInt64, offset: Int, count: Int)
 }
 
 /// Keeps storage busy ahead of the readers.

@@ -249,8 +249,7 @@ public struct TargetDirectory: Sendable {
         }
         var sourceIDs: [FileID: String] = [:]
         for source in sources {
-            var info = stat()
-            if fstat(source.descriptor.rawValue, &info) == 0 { sourceIDs[FileID(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))] = source.name }
+            sourceIDs[FileID(device: UInt64(source.identity.device), inode: UInt64(source.identity.inode))] = source.name
         }
         func add(file path: String, _ id: FileID) {
             inventory.files.insert(path)

@@ -1,114 +1,90 @@
-import CGather
-import SystemPackage
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// One opened source file (a safetensors shard), read with `pread` from any
-/// thread. Its identity (size, mtime, inode) is captured at open time so that
-/// front ends can notice a file that changed under them.
+/// One source file (a safetensors shard, an NxD rank or tensor file): its
+/// name and the identity it had when first opened. It is not held open: each
+/// access asks the budget (`OpenFiles`) for an open handle, which reopens the
+/// file if it was closed meanwhile, and refuses it (`sourceChanged`) if it is
+/// no longer the same file. Safe to use from any thread.
 public final class SourceFile: Sendable {
-    /// The name relative to the model directory, as the index names it.
+    /// The name relative to the source directory, as the index or tag names it.
     public let name: String
     public let path: String
-    public let descriptor: FileDescriptor
-    public let size: Int
-    public let modificationTime: timespec
-    public let inode: UInt
-    /// A read-only mapping of the whole file, for gathering narrow column
-    /// cuts without a system call per row (nil when mapping failed: readers
-    /// fall back to pread). Address space only: `MappedPages` releases the
-    /// page-table entries gathers leave behind.
-    nonisolated(unsafe) let mapping: UnsafeRawPointer?  // read-only memory: safe to share
-    /// A second mapping, advised MADV_HUGEPAGE, through which the prefetcher
-    /// populates the page cache (see `prefetch`).
-    nonisolated(unsafe) let prefetchMapping: UnsafeRawPointer?
+    /// What the file was when first opened.
+    public let identity: SourceIdentity
+    public var size: Int { identity.size }
+    public var modificationTime: timespec { identity.modificationTime }
+    public var inode: UInt { identity.inode }
 
-    /// `mapped: false` opens the file for pread only: no mappings, so no
-    /// gather ever records pages of it in `MappedPages`. A file opened and
-    /// closed again while the process goes on (a rank file `verify` checks)
-    /// must be opened so: `MappedPages` may release a recorded span after
-    /// the mapping is gone, when its addresses may belong to other memory.
-    public init(directory: String, name: String, mapped: Bool = true) throws(ShardFSError) {
+    private let budget: OpenFiles
+    /// This file's key in the budget.
+    private let id: Int
+    private static let nextID = Atomic<Int>(0)
+
+    /// Opens `directory/name` to learn what it is (the handle stays in the
+    /// budget: a header parse usually follows).
+    public init(directory: String, name: String, budget: OpenFiles = .shared) throws(ShardFSError) {
         self.name = name
-        self.path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
-        let fd: FileDescriptor
-        do {
-            fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
-        } catch {
-            throw ShardFSError.io(path: path, operation: "open", error: error)
-        }
-        var info = stat()
-        guard fstat(fd.rawValue, &info) == 0 else {
-            let code = errno
-            try? fd.close()
-            throw ShardFSError.io(path: path, operation: "fstat", errno: code)
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            try? fd.close()
-            throw ShardFSError.badSource(file: name, reason: "not a regular file")
-        }
-        self.descriptor = fd
-        self.size = Int(info.st_size)
-        self.modificationTime = info.st_mtim
-        self.inode = UInt(info.st_ino)
-        // No readahead beyond what a gather touches: its reads are rows.
-        mapping = mapped ? SourceFile.map(fd, size: size, advice: MADV_RANDOM) : nil
-        prefetchMapping = mapped ? SourceFile.map(fd, size: size, advice: MADV_HUGEPAGE) : nil
+        path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
+        self.budget = budget
+        id = SourceFile.nextID.add(1, ordering: .relaxed).newValue
+        let handle = try OpenSourceFile(path: path, name: name, expected: nil)
+        identity = handle.identity
+        _ = budget.insert(id, handle)
     }
 
-    /// A read-only shared mapping of the whole file with `advice`, or nil
-    /// (empty file, or mapping failed).
-    private static func map(_ fd: FileDescriptor, size: Int, advice: Int32) -> UnsafeRawPointer? {
-        guard size > 0, let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0), mapped != MAP_FAILED else { return nil }
-        madvise(mapped, size, advice)
-        return UnsafeRawPointer(mapped)
-    }
+    deinit { budget.remove(id) }
 
-    deinit {
-        if let mapping {
-            // Before the address range can be reused: a later release of a
-            // recorded chunk would otherwise wipe whatever is mapped there.
-            MappedPages.forget(mapping)
-            munmap(UnsafeMutableRawPointer(mutating: mapping), size)
-        }
-        if let prefetchMapping { munmap(UnsafeMutableRawPointer(mutating: prefetchMapping), size) }
-        try? descriptor.close()
+    /// The file, open: from the budget, or opened again (and checked to be
+    /// the same file). Hold it only for the access at hand.
+    public func open() throws(ShardFSError) -> OpenSourceFile {
+        if let handle = budget.cached(id) { return handle }
+        return budget.insert(id, try OpenSourceFile(path: path, name: name, expected: identity))
     }
 
     /// Reads exactly `buffer.count` bytes at `offset`; a short file is an error,
     /// since the header promised those bytes.
     public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
-        try descriptor.readExactly(at: offset, into: buffer, path: path, name: name)
+        try open().read(at: offset, into: buffer)
     }
 
     /// Reads `count` bytes at `offset` into a new array (headers only: small).
+    /// Bytes past the end are refused before anything is allocated for them.
     public func readBytes(at offset: Int, count: Int) throws(ShardFSError) -> [UInt8] {
+        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
+            throw ShardFSError.badSource(file: name, reason: "is \(size) bytes long: it holds no \(count) bytes at \(offset)")
+        }
+        let handle = try open()
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: ShardFSError?
         bytes.withUnsafeMutableBytes { buffer in
-            do throws(ShardFSError) { try read(at: offset, into: buffer) } catch { failure = error }
+            do throws(ShardFSError) { try handle.read(at: offset, into: buffer) } catch { failure = error }
         }
         if let failure { throw failure }
         return bytes
     }
-}
 
-extension SourceFile {
-    /// Brings bytes `range` into the page cache, waiting for them.
-    ///
-    /// Through a mapping advised MADV_HUGEPAGE, the kernel reads in folios of
-    /// up to 2 MiB (with readahead of the next ones in flight), where
-    /// posix_fadvise(WILLNEED) reads single pages: measured on the 1B TP=32
-    /// load, gathers from such pages took 8x the page faults and 2.5x the
-    /// daemon's CPU. An I/O error is not reported here: the reader that needs
-    /// those bytes meets it (EIO) when it reads them.
+    /// Brings bytes `range` into the page cache (see `OpenSourceFile.prefetch`);
+    /// a file that cannot be opened is left to the read that needs it.
     public func prefetch(_ range: Range<Int>) {
-        let range = range.clamped(to: 0..<size)
-        guard !range.isEmpty else { return }
-        if let prefetchMapping, shardfs_populate(descriptor.rawValue, prefetchMapping, size, range.lowerBound, range.count) != EINVAL { return }
-        // Kernels before 5.14 lack MADV_POPULATE_READ.
-        _ = posix_fadvise(descriptor.rawValue, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
+        (try? open())?.prefetch(range)
+    }
+
+    /// How the file differs from what was first opened, or nil: an fstat of
+    /// its descriptor when it is open (a change in place), else a stat of the
+    /// path. Never opens it.
+    public func change() -> String? {
+        if let handle = budget.cached(id, touch: false) { return handle.change() }
+        return pathChange()
+    }
+
+    /// How the file at `path` differs (deleted, replaced by a rename, changed).
+    public func pathChange() -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return errno == ENOENT ? "deleted" : "stat failed (errno \(errno))" }
+        return identity.difference(from: info)
     }
 }

@@ -12,6 +12,9 @@ public enum ShardFSError: Error, CustomStringConvertible, Equatable, Sendable {
     case badLayout(flag: String, reason: String)
     /// A system call failed.
     case io(path: String, operation: String, errno: Int32)
+    /// A source file is no longer the file its plan was made from (found
+    /// when it was opened again, or checked after a read).
+    case sourceChanged(file: String, reason: String)
 
     /// A failed system call reported by swift-system (which throws `Errno`).
     public static func io(path: String, operation: String, error: any Error) -> ShardFSError {
@@ -24,6 +27,7 @@ public enum ShardFSError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .badConfig(field, reason): return "config.json: \(field): \(reason)"
         case let .badTensor(name, reason): return "tensor \(name): \(reason)"
         case let .badLayout(flag, reason): return "\(flag): \(reason)"
+        case let .sourceChanged(file, reason): return "\(file): \(reason) since it was first opened"
         case let .io(path, operation, errno):
             return "\(path): \(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
         }

@@ -28,9 +28,9 @@ final class CheckContext {
         }
     }
 
-    /// Opens a file of the tag for pread only (see `SourceFile(mapped:)`).
+    /// Opens a file of the tag (under the budget of open files, like a source).
     func open(_ path: String) throws(ShardFSError) -> SourceFile {
-        try SourceFile(directory: tag, name: path, mapped: false)
+        try SourceFile(directory: tag, name: path)
     }
 
     /// The CRC-32 of every record of `directory` whose CRC field is not 0

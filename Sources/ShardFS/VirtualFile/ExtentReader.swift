@@ -7,6 +7,9 @@ public final class ExtentReader {
     public let sources: [SourceFile]
     private let scratch: UnsafeMutableRawBufferPointer
     private let staging: UnsafeMutableRawBufferPointer
+    /// When not nil, the indexes of the sources read since it was last set
+    /// (a mount checks them after each read: see `MountedFileSystem.read`).
+    public var touchedSources: Set<Int>?
 
     /// `scratchBytes` bounds the conversion buffers (two of this size).
     public init(sources: [SourceFile], scratchBytes: Int = 1 << 20) {
@@ -18,6 +21,13 @@ public final class ExtentReader {
     deinit {
         scratch.deallocate()
         staging.deallocate()
+    }
+
+    /// Source `index`, open for the access at hand (from the budget of open
+    /// files, or opened again and checked to be unchanged).
+    func open(_ index: Int) throws(ShardFSError) -> OpenSourceFile {
+        touchedSources?.insert(index)
+        return try sources[index].open()
     }
 
     /// Fills `buffer` with the file's bytes from `offset` on; returns the byte
@@ -62,11 +72,11 @@ public final class ExtentReader {
     /// Reads the bytes `range` of the slice's rows, packed (as if the rows
     /// were contiguous), in the source dtype.
     func readSource(_ slice: SliceExtent, bytes range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
-        let file = sources[slice.fileIndex]
+        let file = try open(slice.fileIndex)
         let rowBytes = slice.sourceRowBytes
         var position = range.lowerBound
         var written = 0
-        if let mapping = file.mapping, slice.rowCount > 1, rowBytes < ExtentReader.gatherBelowRowBytes {
+        if slice.rowCount > 1, rowBytes < ExtentReader.gatherBelowRowBytes, let mapping = file.mapping {
             try gather(slice, from: mapping, file: file, bytes: range, into: out)
             return
         }
@@ -88,7 +98,7 @@ public final class ExtentReader {
 
     /// Like the pread loop of `readSource`, from the file's mapping: partial
     /// rows at either end, whole rows in windows of `gatherWindow` bytes.
-    func gather(_ slice: SliceExtent, from mapping: UnsafeRawPointer, file: SourceFile,
+    func gather(_ slice: SliceExtent, from mapping: UnsafeRawPointer, file: OpenSourceFile,
                 bytes range: Range<Int>, into out: UnsafeMutableRawBufferPointer) throws(ShardFSError) {
         let rowBytes = slice.sourceRowBytes, stride = slice.rowStride
         guard slice.offset + (slice.rowCount - 1) * stride + rowBytes <= file.size else {

@@ -23,16 +23,24 @@ enum MappedPages {
 
     /// Records bytes `span` (offsets in the file) touched through `mapping`
     /// (of `size` bytes), and releases what falls out of the budget.
+    ///
+    /// The release happens under the lock, as `forget` does: a mapping is
+    /// unmapped (when its file is closed to stay within the open-file budget)
+    /// only after `forget` returns, so no chunk on record here can belong to
+    /// an address range that was unmapped and then reused by other memory,
+    /// which MADV_DONTNEED would wipe.
     static func touched(_ span: Range<Int>, of mapping: UnsafeRawPointer, size: Int) {
-        let released = chunks.withLock { $0.touch(span, mapping: Int(bitPattern: mapping), size: size) }
-        for range in released {
-            shardfs_release_mapped(UnsafeRawPointer(bitPattern: range.mapping)! + range.bytes.lowerBound, range.bytes.count)
+        chunks.withLock { chunks in
+            for range in chunks.touch(span, mapping: Int(bitPattern: mapping), size: size) {
+                shardfs_release_mapped(UnsafeRawPointer(bitPattern: range.mapping)! + range.bytes.lowerBound, range.bytes.count)
+            }
         }
     }
 }
 
 extension MappedPages {
-    /// Drops every record of `mapping`, which is about to be unmapped.
+    /// Drops every record of `mapping`, which is about to be unmapped; after
+    /// it returns no release touches that mapping.
     static func forget(_ mapping: UnsafeRawPointer) {
         chunks.withLock { $0.forget(mapping: Int(bitPattern: mapping)) }
     }
@@ -42,7 +50,7 @@ extension MappedPages {
 /// touched when, and which to release.
 struct MappedChunks {
     struct Chunk: Hashable {
-        /// The mapping's base address: one per source, for the mount's life.
+        /// The mapping's base address: one per open source.
         let mapping: Int
         let index: Int
         /// The mapping's length: a release never reaches past it (what lies

@@ -61,7 +61,7 @@ extension ExtentReader {
             defer { base += segment.elements }
             let lower = max(columns.lowerBound, base), upper = min(columns.upperBound, base + segment.elements)
             guard lower < upper else { continue }
-            let file = sources[segment.fileIndex]
+            let file = try open(segment.fileIndex)
             guard segment.end(rows: 0...(extent.rowCount - 1), elementSize: size) <= file.size else {
                 throw ShardFSError.badSource(file: file.name, reason: "is shorter than its tensors need (truncated while in use?)")
             }
@@ -86,7 +86,7 @@ extension ExtentReader {
     /// A source that cannot be mapped (a file on a FUSE mount with direct_io,
     /// say) is read with pread: a row at a time from a row-major segment, a
     /// column at a time (then scattered) from a column-major one.
-    private func copyWithoutMapping(_ segment: StitchedExtent.Segment, of file: SourceFile, size: Int, rows: Range<Int>,
+    private func copyWithoutMapping(_ segment: StitchedExtent.Segment, of file: OpenSourceFile, size: Int, rows: Range<Int>,
                                     elements: Range<Int>, into out: UnsafeMutableRawPointer, rowBytes: Int) throws(ShardFSError) {
         if segment.elementStride == size {
             for (index, row) in rows.enumerated() {

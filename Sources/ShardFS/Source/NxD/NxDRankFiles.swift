@@ -14,7 +14,7 @@ import Foundation
 /// not read.
 struct NxDRankFiles {
     /// One key of one rank file.
-    struct Piece {
+    struct Piece: Sendable {
         let file: Int
         let tensor: LocatedTensor
     }
@@ -36,7 +36,7 @@ struct NxDRankFiles {
     let files: [SourceFile]
 
     /// The path of a rank file under the tag, whichever naming it uses.
-    struct Name {
+    struct Name: Sendable {
         let tp: Int
         let pp: Int
         let path: String
@@ -70,18 +70,35 @@ struct NxDRankFiles {
         }
         xser = xserFlags.first ?? false
 
+        // Ranks are parsed in parallel (a 405B tag is up to 60,000 files),
+        // each with file indexes of its own, then numbered in rank order.
+        let (T, P) = (tpSize, ppSize)
+        let order = (0..<T).flatMap { tp in (0..<P).map { pp in byRank[tp * P + pp]! } }
+        let isXser = xser
+        let parsed = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> ParsedRank in
+            var rank = ParsedRank()
+            var containment = try SourceContainment(directory: tag)
+            let path = order[item].path
+            rank.pieces = isXser ? try NxDRankFiles.readXser(tag: tag, path: path, files: &rank.files, containment: &containment)
+                                 : try NxDRankFiles.readPlain(tag: tag, path: path, files: &rank.files, containment: &containment)
+            return rank
+        }
         var files: [SourceFile] = []
         var ranks: [Rank] = []
-        for tp in 0..<tpSize {
-            for pp in 0..<ppSize {
-                let name = byRank[tp * ppSize + pp]!
-                let pieces = xser ? try NxDRankFiles.readXser(tag: tag, path: name.path, files: &files)
-                                  : try NxDRankFiles.readPlain(tag: tag, path: name.path, files: &files)
-                ranks.append(Rank(tp: tp, pp: pp, path: name.path, pieces: pieces))
-            }
+        for (name, rank) in zip(order, parsed) {
+            let base = files.count
+            files += rank.files
+            ranks.append(Rank(tp: name.tp, pp: name.pp, path: name.path,
+                              pieces: rank.pieces.map { ($0.key, Piece(file: base + $0.piece.file, tensor: $0.piece.tensor)) }))
         }
         self.ranks = ranks
         self.files = files
+    }
+
+    /// One rank file read: its pieces, numbered within `files`.
+    struct ParsedRank: Sendable {
+        var pieces: [(key: String, piece: Piece)] = []
+        var files: [SourceFile] = []
     }
 
     /// The rank files under `tag/model/`, by either naming. Refuses what
@@ -139,18 +156,30 @@ struct NxDRankFiles {
         return entries.contains { $0.hasPrefix("tensor_") && $0.hasSuffix(".pt") }
     }
 
-    static func open(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> (index: Int, file: SourceFile) {
-        try SourceContainment.check(directory: tag, name: path)
-        let file = try SourceFile(directory: tag, name: path)
+    static func open(tag: String, path: String, files: inout [SourceFile], containment: inout SourceContainment,
+                     missing: String? = nil) throws(ShardFSError) -> (index: Int, file: SourceFile) {
+        let file = try openFile(tag: tag, path: path, containment: &containment, missing: missing)
         files.append(file)
         return (files.count - 1, file)
     }
 
-    static func readPlain(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> [(key: String, piece: Piece)] {
-        let (index, file) = try open(tag: tag, path: path, files: &files)
-        let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size) { (offset, count) throws(ShardFSError) in
-            try file.readBytes(at: offset, count: count)
+    /// Opens a file of the tag; `missing` says why it must exist when it does not.
+    static func openFile(tag: String, path: String, containment: inout SourceContainment,
+                         missing: String? = nil) throws(ShardFSError) -> SourceFile {
+        try containment.check(path)
+        do {
+            return try SourceFile(directory: tag, name: path)
+        } catch {
+            if let missing, case let .io(_, _, code) = error, code == ENOENT { throw ShardFSError.badSource(file: path, reason: missing) }
+            throw error
         }
+    }
+
+    static func readPlain(tag: String, path: String, files: inout [SourceFile],
+                          containment: inout SourceContainment) throws(ShardFSError) -> [(key: String, piece: Piece)] {
+        let (index, file) = try open(tag: tag, path: path, files: &files, containment: &containment)
+        let bytes = try HeadAndTail(file)
+        let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: bytes.read)
         return tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
     }
 
@@ -158,24 +187,21 @@ struct NxDRankFiles {
     /// the one tensor of `path.tensors/tensor_<tid>.pt`, and must agree with
     /// what `path.info.pt` says of it (the trainer's other ranks build zeros
     /// from the info).
-    static func readXser(tag: String, path: String, files: inout [SourceFile]) throws(ShardFSError) -> [(key: String, piece: Piece)] {
-        let references = try read(tag: tag, path: path) { (name, size, read) throws(ShardFSError) in
+    static func readXser(tag: String, path: String, files: inout [SourceFile],
+                         containment: inout SourceContainment) throws(ShardFSError) -> [(key: String, piece: Piece)] {
+        let references = try read(tag: tag, path: path, containment: &containment) { (name, size, read) throws(ShardFSError) in
             try TorchSaveReader.tensorReferences(file: name, fileSize: size, read: read)
         }
         let infoPath = RankFile.xserInfoPath(path)
-        let info = try read(tag: tag, path: infoPath) { (name, size, read) throws(ShardFSError) in
+        let info = try read(tag: tag, path: infoPath, containment: &containment) { (name, size, read) throws(ShardFSError) in
             try TorchSaveReader.tensorInfo(file: name, fileSize: size, read: read)
         }
         var pieces: [(key: String, piece: Piece)] = []
         for (key, tid) in references {
             let tensorPath = RankFile.xserTensorPath(path, tid: tid)
-            guard FileManager.default.fileExists(atPath: tag + "/" + tensorPath) else {
-                throw ShardFSError.badSource(file: tensorPath, reason: "missing: \(path) names tensor \(tid) (\(key))")
-            }
-            let (index, file) = try open(tag: tag, path: tensorPath, files: &files)
-            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size) { (offset, count) throws(ShardFSError) in
-                try file.readBytes(at: offset, count: count)
-            }
+            let (index, file) = try open(tag: tag, path: tensorPath, files: &files, containment: &containment,
+                                         missing: "missing: \(path) names tensor \(tid) (\(key))")
+            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: try HeadAndTail(file).read)
             guard let described = info[tid] else {
                 throw ShardFSError.badSource(file: infoPath, reason: "has no entry for tensor \(tid) (\(key))")
             }
@@ -190,13 +216,9 @@ struct NxDRankFiles {
     }
 
     /// Opens a small file of the tag just to parse it (it serves no bytes).
-    static func read<T>(tag: String, path: String,
+    static func read<T>(tag: String, path: String, containment: inout SourceContainment,
                         _ parse: (String, Int, (Int, Int) throws(ShardFSError) -> [UInt8]) throws(ShardFSError) -> T) throws(ShardFSError) -> T {
-        guard FileManager.default.fileExists(atPath: tag + "/" + path) else {
-            throw ShardFSError.badSource(file: path, reason: "missing from the xser tag")
-        }
-        try SourceContainment.check(directory: tag, name: path)
-        let file = try SourceFile(directory: tag, name: path)
-        return try parse(path, file.size) { (offset, count) throws(ShardFSError) in try file.readBytes(at: offset, count: count) }
+        let file = try openFile(tag: tag, path: path, containment: &containment, missing: "missing from the xser tag")
+        return try parse(path, file.size, try HeadAndTail(file).read)
     }
 }

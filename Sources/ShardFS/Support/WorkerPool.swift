@@ -1,0 +1,80 @@
+import Foundation
+
+/// Runs numbered work items on a few threads of their own: each thread takes
+/// the next item number until none is left, or until an item fails or the
+/// caller cancels. Every front end that works on many files at once
+/// (convert, verify, the materialiser, opening an NxD tag) uses this one.
+///
+/// Threads rather than Dispatch's pool: items block on storage (pread,
+/// fsync) for milliseconds, and a worker's state (a writer with its buffers,
+/// about 10 MiB) lives for the whole run.
+public enum WorkerPool {
+    /// Most worker threads a pool runs, whatever is asked: enough to keep
+    /// the storage of any node busy, with each worker's buffers (about
+    /// 10 MiB) far below the 256 MB a ShardFS process may use.
+    public static let maximumWorkers = 64
+
+    /// Calls `body(&state, item)` for every item in `0..<count`, on
+    /// `workers` threads (at most `count`, at most `maximumWorkers`), each
+    /// with its own `state` made by `makeState` on that thread. Items are
+    /// handed out in order. After an item throws, no further item starts
+    /// and the first error is thrown once all threads are done; so is an
+    /// error `isCancelled` turns up (checked before each item).
+    public static func run<State>(
+        items count: Int, workers: Int,
+        isCancelled: @escaping @Sendable () -> Bool = { false },
+        makeState: @escaping @Sendable () -> State,
+        _ body: @escaping @Sendable (inout State, Int) throws(ShardFSError) -> Void
+    ) throws(ShardFSError) {
+        guard count > 0 else { return }
+        let shared = Locked(WorkerPoolProgress())
+        let group = DispatchGroup()
+        for _ in 0..<max(1, min(workers, count, maximumWorkers)) {
+            group.enter()
+            let thread = Thread {
+                defer { group.leave() }
+                var state = makeState()
+                while !isCancelled() {
+                    let item: Int? = shared.withLock { s in
+                        guard s.failure == nil, s.next < count else { return nil }
+                        defer { s.next += 1 }
+                        return s.next
+                    }
+                    guard let item else { return }
+                    do throws(ShardFSError) {
+                        try body(&state, item)
+                    } catch {
+                        shared.withLock { s in if s.failure == nil { s.failure = error } }
+                        return
+                    }
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        if let failure = shared.withLock({ $0.failure }) { throw failure }
+    }
+
+    /// `body(item)` for every item in `0..<count`, results in item order.
+    public static func map<Result: Sendable>(
+        items count: Int, workers: Int,
+        _ body: @escaping @Sendable (Int) throws(ShardFSError) -> Result
+    ) throws(ShardFSError) -> [Result] {
+        let results = Locked([Result?](repeating: nil, count: count))
+        try run(items: count, workers: workers, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
+            let result = try body(item)
+            results.withLock { $0[item] = result }
+        }
+        return results.withLock { $0.map { $0! } }
+    }
+
+    /// Workers to use for work that is mostly CPU: one per core online.
+    public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+/// What a pool's threads share: the next item, and the first failure.
+private struct WorkerPoolProgress {
+    var next = 0
+    var failure: ShardFSError?
+}
