@@ -86,3 +86,58 @@ planner("tied-no-head-dim", [2, 1, 1, 1, 0, 0], 0,
 planner("extreme-pp", [1, 0xF2, 0xF2, 1, 0, 0], 0, config)
 planner("extreme-heads", [1, 1, 1, 1, 0, 0], 0, {**config, "num_attention_heads": 2**32, "num_key_value_heads": 2**32,
                                                   "head_dim": 2**32})
+
+
+# tag: NxD tags shardfs convert wrote from a micro Llama (2 layers, hidden 8),
+# packed as the target's archive: [name length][name][data length, 4 bytes LE][data].
+# Needs a shardfs binary (SHARDFS_BIN, or .build/debug/shardfs); skipped without one.
+def tag_seeds():
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = os.environ.get("SHARDFS_BIN") or str(ROOT / ".build" / "debug" / "shardfs")
+    if not Path(binary).exists():
+        print(f"make_seeds: no shardfs binary at {binary}: tag seeds not written")
+        return
+    micro = {**config, "hidden_size": 8, "head_dim": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 8, "vocab_size": 8, "num_hidden_layers": 2, "tie_word_embeddings": False,
+             "dtype": "bfloat16"}
+    h, i, v, q, kv = 8, 8, 8, 8, 4
+    shapes = {"model.embed_tokens.weight": [v, h], "model.norm.weight": [h], "lm_head.weight": [v, h]}
+    for n in range(2):
+        p = f"model.layers.{n}."
+        shapes.update({p + "self_attn.q_proj.weight": [q, h], p + "self_attn.k_proj.weight": [kv, h],
+                       p + "self_attn.v_proj.weight": [kv, h], p + "self_attn.o_proj.weight": [h, q],
+                       p + "mlp.gate_proj.weight": [i, h], p + "mlp.up_proj.weight": [i, h],
+                       p + "mlp.down_proj.weight": [h, i], p + "input_layernorm.weight": [h],
+                       p + "post_attention_layernorm.weight": [h]})
+    header, data = {}, b""
+    for name, shape in shapes.items():
+        count = 1
+        for d in shape:
+            count *= d
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [len(data), len(data) + 2 * count]}
+        data += bytes((len(data) + k) % 251 for k in range(2 * count))
+    with tempfile.TemporaryDirectory() as work:
+        model = Path(work) / "micro"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps(micro))
+        (model / "model.safetensors").write_bytes(st(json.dumps(header)) + data)
+        layouts = {"xser-tp2": ["--tp-size", "2", "--format", "xser"],
+                   "pt-tp2-pp2": ["--tp-size", "2", "--pp-size", "2"],
+                   "xser-qkv-fused-tp2": ["--tp-size", "2", "--qkv-linear", "--fuse-qkv", "--format", "xser"]}
+        for seed, flags in layouts.items():
+            out = Path(work) / seed
+            subprocess.run([binary, "convert", str(model), str(out)] + flags, check=True, capture_output=True)
+            shutil.rmtree(out / ".shardfs")
+            packed = b""
+            entries = [("config.json", json.dumps(micro).encode())]
+            entries += [("tag/" + str(f.relative_to(out)), f.read_bytes()) for f in sorted(out.rglob("*")) if f.is_file()]
+            for name, blob in entries:
+                packed += bytes([len(name)]) + name.encode() + struct.pack("<I", len(blob)) + blob
+            write("tag", seed, packed)
+
+
+tag_seeds()

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(header index config planner zip pickle torchsave)
+[ ${#targets[@]} -gt 0 ] || targets=(header index config planner zip pickle torchsave tag)
 
 echo "== build shardfs-fuzz (libFuzzer + ASan)" >&2
 # swiftc keeps only the last -sanitize= it is given, and SwiftPM passes one
@@ -30,8 +30,11 @@ for target in "${targets[@]}"; do
     mkdir -p ".build-fuzz/corpus/$target"
     # Swift's own backtracer would hang on a trap under libFuzzer: leave the
     # report to libFuzzer and ASan.
+    # A tag target input is a whole (micro) tag: a few dozen files.
+    max_len=65536
+    [ "$target" = tag ] && max_len=131072
     SWIFT_BACKTRACE=enable=no SHARDFS_FUZZ_TARGET=$target "$binary" \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len="$max_len" \
         -print_final_stats=1 \
         -artifact_prefix=".build-fuzz/findings/$target-" \
         ".build-fuzz/corpus/$target" "fuzz/corpus/$target" 2>&1 | grep -a -E "^#|stat::|ERROR|SUMMARY|Test unit|INFO: seed|DONE" | tail -n 12

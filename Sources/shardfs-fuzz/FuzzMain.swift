@@ -21,6 +21,7 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "zip": ZipTarget.run,
     "pickle": PickleTarget.run,
     "torchsave": TorchSaveTarget.run,
+    "tag": TagTarget.run,
 ]
 
 #if FUZZING

@@ -57,8 +57,8 @@ struct ConvertCommand: ParsableCommand {
     @OptionGroup(title: "Layout")
     var layout: LayoutFlags
 
-    @Option(help: "Files written at once (default: the number of cores).")
-    var jobs: Int = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    @Option(help: "Files written at once, 1 to 64 (default: the number of cores; each holds about 10 MiB of buffers).")
+    var jobs: Int = min(WorkerPool.cores, WorkerPool.maximumWorkers)
 
     @Option(help: ArgumentHelp("Write only share I (0-based) of N even shares of the files, e.g. 3/16.", valueName: "I/N"),
             transform: parsePart)
@@ -70,7 +70,7 @@ struct ConvertCommand: ParsableCommand {
     var force = false
 
     func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
+        try validateJobs(jobs, flag: "--jobs")
     }
 
     func run() throws {

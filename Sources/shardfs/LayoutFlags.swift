@@ -148,3 +148,11 @@ func parsePart(_ text: String) throws -> Part {
     }
     return part
 }
+
+/// `--jobs` and its kin: threads of their own, each with its buffers, so
+/// bounded like `WorkerPool` (a typo of 10000 must not ask for 100 GB).
+func validateJobs(_ jobs: Int, flag: String) throws {
+    guard (1...WorkerPool.maximumWorkers).contains(jobs) else {
+        throw ValidationError("\(flag) must be between 1 and \(WorkerPool.maximumWorkers), not \(jobs)")
+    }
+}

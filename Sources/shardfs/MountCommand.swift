@@ -125,8 +125,10 @@ struct MountCommand: ParsableCommand {
                 throw ValidationError("\(flag) applies to --persist-to DIR, which is not given")
             }
         }
-        guard persistJobs >= 1 else { throw ValidationError("--persist-jobs must be at least 1, not \(persistJobs)") }
-        if let persistBandwidthMiB, persistBandwidthMiB < 1 { throw ValidationError("--persist-bandwidth-mib must be at least 1, not \(persistBandwidthMiB)") }
+        try validateJobs(persistJobs, flag: "--persist-jobs")
+        if let persistBandwidthMiB, !(1...(1 << 20)).contains(persistBandwidthMiB) {
+            throw ValidationError("--persist-bandwidth-mib must be between 1 and 1048576 (1 TiB/s), not \(persistBandwidthMiB)")
+        }
     }
 
     func run() throws {
@@ -227,10 +229,17 @@ struct MountCommand: ParsableCommand {
             let path = MountTable.absolute(logFile)
             return (path, try DaemonLog.openNamed(path))
         }
-        let directory = try DaemonLog.defaultDirectory(euid: geteuid(), environment: ProcessInfo.processInfo.environment,
-                                                       home: { DaemonLog.passwordHome(uid: geteuid()) })
+        let environment = ProcessInfo.processInfo.environment
         let name = DaemonLog.fileName(mountpoint: mountpoint, host: DaemonLog.hostName())
-        return (directory + "/" + name, try DaemonLog.openDefault(directory: directory, name: name))
+        do throws(ShardFSError) {
+            let directory = try DaemonLog.defaultDirectory(euid: geteuid(), environment: environment,
+                                                           home: { DaemonLog.passwordHome(uid: geteuid()) })
+            return (directory + "/" + name, try DaemonLog.openDefault(directory: directory, name: name))
+        } catch {
+            let fallback = try DaemonLog.openFallback(name: name, euid: geteuid(), environment: environment)
+            Console.error("shardfs: note: the daemon's usual log is out of reach (\(error)); logging to \(fallback.path) instead")
+            return fallback
+        }
     }
 
     /// The materialiser of --persist-to, prepared (DIR claimed, finished files

@@ -53,8 +53,8 @@ struct VerifyCommand: ParsableCommand {
     @OptionGroup(title: "Layout (the one TAG should hold)")
     var layout: LayoutFlags
 
-    @Option(help: "Files checked at once (default: the number of cores).")
-    var jobs: Int = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    @Option(help: "Files checked at once, 1 to 64 (default: the number of cores).")
+    var jobs: Int = min(WorkerPool.cores, WorkerPool.maximumWorkers)
 
     @Option(help: ArgumentHelp("Check only share I (0-based) of N even shares of the files, e.g. 3/16.", valueName: "I/N"),
             transform: parsePart)
@@ -68,7 +68,7 @@ struct VerifyCommand: ParsableCommand {
     var chunkKiB: Int = Verifier.defaultChunkBytes >> 10
 
     func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, not \(jobs)") }
+        try validateJobs(jobs, flag: "--jobs")
         guard (4...65536).contains(chunkKiB) else { throw ValidationError("--chunk-kib must be between 4 and 65536, not \(chunkKiB)") }
     }
 

@@ -107,4 +107,26 @@ import Glibc
         var info = stat()
         return stat(path, &info) == 0 ? info.st_mode & 0o7777 : 0
     }
+
+    /// A user with no usable home (a service account, a home not mounted
+    /// yet): the log goes to a private directory that can be made, and the
+    /// mount goes on.
+    @Test func aLogDirectoryOutOfReachFallsBackToAPrivateOne() throws {
+        let dir = try ExtentReadTests.TemporaryDirectory()
+        // XDG_RUNTIME_DIR usable: the log goes there.
+        let (path, fd) = try DaemonLog.openFallback(name: "m@h.log", euid: geteuid(), environment: ["XDG_RUNTIME_DIR": dir.path])
+        close(fd)
+        #expect(path == dir.path + "/shardfs/m@h.log")
+        var info = stat()
+        #expect(stat(dir.path + "/shardfs", &info) == 0 && info.st_mode & 0o777 == 0o700)
+        // XDG_RUNTIME_DIR a file, not a directory: the next candidate, private too.
+        try dir.write("file", [1])
+        let (other, otherFD) = try DaemonLog.openFallback(name: "m-\(UUID().uuidString)@h.log", euid: geteuid(),
+                                                          environment: ["XDG_RUNTIME_DIR": dir.path + "/file"])
+        close(otherFD)
+        #expect(other.hasPrefix("/tmp/shardfs-\(geteuid())"))
+        let parent = String(other[..<other.lastIndex(of: "/")!])
+        #expect(stat(parent, &info) == 0 && info.st_uid == geteuid() && info.st_mode & 0o077 == 0)
+        unlink(other)
+    }
 }

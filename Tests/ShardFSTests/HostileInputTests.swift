@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ShardFS
 
@@ -71,5 +72,57 @@ import Testing
             #expect(error?.description.contains("exceeds the safetensors limit of 100000000 bytes") == true, "\(length)")
             #expect(reads.count == 1 && reads[0] == (0, 8), "\(length): reads \(reads)")
         }
+    }
+
+    /// The config: num_hidden_layers 10^12 (or 2*10^9) grew `plan`
+    /// to 14.6 GB building that many names. It is compared with the layers
+    /// the files hold first, and refused naming the field.
+    @Test func aConfigClaimingMoreLayersThanTheFilesHold() {
+        var tensors: [String: SourceTensor] = [:]
+        for n in 0..<2 {
+            for suffix in ["self_attn.q_proj.weight", "mlp.up_proj.weight"] {
+                let name = "model.layers.\(n).\(suffix)"
+                tensors[name] = SourceTensor(name: name, dtype: .bfloat16, shape: [64, 64], fileIndex: 0, offset: 0)
+            }
+        }
+        for layers in [1_000_000_000_000, 2_000_000_000, 3] {
+            let c = ModelConfig(layers: layers, hidden: 64, heads: 8, kvHeads: 2, intermediate: 128, vocab: 256, headDim: 8)
+            let error = refusal { () throws(ShardFSError) in _ = try LlamaWeights(config: c, tensors: tensors) }
+            #expect(error == .badConfig(field: "num_hidden_layers",
+                                        reason: "\(layers), but the checkpoint holds tensors of layers 0 to 1 only (is config.json the model's own?)"))
+        }
+        let none = ModelConfig(layers: 5, hidden: 64, heads: 8, kvHeads: 2, intermediate: 128, vocab: 256, headDim: 8)
+        #expect(refusal { () throws(ShardFSError) in _ = try LlamaWeights(config: none, tensors: [:]) }
+            == .badConfig(field: "num_hidden_layers", reason: "5, but the checkpoint holds no model.layers.* tensors"))
+    }
+
+    /// A layer number of more than 9 digits is no layer (it is refused as an
+    /// unknown tensor later): it must not make the layer count huge.
+    @Test func layerNumbersAreBounded() {
+        #expect(LlamaWeights.layerNumber("model.layers.79.mlp.up_proj.weight") == 79)
+        #expect(LlamaWeights.layerNumber("model.layers.9999999999.mlp.up_proj.weight") == nil)
+        #expect(LlamaWeights.layerNumber("model.layers..x") == nil)
+        #expect(LlamaWeights.layersPresent(["model.norm.weight", "model.layers.3.x", "model.layers.1.y"]) == 4)
+    }
+
+    /// The same for an NxD tag: refused after its rank files' keys are read,
+    /// before a tensor file is, naming the field.
+    @Test func aTagWithAConfigClaimingTooManyLayers() throws {
+        let dir = try ExtentReadTests.TemporaryDirectory()
+        let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2, format: .xser), in: dir)
+        var json = try String(contentsOfFile: model.directory + "/config.json", encoding: .utf8)
+        json = json.replacingOccurrences(of: "\"num_hidden_layers\": 2", with: "\"num_hidden_layers\": 1000000000000")
+        try dir.write("huge.json", Array(json.utf8))
+        // Tensor files are never opened: remove them all.
+        for rank in ["dp_rank_00_tp_rank_00_pp_rank_00.pt", "dp_rank_00_tp_rank_01_pp_rank_00.pt"] {
+            for entry in try FileManager.default.contentsOfDirectory(atPath: tag + "/model/" + rank + ".tensors") where entry != "tensor_0.pt" {
+                try FileManager.default.removeItem(atPath: tag + "/model/" + rank + ".tensors/" + entry)
+            }
+        }
+        let error = refusal { () throws(ShardFSError) in
+            _ = try Checkpoint.open(tag, options: SourceOptions(config: dir.path + "/huge.json"))
+        }
+        #expect(error == .badConfig(field: "num_hidden_layers",
+                                    reason: "1000000000000, but the tag's rank files hold tensors of layers 0 to 1 only (is config.json the model's own?)"))
     }
 }

@@ -31,4 +31,16 @@ import Testing
             #expect(Part(parsing: bad) == nil, "\"\(bad)\"")
         }
     }
+
+    /// The crash: (I + 1) * total overflowed an Int and trapped.
+    @Test func hugeCountsDoNotOverflow() {
+        let last = Part(parsing: "4611686018427387903/4611686018427387904")!
+        #expect(last.range(of: 256) == 255..<256)
+        #expect(Part(index: 0, count: Int.max).range(of: 256) == 0..<0)
+        #expect(Part(index: Int.max - 1, count: Int.max).range(of: 256) == 255..<256)
+        // Every item still in exactly one share, worked out by hand for 3 of 2^62.
+        let count = 1 << 62
+        #expect(Part(index: count / 3, count: count).range(of: 3) == 0..<1)  // floor((2^62/3) * 3 / 2^62) = 0, next share 1
+        #expect(Part(index: count - 1, count: count).range(of: 3) == 2..<3)
+    }
 }

@@ -22,8 +22,17 @@ public struct Part: Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(index)/\(count)" }
 
+    /// Items `index * total / count ..< (index + 1) * total / count`, in
+    /// full-width arithmetic: `--part` takes any I/N that fits an Int, and
+    /// `(I + 1) * total` may not.
     public func range(of total: Int) -> Range<Int> {
-        (index * total / count)..<((index + 1) * total / count)
+        Part.share(index, of: total, in: count)..<Part.share(index + 1, of: total, in: count)
+    }
+
+    /// `i * total / count` without overflow (0 <= i <= count, total >= 0).
+    private static func share(_ i: Int, of total: Int, in count: Int) -> Int {
+        let product = i.multipliedFullWidth(by: total)
+        return count.dividingFullWidth(product).quotient
     }
 
     public func select<T>(_ items: [T]) -> [T] { Array(items[range(of: items.count)]) }

@@ -48,8 +48,15 @@ public final class SourceWatch: Sendable {
         var unwatched = 0
     }
 
-    public init(sources: [SourceFile]) {
+    /// Seconds between two shares of the sweep.
+    private let sweepInterval: Double
+    /// Whether inotify is used at all (tests of the sweep alone turn it off).
+    private let useEvents: Bool
+
+    public init(sources: [SourceFile], sweepInterval: Double = 1, events: Bool = true) {
         self.sources = sources
+        self.sweepInterval = sweepInterval
+        useEvents = events
         broken = Locked([:])
         wakeEvent = shardfs_wake_event()
     }
@@ -111,7 +118,7 @@ public final class SourceWatch: Sendable {
         }
         let now = SourceWatch.now()
         let share: Range<Int>? = watcher.withLock { w in
-            guard now - w.lastSweep >= 1, !sources.isEmpty else { return nil }
+            guard now - w.lastSweep >= sweepInterval, !sources.isEmpty else { return nil }
             w.lastSweep = now
             let count = min(sources.count, max(SourceWatch.minimumSweepPerTick, (sources.count + SourceWatch.sweepSeconds - 1) / SourceWatch.sweepSeconds))
             let start = w.cursor
@@ -175,7 +182,7 @@ public final class SourceWatch: Sendable {
     private func start(_ w: inout Watcher) {
         w.started = true
         w.lastSweep = SourceWatch.now()
-        guard let events = DirectoryEvents() else { return }
+        guard useEvents, let events = DirectoryEvents() else { return }
         var byDirectory: [String: [String: [Int]]] = [:]
         for (index, source) in sources.enumerated() {
             var path = source.path

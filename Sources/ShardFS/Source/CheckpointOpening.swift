@@ -55,7 +55,7 @@ extension Checkpoint {
                 flag: "--config", reason: "missing: \(tag) is an NxD checkpoint, which holds no config.json; pass the model's config.json (or its Hugging Face directory) with --config")
         }
         let config = try ModelConfig(json: configBytes)
-        let rankFiles = try NxDRankFiles(tag: tag)
+        let rankFiles = try NxDRankFiles(tag: tag, config: config)
         let inverse = try InverseLayout(config: config, rankFiles: rankFiles, backend: options.backend)
         return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files,
                           tensors: inverse.tensors, sourceLayout: inverse.options)

@@ -23,19 +23,26 @@ public struct LlamaWeights: Sendable {
         public let meaning: String
     }
 
+    /// Rows of q_proj and of k_proj/v_proj. The config's sizes are checked
+    /// only one by one; their products must not trap on a config.json that
+    /// makes them overflow.
+    static func projectionRows(_ c: ModelConfig) throws(ShardFSError) -> (query: Int, keyValue: Int) {
+        func rows(_ heads: Int, _ field: String) throws(ShardFSError) -> Int {
+            let (product, overflow) = heads.multipliedReportingOverflow(by: c.headDim)
+            guard !overflow else { throw ShardFSError.badConfig(field: field, reason: "\(heads) heads x head_dim \(c.headDim) overflows") }
+            return product
+        }
+        return (try rows(c.heads, "num_attention_heads"), try rows(c.kvHeads, "num_key_value_heads"))
+    }
+
     /// Every tensor `config` implies, in the model's state-dict order:
     /// embed_tokens; per layer q, k, v, o, gate, up, down, input_layernorm,
     /// post_attention_layernorm; norm; lm_head unless tied to the embedding.
+    /// Callers check `num_hidden_layers` against the files first
+    /// (`checkLayerCount`): the list has that many layers.
     public static func expectedTensors(_ c: ModelConfig) throws(ShardFSError) -> [Expected] {
-        let h = c.hidden, d = c.headDim
-        // The config's sizes are checked only one by one; their products must
-        // not trap on a config.json that makes them overflow.
-        func rows(_ heads: Int, _ field: String) throws(ShardFSError) -> Int {
-            let (product, overflow) = heads.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw ShardFSError.badConfig(field: field, reason: "\(heads) heads x head_dim \(d) overflows") }
-            return product
-        }
-        let qRows = try rows(c.heads, "num_attention_heads"), kvRows = try rows(c.kvHeads, "num_key_value_heads")
+        let h = c.hidden
+        let (qRows, kvRows) = try projectionRows(c)
         var expected = [Expected(name: "model.embed_tokens.weight", shape: [c.vocab, h], meaning: "[vocab_size, hidden_size]")]
         for n in 0..<c.layers {
             let p = "model.layers.\(n)."
@@ -58,7 +65,41 @@ public struct LlamaWeights: Sendable {
         return expected
     }
 
+    /// The number of layers `names` hold tensors of: one past the highest
+    /// N of a `model.layers.N.` name.
+    public static func layersPresent<Names: Sequence<String>>(_ names: Names) -> Int {
+        var highest = -1
+        for name in names {
+            if let n = layerNumber(name), n > highest { highest = n }
+        }
+        return highest + 1
+    }
+
+    /// N of a `model.layers.N.` name (at most 9 digits: any more is no layer
+    /// of a real model, and is refused as an unknown tensor).
+    public static func layerNumber(_ name: String) -> Int? {
+        let prefix = "model.layers."
+        guard name.hasPrefix(prefix) else { return nil }
+        let digits = name.utf8.dropFirst(prefix.utf8.count).prefix { $0 >= 0x30 && $0 <= 0x39 }
+        guard !digits.isEmpty, digits.count <= 9 else { return nil }
+        return digits.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+
+    /// Refuses a `num_hidden_layers` beyond the layers `present` in the files,
+    /// before anything is built for that many layers: a config claiming 10^12
+    /// layers once grew `plan` to 14.6 GB before any tensor was compared.
+    /// `holds` says whose tensors: "the checkpoint holds".
+    static func checkLayerCount(_ c: ModelConfig, present: Int, holds: String) throws(ShardFSError) {
+        guard c.layers > present else { return }
+        throw ShardFSError.badConfig(
+            field: "num_hidden_layers",
+            reason: present == 0 ? "\(c.layers), but \(holds) no model.layers.* tensors"
+                : "\(c.layers), but \(holds) tensors of layers 0 to \(present - 1) only (is config.json the model's own?)")
+    }
+
     public init(config c: ModelConfig, tensors: [String: SourceTensor]) throws(ShardFSError) {
+        _ = try LlamaWeights.projectionRows(c)
+        try LlamaWeights.checkLayerCount(c, present: LlamaWeights.layersPresent(tensors.keys), holds: "the checkpoint holds")
         var used = Set<String>()
         var found: [String: SourceTensor] = [:]
         for e in try LlamaWeights.expectedTensors(c) {

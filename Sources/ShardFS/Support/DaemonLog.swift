@@ -86,6 +86,34 @@ public enum DaemonLog {
         return fd
     }
 
+    /// Where the log goes when the per-user directory cannot be had (a
+    /// service account without a home, a home on FSx not mounted yet): a log
+    /// that cannot be written must not stop a mount. The first of
+    /// `$XDG_RUNTIME_DIR/shardfs` and `/tmp/shardfs-<uid>` that passes
+    /// `openDefault`'s checks (this user's own, private, no symlink), else a
+    /// fresh private directory `/tmp/shardfs-<uid>-XXXXXX` (mkdtemp: nobody
+    /// can have planted it). Returns the path and the descriptor.
+    public static func openFallback(name: String, euid: uid_t, environment: [String: String]) throws(ShardFSError) -> (path: String, fd: Int32) {
+        var candidates: [String] = []
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") { candidates.append(trimmedSlashes(runtime) + "/shardfs") }
+        candidates.append("/tmp/shardfs-\(euid)")
+        var last: ShardFSError?
+        for directory in candidates {
+            do throws(ShardFSError) {
+                return (directory + "/" + name, try openDefault(directory: directory, name: name))
+            } catch {
+                last = error
+            }
+        }
+        var template = Array("/tmp/shardfs-\(euid)-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        if made {
+            let directory = String(cString: template.map { $0 })
+            return (directory + "/" + name, try openDefault(directory: directory, name: name))
+        }
+        throw last ?? ShardFSError.io(path: "/tmp", operation: "make a private log directory", errno: errno)
+    }
+
     /// Opens a log file the user named (`--log-file`): created 0600 if
     /// missing, appended to, never through a symlink at its last component.
     public static func openNamed(_ path: String) throws(ShardFSError) -> Int32 {

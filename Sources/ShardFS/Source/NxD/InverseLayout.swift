@@ -56,23 +56,21 @@ struct InverseLayout {
         return layers
     }
 
-    /// N of a `model.layers.N.` key.
-    static func layerNumber(_ key: String) -> Int? {
-        let prefix = "model.layers."
-        guard key.hasPrefix(prefix) else { return nil }
-        let digits = key.dropFirst(prefix.count).prefix { $0.isASCII && $0.isNumber }
-        return digits.count <= 9 ? Int(digits) : nil
-    }
+    static func layerNumber(_ key: String) -> Int? { LlamaWeights.layerNumber(key) }
 
     /// The virtual PP size whose split of the config's layers matches what the
     /// pipeline ranks hold.
     static func virtualPPSize(layers: Int, ppSize: Int, observed: [[Int]], ranks: [NxDRankFiles.Rank]) throws(ShardFSError) -> Int {
-        let held = observed.flatMap { $0 }
-        if let extra = held.first(where: { $0 >= layers }), let rank = ranks.first(where: { r in r.pieces.contains { layerNumber($0.key) == extra } }) {
+        let held = Set(observed.flatMap { $0 })
+        if let extra = held.filter({ $0 >= layers }).min(), let rank = ranks.first(where: { r in r.pieces.contains { layerNumber($0.key) == extra } }) {
             throw ShardFSError.badSource(
                 file: rank.path, reason: "holds layer \(extra), but config.json has num_hidden_layers = \(layers) (is --config the model's own?)")
         }
-        if let missing = (0..<layers).first(where: { !held.contains($0) }) {
+        // Now every layer held is below `layers`: if there are fewer than
+        // `layers` of them, one is missing (and `layers` is at most what the
+        // files hold, so the search below is bounded by them).
+        if held.count < layers {
+            let missing = (0..<held.count + 1).first { !held.contains($0) } ?? held.count
             throw ShardFSError.badSource(
                 file: "model/", reason: "no rank file holds layer \(missing), which config.json (num_hidden_layers = \(layers)) needs")
         }
@@ -172,7 +170,9 @@ struct InverseLayout {
         for e in try LlamaWeights.expectedTensors(c) { shapeOf[e.name] = e.shape }
         let layout = plan.options.summary.replacingOccurrences(of: " float32", with: "")
         for (file, rank) in zip(plan.files, ranks) {
-            precondition(file.tpRank == rank.tp && file.ppRank == rank.pp, "plan and rank files in different orders")
+            guard file.tpRank == rank.tp && file.ppRank == rank.pp else {
+                throw ShardFSError.badSource(file: rank.path, reason: "is not the rank file the inferred layout (\(layout)) expects here (tp \(file.tpRank), pp \(file.ppRank))")
+            }
             var pieces: [String: NxDRankFiles.Piece] = [:]
             for (key, piece) in rank.pieces {
                 guard pieces.updateValue(piece, forKey: key) == nil else {
@@ -215,7 +215,10 @@ struct InverseLayout {
                         // every TP rank, a tied lm_head): the first one placed
                         // stays. Replicas are placed whole, never in part.
                         let overlap = covered.reduce(0) { $0 + $1.rows.clamped(to: block.rows).count * $1.columns.clamped(to: block.columns).count }
-                        precondition(overlap == block.elementCount, "a replica of \(name) overlaps its first copy in part")
+                        guard overlap == block.elementCount else {
+                            throw ShardFSError.badSource(
+                                file: rank.path, reason: "\(tensor.key) holds part of \(name) that other rank files hold in part: the inferred layout (\(layout)) cannot have written it")
+                        }
                         continue
                     }
                     tiles[name, default: []].append(TensorTile(
@@ -226,10 +229,14 @@ struct InverseLayout {
         }
         var tensors: [String: SourceTensor] = [:]
         for (name, pieces) in tiles {
-            let shape = shapeOf[name]!
+            guard let shape = shapeOf[name], let dtype = dtypeOf[name]?.dtype else {
+                throw ShardFSError.badTensor(name: name, reason: "placed by the inferred layout (\(layout)) but not a tensor config.json implies")
+            }
             let (rows, columns) = RowBlock.matrixShape(shape)
-            precondition(pieces.reduce(0) { $0 + $1.rows.count * $1.columns.count } == rows * columns, "tiles of \(name) do not cover it")
-            tensors[name] = SourceTensor(name: name, dtype: dtypeOf[name]!.dtype, shape: shape, tiles: pieces)
+            guard pieces.reduce(0, { $0 + $1.rows.count * $1.columns.count }) == rows * columns else {
+                throw ShardFSError.badTensor(name: name, reason: "the tag's rank files do not cover it exactly once in the inferred layout (\(layout))")
+            }
+            tensors[name] = SourceTensor(name: name, dtype: dtype, shape: shape, tiles: pieces)
         }
         return tensors
     }

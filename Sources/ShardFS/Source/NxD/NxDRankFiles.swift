@@ -42,7 +42,9 @@ struct NxDRankFiles {
         let path: String
     }
 
-    init(tag: String) throws(ShardFSError) {
+    /// Reads the tag's rank files; `config` (the model's) must not claim
+    /// more layers than they hold.
+    init(tag: String, config: ModelConfig) throws(ShardFSError) {
         let names = try NxDRankFiles.rankFileNames(tag: tag)
         tpSize = (names.map(\.tp).max() ?? -1) + 1
         ppSize = (names.map(\.pp).max() ?? -1) + 1
@@ -71,17 +73,27 @@ struct NxDRankFiles {
         xser = xserFlags.first ?? false
 
         // Ranks are parsed in parallel (a 405B tag is up to 60,000 files),
-        // each with file indexes of its own, then numbered in rank order.
+        // each with file indexes of its own, then numbered in rank order. An
+        // xser tag in two passes: the rank files' keys first, so that a
+        // config.json claiming more layers than they hold is refused before
+        // the tensor files are read.
         let (T, P) = (tpSize, ppSize)
         let order = (0..<T).flatMap { tp in (0..<P).map { pp in byRank[tp * P + pp]! } }
         let isXser = xser
-        let parsed = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> ParsedRank in
-            var rank = ParsedRank()
+        let headers = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> RankHeader in
             var containment = try SourceContainment(directory: tag)
-            let path = order[item].path
-            rank.pieces = isXser ? try NxDRankFiles.readXser(tag: tag, path: path, files: &rank.files, containment: &containment)
-                                 : try NxDRankFiles.readPlain(tag: tag, path: path, files: &rank.files, containment: &containment)
-            return rank
+            return isXser ? try NxDRankFiles.readXserHeader(tag: tag, path: order[item].path, containment: &containment)
+                          : .plain(try NxDRankFiles.readPlain(tag: tag, path: order[item].path, containment: &containment))
+        }
+        try LlamaWeights.checkLayerCount(config, present: LlamaWeights.layersPresent(headers.lazy.flatMap(\.keys)), holds: "the tag's rank files hold")
+        let parsed = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> ParsedRank in
+            switch headers[item] {
+            case let .plain(rank): return rank
+            case let .xser(references, info):
+                var containment = try SourceContainment(directory: tag)
+                return try NxDRankFiles.readXserTensors(tag: tag, path: order[item].path, references: references, info: info,
+                                                        containment: &containment)
+            }
         }
         var files: [SourceFile] = []
         var ranks: [Rank] = []
@@ -99,6 +111,20 @@ struct NxDRankFiles {
     struct ParsedRank: Sendable {
         var pieces: [(key: String, piece: Piece)] = []
         var files: [SourceFile] = []
+    }
+
+    /// A rank file's first pass: a plain file whole; an xser rank file's
+    /// references and `.info.pt`, its tensor files not yet read.
+    enum RankHeader: Sendable {
+        case plain(ParsedRank)
+        case xser(references: [(key: String, tid: Int)], info: [Int: (dtype: DType, shape: [Int])])
+
+        var keys: [String] {
+            switch self {
+            case let .plain(rank): return rank.pieces.map(\.key)
+            case let .xser(references, _): return references.map(\.key)
+            }
+        }
     }
 
     /// The rank files under `tag/model/`, by either naming. Refuses what
@@ -175,44 +201,49 @@ struct NxDRankFiles {
         }
     }
 
-    static func readPlain(tag: String, path: String, files: inout [SourceFile],
-                          containment: inout SourceContainment) throws(ShardFSError) -> [(key: String, piece: Piece)] {
-        let (index, file) = try open(tag: tag, path: path, files: &files, containment: &containment)
+    static func readPlain(tag: String, path: String, containment: inout SourceContainment) throws(ShardFSError) -> ParsedRank {
+        var rank = ParsedRank()
+        let (index, file) = try open(tag: tag, path: path, files: &rank.files, containment: &containment)
         let bytes = try HeadAndTail(file)
         let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: bytes.read)
-        return tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
+        rank.pieces = tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
+        return rank
     }
 
-    /// xser: the reference dict at `path` names the keys; each tensor is
-    /// the one tensor of `path.tensors/tensor_<tid>.pt`, and must agree with
-    /// what `path.info.pt` says of it (the trainer's other ranks build zeros
-    /// from the info).
-    static func readXser(tag: String, path: String, files: inout [SourceFile],
-                         containment: inout SourceContainment) throws(ShardFSError) -> [(key: String, piece: Piece)] {
+    /// xser: the reference dict at `path` names the keys, and `path.info.pt`
+    /// says what each tensor is (the trainer's other ranks build zeros from it).
+    static func readXserHeader(tag: String, path: String, containment: inout SourceContainment) throws(ShardFSError) -> RankHeader {
         let references = try read(tag: tag, path: path, containment: &containment) { (name, size, read) throws(ShardFSError) in
             try TorchSaveReader.tensorReferences(file: name, fileSize: size, read: read)
         }
-        let infoPath = RankFile.xserInfoPath(path)
-        let info = try read(tag: tag, path: infoPath, containment: &containment) { (name, size, read) throws(ShardFSError) in
+        let info = try read(tag: tag, path: RankFile.xserInfoPath(path), containment: &containment) { (name, size, read) throws(ShardFSError) in
             try TorchSaveReader.tensorInfo(file: name, fileSize: size, read: read)
         }
-        var pieces: [(key: String, piece: Piece)] = []
+        return .xser(references: references, info: info)
+    }
+
+    /// xser: each tensor is the one tensor of `path.tensors/tensor_<tid>.pt`,
+    /// and must agree with what `path.info.pt` says of it.
+    static func readXserTensors(tag: String, path: String, references: [(key: String, tid: Int)], info: [Int: (dtype: DType, shape: [Int])],
+                                containment: inout SourceContainment) throws(ShardFSError) -> ParsedRank {
+        let infoPath = RankFile.xserInfoPath(path)
+        var rank = ParsedRank()
         for (key, tid) in references {
             let tensorPath = RankFile.xserTensorPath(path, tid: tid)
-            let (index, file) = try open(tag: tag, path: tensorPath, files: &files, containment: &containment,
-                                         missing: "missing: \(path) names tensor \(tid) (\(key))")
-            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: try HeadAndTail(file).read)
             guard let described = info[tid] else {
                 throw ShardFSError.badSource(file: infoPath, reason: "has no entry for tensor \(tid) (\(key))")
             }
+            let (index, file) = try open(tag: tag, path: tensorPath, files: &rank.files, containment: &containment,
+                                         missing: "missing: \(path) names tensor \(tid) (\(key))")
+            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: try HeadAndTail(file).read)
             guard described.dtype == tensor.dtype, described.shape == tensor.shape else {
                 throw ShardFSError.badSource(
                     file: tensorPath, reason: "holds \(tensor.dtype) \(tensor.shape) but \(infoPath) says \(described.dtype) \(described.shape) for \(key)")
             }
-            pieces.append((key, Piece(file: index, tensor: LocatedTensor(
+            rank.pieces.append((key, Piece(file: index, tensor: LocatedTensor(
                 key: key, dtype: tensor.dtype, shape: tensor.shape, strides: tensor.strides, offset: tensor.offset, storage: tensor.storage))))
         }
-        return pieces
+        return rank
     }
 
     /// Opens a small file of the tag just to parse it (it serves no bytes).

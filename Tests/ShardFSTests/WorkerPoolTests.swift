@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+@testable import ShardFS
+
+/// The one worker pool every front end uses: every item once, state per
+/// thread, the first failure stops the hand-out and is rethrown, and the
+/// thread count is bounded whatever is asked.
+@Suite struct WorkerPoolTests {
+    @Test func everyItemOnceWithStatePerThread() throws {
+        let seen = Locked([Int](repeating: 0, count: 1000))
+        let states = Locked(Set<ObjectIdentifier>())
+        final class State {}
+        try WorkerPool.run(items: 1000, workers: 4, makeState: { State() }) { (state: inout State, item: Int) throws(ShardFSError) in
+            seen.withLock { $0[item] += 1 }
+            states.withLock { _ = $0.insert(ObjectIdentifier(state)) }
+        }
+        #expect(seen.withLock { $0 } == [Int](repeating: 1, count: 1000))
+        #expect((1...4).contains(states.withLock { $0.count }))
+    }
+
+    @Test func theFirstFailureStopsTheHandOut() {
+        let started = Locked(0)
+        let error = #expect(throws: ShardFSError.self) {
+            try WorkerPool.run(items: 10_000, workers: 2, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
+                started.withLock { $0 += 1 }
+                if item == 5 { throw ShardFSError.badSource(file: "item-5", reason: "failed") }
+            }
+        }
+        #expect(error == .badSource(file: "item-5", reason: "failed"))
+        // Items handed out before the failure was recorded may finish; no more.
+        #expect(started.withLock { $0 } < 100)
+    }
+
+    @Test func mapKeepsItemOrderAndBoundsThreads() throws {
+        let threads = Locked(Set<UInt64>())
+        let squares = try WorkerPool.map(items: 300, workers: 10_000) { (item: Int) throws(ShardFSError) -> Int in
+            let id = UInt64(pthread_self())
+            threads.withLock { _ = $0.insert(id) }
+            return item * item
+        }
+        #expect(squares == (0..<300).map { $0 * $0 })
+        #expect(threads.withLock { $0.count } <= WorkerPool.maximumWorkers)
+    }
+
+    @Test func cancellationStopsBeforeTheNextItem() throws {
+        let done = Locked(0)
+        try WorkerPool.run(items: 100, workers: 1, isCancelled: { done.withLock { $0 } >= 3 }, makeState: { () }) {
+            (_: inout Void, _: Int) throws(ShardFSError) in done.withLock { $0 += 1 }
+        }
+        #expect(done.withLock { $0 } == 3)
+    }
+}
