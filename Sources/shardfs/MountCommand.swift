@@ -262,7 +262,7 @@ struct MountCommand: ParsableCommand {
         options.plannedPaths = plan.virtualFiles().map(\.path)
         let box = ServerBox()
         let materialiser = Materialiser(
-            sources: checkpoint.files, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
+            checkpoint: checkpoint, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
             readersActive: { box.server?.readersActive() ?? false },
             verified: { path, copy in
                 do throws(ShardFSError) {

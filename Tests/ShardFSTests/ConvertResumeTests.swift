@@ -268,7 +268,7 @@ import Glibc
         let converter = try Self.converter(model, LayoutOptions(tpSize: 2, ppSize: 2))
         let files = converter.plan.virtualFiles()
         func persist(_ target: String) throws -> MaterialiserStatus {
-            let materialiser = Materialiser(sources: model.files, files: files,
+            let materialiser = Materialiser(checkpoint: model, files: files,
                                             options: .init(directory: target, layout: converter.plan.options.summary),
                                             logger: Logger(label: "test"), readersActive: { false }, verified: { _, _ in })
             try materialiser.prepare()

@@ -98,7 +98,7 @@ import Glibc
         let target = dir.path + "/persisted"
         func run() throws -> (MaterialiserStatus, [String]) {
             let seen = Mutex<[String]>([])
-            let materialiser = Materialiser(sources: checkpoint.files, files: files,
+            let materialiser = Materialiser(checkpoint: checkpoint, files: files,
                                             options: .init(directory: target, layout: plan.options.summary),
                                             logger: Logger(label: "test"), readersActive: { false },
                                             verified: { path, copy in

@@ -52,8 +52,7 @@ public struct Converter: Sendable {
         // layout's files from those of the other shares.
         let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
         let planned = whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
-        var fingerprints: [SourceFingerprint] = []
-        for source in checkpoint.files { fingerprints.append(try SourceFingerprint(source)) }
+        let fingerprints = try checkpoint.fingerprints()
         let target = TargetDirectory(directory: root, naming: .out(root))
         let prepared = try target.prepare(layout: PersistManifest.Layout(layout: plan.options.summary, sources: fingerprints),
                                           family: TargetFamily(plan.options.format), planned: planned, mine: outputs.map(\.path),

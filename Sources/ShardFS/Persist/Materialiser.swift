@@ -41,7 +41,8 @@ public final class Materialiser: Sendable {
     public let options: Options
     /// This part's files, at their paths relative to DIR.
     public let files: [(path: String, file: VirtualFile)]
-    private let sources: [SourceFile]
+    private let checkpoint: Checkpoint
+    private var sources: [SourceFile] { checkpoint.files }
     private let target: TargetDirectory
     private var manifest: PersistManifest { target.manifest }
     private let logger: Logger
@@ -58,12 +59,12 @@ public final class Materialiser: Sendable {
     /// `readersActive` tells whether the mount is serving reads right now;
     /// `verified` is called with the path (relative, as in `files`) and the
     /// copy's full path of each file persisted and read back intact.
-    public init(sources: [SourceFile], files: [(path: String, file: VirtualFile)], options: Options, logger: Logger,
+    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], options: Options, logger: Logger,
                 readersActive: @escaping @Sendable () -> Bool,
                 verified: @escaping @Sendable (_ path: String, _ copy: String) -> Void) {
         self.options = options
         self.files = files
-        self.sources = sources
+        self.checkpoint = checkpoint
         target = TargetDirectory(directory: options.directory, naming: .persistTo(options.directory))
         self.logger = logger
         self.readersActive = readersActive
@@ -83,8 +84,7 @@ public final class Materialiser: Sendable {
     /// manifest entry are rewritten), and finds the files already finished.
     /// Synchronous, so that a refusal reaches the user before mounting.
     public func prepare() throws(ShardFSError) {
-        var fingerprints: [SourceFingerprint] = []
-        for source in sources { fingerprints.append(try SourceFingerprint(source)) }
+        let fingerprints = try checkpoint.fingerprints()
         let family: TargetFamily = files.allSatisfy { $0.path.hasPrefix("model/") } ? .rankFiles : .huggingFace
         let prepared = try target.prepare(layout: PersistManifest.Layout(layout: options.layout, sources: fingerprints), family: family,
                                           planned: options.plannedPaths ?? (options.part == .whole ? files.map(\.path) : nil),

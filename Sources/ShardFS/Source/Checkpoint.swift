@@ -19,16 +19,29 @@ public final class Checkpoint: Sendable {
     /// For an NxD checkpoint, the layout its rank files were written in; nil
     /// for a Hugging Face model.
     public let sourceLayout: LayoutOptions?
+    /// The files' fingerprints when opening computed them (an NxD tag's,
+    /// from the bytes its parse read); see `fingerprints()`.
+    private let knownFingerprints: [SourceFingerprint]?
 
     /// A checkpoint whose tensors were located by other means (an NxD tag).
     init(directory: String, config: ModelConfig, configBytes: [UInt8], files: [SourceFile],
-         tensors: [String: SourceTensor], sourceLayout: LayoutOptions?) {
+         tensors: [String: SourceTensor], sourceLayout: LayoutOptions?, fingerprints: [SourceFingerprint]) {
         self.directory = directory
         self.config = config
         self.configBytes = configBytes
         self.files = files
         self.tensors = tensors
         self.sourceLayout = sourceLayout
+        knownFingerprints = fingerprints
+    }
+
+    /// What identifies each file of `files` (for the manifest of an output
+    /// made from them): known from opening, or read now.
+    public func fingerprints() throws(ShardFSError) -> [SourceFingerprint] {
+        if let knownFingerprints { return knownFingerprints }
+        var fingerprints: [SourceFingerprint] = []
+        for file in files { fingerprints.append(try SourceFingerprint(file)) }
+        return fingerprints
     }
 
     public init(directory: String) throws(ShardFSError) {
@@ -41,6 +54,7 @@ public final class Checkpoint: Sendable {
         config = try ModelConfig(json: configBytes)
         self.configBytes = configBytes
         sourceLayout = nil
+        knownFingerprints = nil
 
         let fileNames: [String]
         var weightMap: [(key: String, value: JSONValue)]?

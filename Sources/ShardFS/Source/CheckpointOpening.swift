@@ -58,7 +58,7 @@ extension Checkpoint {
         let rankFiles = try NxDRankFiles(tag: tag, config: config)
         let inverse = try InverseLayout(config: config, rankFiles: rankFiles, backend: options.backend)
         return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files,
-                          tensors: inverse.tensors, sourceLayout: inverse.options)
+                          tensors: inverse.tensors, sourceLayout: inverse.options, fingerprints: rankFiles.fingerprints)
     }
 
     static func readConfigFile(_ path: String) throws(ShardFSError) -> [UInt8] {

@@ -34,6 +34,8 @@ struct NxDRankFiles {
     /// tp-major, as the converter orders files.
     let ranks: [Rank]
     let files: [SourceFile]
+    /// One per file of `files`.
+    let fingerprints: [SourceFingerprint]
 
     /// The path of a rank file under the tag, whichever naming it uses.
     struct Name: Sendable {
@@ -96,21 +98,26 @@ struct NxDRankFiles {
             }
         }
         var files: [SourceFile] = []
+        var fingerprints: [SourceFingerprint] = []
         var ranks: [Rank] = []
         for (name, rank) in zip(order, parsed) {
             let base = files.count
             files += rank.files
+            fingerprints += rank.fingerprints
             ranks.append(Rank(tp: name.tp, pp: name.pp, path: name.path,
                               pieces: rank.pieces.map { ($0.key, Piece(file: base + $0.piece.file, tensor: $0.piece.tensor)) }))
         }
         self.ranks = ranks
         self.files = files
+        self.fingerprints = fingerprints
     }
 
-    /// One rank file read: its pieces, numbered within `files`.
+    /// One rank file read: its pieces, numbered within `files`, and the
+    /// files' fingerprints (from the bytes the parse read).
     struct ParsedRank: Sendable {
         var pieces: [(key: String, piece: Piece)] = []
         var files: [SourceFile] = []
+        var fingerprints: [SourceFingerprint] = []
     }
 
     /// A rank file's first pass: a plain file whole; an xser rank file's
@@ -205,6 +212,7 @@ struct NxDRankFiles {
         var rank = ParsedRank()
         let (index, file) = try open(tag: tag, path: path, files: &rank.files, containment: &containment)
         let bytes = try HeadAndTail(file)
+        rank.fingerprints.append(try SourceFingerprint(file, bytes: bytes))
         let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: bytes.read)
         rank.pieces = tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
         return rank
@@ -235,7 +243,9 @@ struct NxDRankFiles {
             }
             let (index, file) = try open(tag: tag, path: tensorPath, files: &rank.files, containment: &containment,
                                          missing: "missing: \(path) names tensor \(tid) (\(key))")
-            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: try HeadAndTail(file).read)
+            let bytes = try HeadAndTail(file)
+            rank.fingerprints.append(try SourceFingerprint(file, bytes: bytes))
+            let tensor = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: bytes.read)
             guard described.dtype == tensor.dtype, described.shape == tensor.shape else {
                 throw ShardFSError.badSource(
                     file: tensorPath, reason: "holds \(tensor.dtype) \(tensor.shape) but \(infoPath) says \(described.dtype) \(described.shape) for \(key)")
