@@ -23,13 +23,15 @@ enum Daemon {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        // In this order: the read end may itself be fd 3.
+        // In this order: the log first, as it may itself be fd 3 (the first
+        // descriptor the parent opens); then the pipe's write end onto 3 (the
+        // read end may be fd 3 as well, so it is closed first).
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
         posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 3)
         if pipeFDs[1] != 3 { posix_spawn_file_actions_addclose(&actions, pipeFDs[1]) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
 
         let argv: [UnsafeMutablePointer<CChar>?] = (["shardfs"] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }

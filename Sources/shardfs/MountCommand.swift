@@ -68,7 +68,9 @@ struct MountCommand: ParsableCommand {
         discussion: "By default every read of a file of 8 MiB or more goes to the daemon (direct_io): a rank file is read once per node, and this streams 2-3x faster than the page-cache path, whose splice replies the kernel copies into its cache. The cost: re-reads come back to the daemon, and shared mmap (MAP_SHARED) of those files fails with ENODEV; torch.load(mmap=True) maps privately and works either way. Smaller files (xser's tensor files) always go through the page cache: their many small metadata reads would each be a round trip. So do the files of --format hf, which safetensors readers map shared. Use --page-cache when several processes on a node read the same files, or something maps them shared."))
     var pageCache = false
 
-    @Flag(name: .customLong("no-splice"), help: "Copy every byte through the daemon instead of handing the kernel source file descriptors.")
+    @Flag(name: .customLong("no-splice"), help: ArgumentHelp(
+        "With --persist-to: copy the bytes of persisted files through the daemon instead of handing the kernel their descriptors.",
+        discussion: "Bytes made from the sources are always copied: the daemon checks a source is unchanged after copying from it, and a spliced reply would move the bytes after that check."))
     var noSplice = false
 
     @Option(name: .customLong("max-read-kib"),
@@ -231,15 +233,21 @@ struct MountCommand: ParsableCommand {
         }
         let environment = ProcessInfo.processInfo.environment
         let name = DaemonLog.fileName(mountpoint: mountpoint, host: DaemonLog.hostName())
+        // A directory that cannot be made (no home, a home not mounted yet)
+        // must not stop a mount; one that exists but is unsafe (a symlink,
+        // another user's) is refused as before.
+        let usual: ShardFSError
         do throws(ShardFSError) {
             let directory = try DaemonLog.defaultDirectory(euid: geteuid(), environment: environment,
                                                            home: { DaemonLog.passwordHome(uid: geteuid()) })
+            try DaemonLog.makeDirectories(directory)
             return (directory + "/" + name, try DaemonLog.openDefault(directory: directory, name: name))
-        } catch {
-            let fallback = try DaemonLog.openFallback(name: name, euid: geteuid(), environment: environment)
-            Console.error("shardfs: note: the daemon's usual log is out of reach (\(error)); logging to \(fallback.path) instead")
-            return fallback
+        } catch let error where DaemonLog.isUnreachable(error) {
+            usual = error
         }
+        let fallback = try DaemonLog.openFallback(name: name, euid: geteuid(), environment: ProcessInfo.processInfo.environment)
+        Console.error("shardfs: note: the daemon's usual log directory is out of reach (\(usual)); logging to \(fallback.path) instead")
+        return fallback
     }
 
     /// The materialiser of --persist-to, prepared (DIR claimed, finished files

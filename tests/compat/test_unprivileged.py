@@ -114,3 +114,34 @@ if grep -q " {mnt} " /proc/self/mounts; then echo "still mounted" >&2; exit 1; f
     e = shardfs.run("convert", EXAMPLE, expected, *LAYOUT)
     assert e.returncode == 0, e.describe()
     assert_read_as_converted(read, expected)
+
+
+@pytest.mark.mount
+def test_a_user_without_a_home_still_mounts(user, world, shardfs):
+    """A service account, or a node whose home is not mounted yet: the usual
+    log directory cannot be made, so the daemon logs to a private one it can
+    make, says where, and mounts."""
+    shutil.copy2(shardfs.require(), world / "shardfs")
+    mnt = world / "mnt"
+    layout = " ".join(LAYOUT)
+    script = f"""
+open_fuse_to_all {world}
+as_user() {{ setpriv --reuid={user.uid} --regid={user.gid} --init-groups \\
+    env -i HOME=/nonexistent PATH=/usr/local/bin:/usr/bin:/bin "$@"; }}
+as_user {world}/shardfs mount {world}/src {mnt} {layout}
+trap 'as_user {world}/shardfs unmount {mnt} --lazy >/dev/null 2>&1 || true' EXIT
+grep " {mnt} " /proc/self/mounts
+as_user {world}/shardfs status {mnt}
+as_user {world}/shardfs unmount {mnt}
+trap - EXIT
+"""
+    r = run_isolated(script, timeout=180)
+    assert r.returncode == 0, describe(r)
+    assert "/nonexistent/.local/state/shardfs" in r.stderr and "logging to /tmp/shardfs-" in r.stderr, describe(r)
+    log = Path(re.search(r"logging to (\S+) instead", r.stderr).group(1))
+    assert f"log: {log}" in r.stdout, describe(r)
+    info = log.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (user.uid, 0o600), f"{log}: uid {info.st_uid}, mode {oct(info.st_mode)}"
+    assert log.parent.stat().st_mode & 0o777 == 0o700 and log.parent.stat().st_uid == user.uid
+    assert f"mounted {mnt}:" in log.read_text()
+    shutil.rmtree(log.parent, ignore_errors=True)

@@ -106,47 +106,28 @@ public struct Converter: Sendable {
         guard !candidates.isEmpty else { return [] }
         let checks = candidates
         events(.checking(files: checks.count, bytes: checks.reduce(0) { $0 + $1.entry.size }))
-        struct Shared {
-            var next = 0
-            var kept = Set<Int>()
-        }
-        let shared = Mutex(Shared())
-        let group = DispatchGroup()
-        for _ in 0..<max(1, min(jobs, checks.count)) {
-            group.enter()
-            let thread = Thread {
-                defer { group.leave() }
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FileChecksum.bufferSize, alignment: 4096)
-                defer { buffer.deallocate() }
-                while !isCancelled() {
-                    let next: Int? = shared.withLock { state in
-                        guard state.next < checks.count else { return nil }
-                        defer { state.next += 1 }
-                        return state.next
-                    }
-                    guard let next else { return }
-                    let (index, entry) = checks[next]
-                    let path = outputs[index].path
-                    do throws(ShardFSError) {
-                        let crc = try FileChecksum.crc32(of: root + "/" + path, expectedSize: entry.size, buffer: buffer, isCancelled: isCancelled)
-                        if crc == entry.crc32 {
-                            shared.withLock { _ = $0.kept.insert(index) }
-                            continue
-                        }
-                        events(.rewriting(path: path, reason: String(format: "its CRC-32 is %08x, its entry says %08x", crc, entry.crc32)))
-                    } catch {
-                        if isCancelled() { return }
-                        events(.rewriting(path: path, reason: "\(error)"))
-                    }
-                    manifest.forget(path)
+        let kept = Locked(Set<Int>())
+        // A file that does not check out is rewritten, not an error: items never throw.
+        try WorkerPool.run(items: checks.count, workers: jobs, isCancelled: isCancelled,
+                           makeState: { UnsafeMutableRawBufferPointer.allocate(byteCount: FileChecksum.bufferSize, alignment: 4096) },
+                           finish: { $0.deallocate() }) { (buffer: inout UnsafeMutableRawBufferPointer, item: Int) throws(ShardFSError) in
+            let (index, entry) = checks[item]
+            let path = outputs[index].path
+            do throws(ShardFSError) {
+                let crc = try FileChecksum.crc32(of: root + "/" + path, expectedSize: entry.size, buffer: buffer, isCancelled: isCancelled)
+                if crc == entry.crc32 {
+                    kept.withLock { _ = $0.insert(index) }
+                    return
                 }
+                events(.rewriting(path: path, reason: String(format: "its CRC-32 is %08x, its entry says %08x", crc, entry.crc32)))
+            } catch {
+                if isCancelled() { return }
+                events(.rewriting(path: path, reason: "\(error)"))
             }
-            thread.stackSize = 1 << 20
-            thread.start()
+            manifest.forget(path)
         }
-        group.wait()
         if isCancelled() { throw ShardFSError.io(path: root, operation: "check (interrupted)", errno: EINTR) }
-        return shared.withLock { $0.kept }
+        return kept.withLock { $0 }
     }
 
     /// Creates `top` (`root/model`, or `root` for a Hugging Face checkpoint) and every other directory the paths need (an
@@ -181,43 +162,22 @@ public struct Converter: Sendable {
     private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
-        struct Shared {
-            var next = 0
-            var failure: ShardFSError?
-        }
-        let shared = Mutex(Shared())
-        let group = DispatchGroup()
+        let failed = Atomic<Bool>(false)
         let sources = checkpoint.files
-        for _ in 0..<max(1, min(jobs, outputs.count)) {
-            group.enter()
-            let thread = Thread {
-                defer { group.leave() }
-                let writer = VirtualFileWriter(reader: ExtentReader(sources: sources))
-                defer { writer.close() }
-                while true {
-                    let index: Int? = shared.withLock { state in
-                        guard state.failure == nil, state.next < outputs.count else { return nil }
-                        defer { state.next += 1 }
-                        return state.next
-                    }
-                    guard let index else { return }
-                    let (path, file) = outputs[index]
-                    do throws(ShardFSError) {
-                        let crc = try writer.write(file, to: root + "/" + path,
-                                                   progress: { events(.wrote(bytes: $0)) },
-                                                   isCancelled: { isCancelled() || shared.withLock { $0.failure != nil } })
-                        try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
-                        events(.finished(path: path, bytes: file.size))
-                    } catch {
-                        shared.withLock { state in if state.failure == nil { state.failure = error } }
-                        return
-                    }
-                }
+        try WorkerPool.run(items: outputs.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
+                           finish: { $0.close() }) { (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
+            let (path, file) = outputs[item]
+            do throws(ShardFSError) {
+                let crc = try writer.write(file, to: root + "/" + path,
+                                           progress: { events(.wrote(bytes: $0)) },
+                                           // The other writers stop mid-file once one failed.
+                                           isCancelled: { isCancelled() || failed.load(ordering: .relaxed) })
+                try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
+                events(.finished(path: path, bytes: file.size))
+            } catch {
+                failed.store(true, ordering: .relaxed)
+                throw error
             }
-            thread.stackSize = 1 << 20
-            thread.start()
         }
-        group.wait()
-        if let failure = shared.withLock({ $0.failure }) { throw failure }
     }
 }

@@ -20,13 +20,13 @@ struct HeadAndTail {
         self.file = file
         let handle = try file.open()
         if file.size <= 2 * HeadAndTail.span {
-            head = try HeadAndTail.read(handle, at: 0, count: file.size)
+            head = try handle.readBytes(at: 0, count: file.size)
             tail = []
             tailStart = file.size
         } else {
-            head = try HeadAndTail.read(handle, at: 0, count: HeadAndTail.span)
+            head = try handle.readBytes(at: 0, count: HeadAndTail.span)
             tailStart = file.size - HeadAndTail.span
-            tail = try HeadAndTail.read(handle, at: tailStart, count: HeadAndTail.span)
+            tail = try handle.readBytes(at: tailStart, count: HeadAndTail.span)
         }
     }
 
@@ -39,15 +39,5 @@ struct HeadAndTail {
         if offset + count <= head.count { return Array(head[offset..<offset + count]) }
         if offset >= tailStart { return Array(tail[(offset - tailStart)..<(offset - tailStart + count)]) }
         return try file.readBytes(at: offset, count: count)
-    }
-
-    private static func read(_ handle: OpenSourceFile, at offset: Int, count: Int) throws(ShardFSError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var failure: ShardFSError?
-        bytes.withUnsafeMutableBytes { buffer in
-            do throws(ShardFSError) { try handle.read(at: offset, into: buffer) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        return bytes
     }
 }

@@ -97,6 +97,18 @@ public final class OpenSourceFile: Sendable {
         try descriptor.readExactly(at: offset, into: buffer, path: path, name: name)
     }
 
+    /// Reads `count` bytes at `offset` into a new array (small reads:
+    /// headers, zip directories, pickles).
+    public func readBytes(at offset: Int, count: Int) throws(ShardFSError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: ShardFSError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(ShardFSError) { try read(at: offset, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
     /// How the file differs now from what was opened (an fstat of the open
     /// descriptor: catches a change in place, not a rename over the path).
     public func change() -> String? {

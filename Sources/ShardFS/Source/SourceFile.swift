@@ -57,14 +57,7 @@ public final class SourceFile: Sendable {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
             throw ShardFSError.badSource(file: name, reason: "is \(size) bytes long: it holds no \(count) bytes at \(offset)")
         }
-        let handle = try open()
-        var bytes = [UInt8](repeating: 0, count: count)
-        var failure: ShardFSError?
-        bytes.withUnsafeMutableBytes { buffer in
-            do throws(ShardFSError) { try handle.read(at: offset, into: buffer) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        return bytes
+        return try open().readBytes(at: offset, count: count)
     }
 
     /// Brings bytes `range` into the page cache (see `OpenSourceFile.prefetch`);

@@ -149,14 +149,25 @@ public enum DaemonLog {
 
     /// `mkdir -p` with mode 0700 for what it creates (ancestors that exist,
     /// symlinked or not, are the user's own business).
-    private static func makeDirectories(_ directory: String) throws(ShardFSError) {
+    public static func makeDirectories(_ directory: String) throws(ShardFSError) {
         var prefix = ""
         for component in directory.split(separator: "/") {
             prefix += "/" + component
             if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                let reason = String(cString: strerror(errno))
-                throw ShardFSError.badSource(file: prefix, reason: "cannot make the daemon's log directory \(directory) (\(reason)); give --log-file FILE")
+                throw ShardFSError.io(path: directory, operation: unreachable, errno: errno)
             }
+        }
+    }
+
+    private static let unreachable = "make the daemon's log directory"
+
+    /// Whether `error` says the default log directory cannot be had at all
+    /// (no home is known, or it cannot be made), rather than that it is unsafe.
+    public static func isUnreachable(_ error: ShardFSError) -> Bool {
+        switch error {
+        case let .io(_, operation, _): return operation == unreachable
+        case let .badLayout(flag, _): return flag == "--log-file"
+        default: return false
         }
     }
 

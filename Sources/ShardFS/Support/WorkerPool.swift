@@ -20,10 +20,12 @@ public enum WorkerPool {
     /// handed out in order. After an item throws, no further item starts
     /// and the first error is thrown once all threads are done; so is an
     /// error `isCancelled` turns up (checked before each item).
+    /// `finish` is called on each thread with its state when it is done.
     public static func run<State>(
         items count: Int, workers: Int,
         isCancelled: @escaping @Sendable () -> Bool = { false },
         makeState: @escaping @Sendable () -> State,
+        finish: @escaping @Sendable (inout State) -> Void = { _ in },
         _ body: @escaping @Sendable (inout State, Int) throws(ShardFSError) -> Void
     ) throws(ShardFSError) {
         guard count > 0 else { return }
@@ -34,6 +36,7 @@ public enum WorkerPool {
             let thread = Thread {
                 defer { group.leave() }
                 var state = makeState()
+                defer { finish(&state) }
                 while !isCancelled() {
                     let item: Int? = shared.withLock { s in
                         guard s.failure == nil, s.next < count else { return nil }

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""The tutorial's real counts with a node's default limits (BENCHMARKS.md, "Scale").
+
+Makes Llamas with the real layer and head counts at tiny widths (cheap: the
+counts, not the bytes, are what is under test), converts them into trained
+tags (xser and plain) with `shardfs convert`, and then, with the open-file
+limit at 1024 soft AND hard (so ShardFS's own raise of the soft limit cannot
+help), measures:
+
+  export   convert TAG --format hf: wall (median), peak RSS, exact (bytes equal
+           to the export of the plain tag, tensors equal to the model's)
+  mount    mount TAG --format hf: time to ready, 8 concurrent readers, the
+           daemon's descriptors and mappings sampled every 10 ms (peak), its
+           VmHWM, the bytes read against the export, its idle CPU over 10 s
+  reshard  convert TAG into another layout, then verify it against the model
+  verify   verify the model against TAG itself
+  absurd   inputs that claim absurd sizes: refused, in how long, in how much
+           memory, naming what, writing nothing
+
+    .venv/bin/python bench/scale_bench.py              # 70B and 405B counts
+    .venv/bin/python bench/scale_bench.py --quick      # 70B counts only, 1 round
+    .venv/bin/python bench/scale_bench.py --wide       # also a 70B-count model 64x wider (2.2 GB)
+
+Needs root (FUSE), GNU time, and a release build (or SHARDFS_BIN).
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench-out"
+PYTHON = os.environ.get("PYTHON") or (str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else "python3")
+BIN = os.environ.get("SHARDFS_BIN") or str(ROOT / ".build/release/shardfs")
+LIMIT = 1024
+
+MODELS = {
+    # name: (layers, hidden, heads, kv heads, intermediate, vocab)
+    "70b": (80, 128, 64, 8, 128, 256),
+    "70b-wide": (80, 1024, 64, 8, 3584, 16384),
+    "405b": (126, 256, 128, 8, 128, 128),
+}
+# name: (model, layout flags, another layout to reshard into)
+TAGS = {
+    "70b-tp32pp8": ("70b", "--tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv",
+                    "--tp-size 8 --pp-size 4 --qkv-linear"),
+    "70b-wide-tp32pp8": ("70b-wide", "--tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear --fuse-qkv",
+                         "--tp-size 8 --pp-size 4 --qkv-linear"),
+    "405b-tp32pp18": ("405b", "--tp-size 32 --pp-size 18 --kv-size-multiplier 4 --qkv-linear --fuse-qkv",
+                      "--tp-size 16 --pp-size 9 --kv-size-multiplier 2 --qkv-linear"),
+    "405b-tp64pp16": ("405b", "--tp-size 64 --pp-size 16 --kv-size-multiplier 8 --qkv-linear --fuse-qkv",
+                      "--tp-size 8 --pp-size 14 --qkv-linear"),
+}
+
+
+def limit():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+
+
+def timed(args, limited=True, check=True):
+    """(seconds, peak RSS in KiB, completed process) of `args` under GNU time."""
+    start = time.monotonic()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + [str(a) for a in args], capture_output=True, text=True,
+                       preexec_fn=limit if limited else None)
+    seconds = time.monotonic() - start
+    lines = p.stderr.strip().splitlines()
+    rss = int(lines[-1]) if lines and lines[-1].strip().isdigit() else -1
+    if check and p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(map(str, args))}\n{p.stderr[-3000:]}")
+    return seconds, rss, p
+
+
+def model_path(name):
+    path = OUT / f"scale-{name}"
+    if not (path / "config.json").exists():
+        layers, hidden, heads, kv, inter, vocab = MODELS[name]
+        subprocess.run([PYTHON, str(ROOT / "bench/make_checkpoint.py"), "--out", str(path), "--layers", str(layers),
+                        "--hidden", str(hidden), "--heads", str(heads), "--kv-heads", str(kv), "--intermediate", str(inter),
+                        "--vocab", str(vocab), "--shard-mb", "500", "--untied", "--force"], check=True, capture_output=True)
+    return path
+
+
+def tag_path(name, fmt):
+    model, layout, _ = TAGS[name]
+    path = OUT / f"tag-{name}-{fmt}"
+    if not (path / ".shardfs").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([BIN, "convert", str(model_path(model)), str(path)] + layout.split() + ["--format", fmt],
+                       check=True, capture_output=True)
+    return path
+
+
+def file_count(path):
+    return sum(1 for p in (path / "model").rglob("*") if p.is_file())
+
+
+def drop(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def export(name, rounds):
+    model, _, _ = TAGS[name]
+    cfg = model_path(model)
+    row = {}
+    for fmt in ("xser", "pt"):
+        tag = tag_path(name, fmt)
+        times, rss = [], []
+        for _ in range(rounds):
+            out = OUT / f"export-{name}-{fmt}"
+            drop(out)
+            s, r, _ = timed([BIN, "convert", tag, out, "--format", "hf", "--config", cfg, "--source-hw-backend", "trn1"])
+            times.append(s)
+            rss.append(r)
+        size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        row[fmt] = dict(files=file_count(tag), seconds=statistics.median(times), rss=max(rss), bytes=size, out=out)
+    a, b = row["xser"]["out"], row["pt"]["out"]
+    same = all(subprocess.run(["cmp", "-s", f, b / f.name]).returncode == 0 for f in a.glob("*.safetensors"))
+    exact = subprocess.run([PYTHON, "-c", CHECK_TENSORS, str(cfg), str(a)], capture_output=True, text=True)
+    row["exact"] = same and exact.returncode == 0
+    if exact.returncode != 0:
+        print(exact.stderr[-2000:], file=sys.stderr)
+    return row
+
+
+CHECK_TENSORS = """
+import sys, glob
+from safetensors.torch import load_file
+a = {}; b = {}
+for f in glob.glob(sys.argv[1] + '/*.safetensors'): a.update(load_file(f))
+for f in glob.glob(sys.argv[2] + '/*.safetensors'): b.update(load_file(f))
+assert set(a) == set(b), 'keys differ'
+bad = [k for k in a if a[k].dtype != b[k].dtype or not (a[k] == b[k]).all()]
+assert not bad, f'{len(bad)} tensors differ, e.g. {bad[:3]}'
+"""
+
+
+def daemon_pid(mnt):
+    p = subprocess.run(["pgrep", "-f", f"shardfs mount .* {mnt} "], capture_output=True, text=True)
+    return int(p.stdout.split()[0])
+
+
+def proc_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def mount(name, rounds, idle_seconds):
+    model, _, _ = TAGS[name]
+    cfg = model_path(model)
+    tag = tag_path(name, "xser")
+    expected = OUT / f"export-{name}-xser" / "model.safetensors"
+    mnt = OUT / f"mnt-{name}"
+    mnt.mkdir(parents=True, exist_ok=True)
+    log = OUT / f"mnt-{name}.log"
+    readies, reads = [], []
+    peak = dict(fds=0, maps=0, hwm=0)
+    exact = True
+    idle = None
+    for round in range(rounds):
+        s, _, _ = timed([BIN, "mount", tag, mnt, "--format", "hf", "--config", cfg, "--source-hw-backend", "trn1",
+                         "--log-file", log])
+        readies.append(s)
+        pid = daemon_pid(mnt)
+        try:
+            if round == 0:
+                before = proc_ticks(pid)
+                time.sleep(idle_seconds)
+                idle = (proc_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / idle_seconds
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    try:
+                        peak["fds"] = max(peak["fds"], len(os.listdir(f"/proc/{pid}/fd")))
+                        with open(f"/proc/{pid}/maps") as f:
+                            peak["maps"] = max(peak["maps"], sum(1 for _ in f))
+                    except OSError:
+                        return
+                    time.sleep(0.01)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            start = time.monotonic()
+            readers = [subprocess.Popen(["cmp", str(mnt / "model.safetensors"), str(expected)]) for _ in range(8)]
+            exact &= all(r.wait() == 0 for r in readers)
+            reads.append(time.monotonic() - start)
+            stop.set()
+            sampler.join()
+            with open(f"/proc/{pid}/status") as f:
+                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+            peak["hwm"] = max(peak["hwm"], hwm)
+        finally:
+            subprocess.run([BIN, "unmount", str(mnt)], check=True)
+    size = expected.stat().st_size
+    return dict(ready=statistics.median(readies), read=statistics.median(reads), bytes=size, idle=idle, exact=exact, **peak)
+
+
+def reshard_and_verify(name):
+    model, layout, other = TAGS[name]
+    cfg = model_path(model)
+    tag = tag_path(name, "xser")
+    out = OUT / f"reshard-{name}"
+    drop(out)
+    s1, r1, _ = timed([BIN, "convert", tag, out, "--config", cfg, "--source-hw-backend", "trn1"] + other.split())
+    s2, r2, p2 = timed([BIN, "verify", cfg, out] + other.split(), check=False)
+    s3, r3, p3 = timed([BIN, "verify", cfg, tag] + layout.split() + ["--format", "xser"], check=False)
+    return dict(other=other, reshard=(s1, r1), verify_reshard=(s2, r2, p2.returncode == 0), verify_tag=(s3, r3, p3.returncode == 0))
+
+
+def absurd(big_tag):
+    """Each input: (what, command, the words its refusal must contain, output path that must not appear)."""
+    tiny = ROOT / "examples/tiny-llama"
+    work = OUT / "absurd"
+    drop(work)
+    work.mkdir(parents=True)
+    cases = []
+    for layers in (1_000_000_000_000, 2_000_000_000):
+        m = work / f"layers-{layers}"
+        shutil.copytree(tiny, m)
+        cfg = json.loads((m / "config.json").read_text())
+        cfg["num_hidden_layers"] = layers
+        (m / "config.json").write_text(json.dumps(cfg))
+        cases.append((f"config num_hidden_layers {layers:,} (plan)", ["plan", m], ["num_hidden_layers", str(layers)], None))
+        cases.append((f"config num_hidden_layers {layers:,} for the {big_tag} tag (convert)",
+                      ["convert", tag_path(big_tag, "xser"), work / f"out-{layers}", "--format", "hf",
+                       "--config", m / "config.json", "--source-hw-backend", "trn1"],
+                      ["num_hidden_layers", str(layers)], work / f"out-{layers}"))
+    cases.append(("--part 4611686018427387903/4611686018427387904 (converts the last share)",
+                  ["convert", tiny, work / "part", "--part", "4611686018427387903/4611686018427387904"], None, None))
+    cases.append(("--jobs 100000", ["convert", tiny, work / "jobs", "--jobs", "100000"], ["--jobs", "100000"], work / "jobs"))
+    cases.append(("--tp-size 4611686018427387904", ["convert", tiny, work / "tp", "--tp-size", "4611686018427387904"],
+                  ["--tp-size"], work / "tp"))
+    cases.append(("--pp-size 2^62 --virtual-pp-size 2^62", ["plan", tiny, "--pp-size", "4611686018427387904",
+                                                            "--virtual-pp-size", "4611686018427387904"], ["--pp-size"], None))
+    cases.append(("--kv-size-multiplier 2^63-1", ["plan", tiny, "--qkv-linear", "--tp-size", "2",
+                                                  "--kv-size-multiplier", "9223372036854775807"], ["--kv-size-multiplier"], None))
+    rows = []
+    for what, args, words, out in cases:
+        s, rss, p = timed([BIN] + args, check=False)
+        if words is None:
+            ok = p.returncode == 0
+            named = "(accepted: the last of 2^62 shares)"
+        else:
+            ok = p.returncode != 0 and all(w in p.stderr for w in words)
+            named = (p.stderr.strip().splitlines() or [""])[-1][:140]
+        written = out is not None and Path(out).exists()
+        rows.append((what, s, rss, ok and not written, named, written))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="70B counts only, one round, 3 s of idle CPU")
+    ap.add_argument("--wide", action="store_true", help="also the 70B-count model 64x wider (2.2 GB), for export throughput")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    rounds = 1 if args.quick else args.rounds
+    names = ["70b-tp32pp8"] if args.quick else ["70b-tp32pp8", "405b-tp32pp18", "405b-tp64pp16"]
+    if args.wide:
+        names.append("70b-wide-tp32pp8")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# scale_bench.py at {commit}, {time.strftime('%Y-%m-%d %H:%M')}, open-file limit {LIMIT} (soft and hard), median of {rounds}\n")
+    print("| tag | files | export xser | export plain (same bytes) | xser/plain throughput | peak RSS | exact |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    exports = {}
+    for name in names:
+        e = exports[name] = export(name, rounds)
+        x, p = e["xser"], e["pt"]
+        print(f"| {name} | {x['files']:,} | {x['seconds']:.2f} s ({x['bytes'] / x['seconds'] / 1e6:.0f} MB/s) | "
+              f"{p['seconds']:.2f} s ({p['bytes'] / p['seconds'] / 1e6:.0f} MB/s) | {p['seconds'] / x['seconds']:.2f}x | "
+              f"{max(x['rss'], p['rss']) / 1024:.0f} MB | {'yes' if e['exact'] else 'NO'} |")
+    print("\n| tag | mount ready | 8 readers of model.safetensors | daemon peak fds | peak mappings | VmHWM | idle CPU | exact |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in names:
+        m = mount(name, rounds, 3 if args.quick else 10)
+        print(f"| {name} | {m['ready']:.2f} s | {m['read']:.2f} s ({8 * m['bytes'] / m['read'] / 1e6:.0f} MB/s) | {m['fds']} | "
+              f"{m['maps']:,} | {m['hwm'] / 1024:.0f} MB | {100 * m['idle']:.1f}% of a core | {'yes' if m['exact'] else 'NO'} |")
+    print("\n| tag | reshard into | convert | verify the reshard | verify the tag |")
+    print("|---|---|---:|---:|---:|")
+    for name in names:
+        r = reshard_and_verify(name)
+        fmt = lambda t: f"{t[0]:.2f} s, {t[1] / 1024:.0f} MB" + ("" if len(t) < 3 else (", exact" if t[2] else ", FAILED"))
+        print(f"| {name} | `{r['other']}` | {fmt(r['reshard'])} | {fmt(r['verify_reshard'])} | {fmt(r['verify_tag'])} |")
+    print("\n| absurd input | refused in | peak RSS | refused by name, nothing written | message |")
+    print("|---|---:|---:|---|---|")
+    for what, s, rss, ok, named, written in absurd(names[-1] if args.quick else "405b-tp64pp16"):
+        print(f"| {what} | {s:.2f} s | {rss / 1024:.0f} MB | {'yes' if ok else 'NO'}{' (wrote output!)' if written else ''} | {named} |")
+
+
+if __name__ == "__main__":
+    main()
