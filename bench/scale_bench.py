@@ -66,11 +66,12 @@ def limit():
 
 def timed(args, limited=True, check=True):
     """(seconds, peak RSS in KiB, completed process) of `args` under GNU time."""
+    report = OUT / ".time"
     start = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + [str(a) for a in args], capture_output=True, text=True,
-                       preexec_fn=limit if limited else None)
+    p = subprocess.run(["/usr/bin/time", "-o", str(report), "-f", "%M"] + [str(a) for a in args], capture_output=True,
+                       text=True, preexec_fn=limit if limited else None)
     seconds = time.monotonic() - start
-    lines = p.stderr.strip().splitlines()
+    lines = report.read_text().strip().splitlines()
     rss = int(lines[-1]) if lines and lines[-1].strip().isdigit() else -1
     if check and p.returncode != 0:
         sys.exit(f"failed ({p.returncode}): {' '.join(map(str, args))}\n{p.stderr[-3000:]}")
@@ -171,6 +172,7 @@ def mount(name, rounds, idle_seconds):
         pid = daemon_pid(mnt)
         try:
             if round == 0:
+                time.sleep(2)  # past the watcher's start (a stat of every source once)
                 before = proc_ticks(pid)
                 time.sleep(idle_seconds)
                 idle = (proc_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / idle_seconds
@@ -250,7 +252,7 @@ def absurd(big_tag):
             named = "(accepted: the last of 2^62 shares)"
         else:
             ok = p.returncode != 0 and all(w in p.stderr for w in words)
-            named = (p.stderr.strip().splitlines() or [""])[-1][:140]
+            named = (p.stderr.strip().splitlines() or [""])[-1][:160].replace("|", "\\|")
         written = out is not None and Path(out).exists()
         rows.append((what, s, rss, ok and not written, named, written))
     return rows

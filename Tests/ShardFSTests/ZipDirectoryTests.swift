@@ -75,6 +75,23 @@ import Testing
         #expect(d.records == [ZipRecord(name: "a/x", dataOffset: 33, size: 5, crc32: 0, localHeaderOffset: 0)])
     }
 
+    /// A tag is opened by parsing each of up to 60,000 files: the end of a
+    /// torch.save file (no comment) is found from its last 22 bytes, never
+    /// a 64 KiB search window.
+    @Test func theEndOfACommentlessArchiveIsReadAlone() throws {
+        var entries = [ZipBuilder.Entry("a/x", [UInt8](repeating: 1, count: 200_000))]
+        entries[0].zip64 = true
+        let b = ZipBuilder(entries).bytes()
+        var reads: [(Int, Int)] = []
+        let d = try ZipDirectory(file: "a.pt", fileSize: b.count) { (offset, count) throws(ShardFSError) in
+            reads.append((offset, count))
+            return Array(b[offset..<offset + count])
+        }
+        #expect(d.records.count == 1)
+        #expect(reads.first.map { $0 == (b.count - 22, 22) } == true, "\(reads)")
+        #expect(reads.allSatisfy { $0.1 < 4096 }, "\(reads)")
+    }
+
     @Test func emptyArchive() throws {
         #expect(try zipDirectory(ZipBuilder([]).bytes()).records.isEmpty)
     }
