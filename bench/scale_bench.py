@@ -252,7 +252,8 @@ def absurd(big_tag):
             named = "(accepted: the last of 2^62 shares)"
         else:
             ok = p.returncode != 0 and all(w in p.stderr for w in words)
-            named = (p.stderr.strip().splitlines() or [""])[-1][:160].replace("|", "\\|")
+            lines = p.stderr.strip().splitlines() or [""]
+            named = next((line for line in lines if "rror" in line), lines[-1])[:160].replace("|", "\\|")
         written = out is not None and Path(out).exists()
         rows.append((what, s, rss, ok and not written, named, written))
     return rows

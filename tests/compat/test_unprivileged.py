@@ -145,3 +145,19 @@ trap - EXIT
     assert log.parent.stat().st_mode & 0o777 == 0o700 and log.parent.stat().st_uid == user.uid
     assert f"mounted {mnt}:" in log.read_text()
     shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def test_convert_into_a_directory_the_user_cannot_write(user, world, shardfs):
+    """The error says what the system said ("Permission denied"), naming the
+    directory, and nothing is written (it once read "Unknown error 513")."""
+    shutil.copy2(shardfs.require(), world / "shardfs")
+    locked = world / "locked"
+    locked.mkdir()
+    locked.chmod(0o755)  # root's, not the user's
+    r = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+                        "env", "-i", "HOME=/nonexistent", "PATH=/usr/bin:/bin",
+                        str(world / "shardfs"), "convert", str(world / "src"), str(locked / "out"), "--tp-size", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"{locked}/out: mkdir failed: Permission denied (errno 13)" in r.stderr, r.stderr
+    assert not (locked / "out").exists()

@@ -92,15 +92,11 @@ public struct Converter: Sendable {
         var candidates: [(index: Int, entry: PersistManifest.FinishedFile)] = []
         for (index, output) in outputs.enumerated() {
             guard let entry = finished[output.path] else { continue }
-            var info = stat()
-            if entry.size == output.file.size, lstat(root + "/" + output.path, &info) == 0,
-               (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) == entry.size {
-                candidates.append((index, entry))
-            } else {
+            if let problem = entry.problem(in: root, plannedSize: output.file.size) {
                 manifest.forget(output.path)
-                let reason = entry.size != output.file.size ? "its entry records \(entry.size) bytes, this layout's file has \(output.file.size)"
-                    : lstat(root + "/" + output.path, &info) != 0 ? "it is missing" : "it is \(info.st_size) bytes, its entry says \(entry.size)"
-                events(.rewriting(path: output.path, reason: reason))
+                events(.rewriting(path: output.path, reason: problem))
+            } else {
+                candidates.append((index, entry))
             }
         }
         guard !candidates.isEmpty else { return [] }
@@ -143,16 +139,10 @@ public struct Converter: Sendable {
         }
         var created: [String] = []
         for (index, directory) in directories.enumerated() {
-            let existed = FileManager.default.fileExists(atPath: directory)
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            } catch {
-                throw ShardFSError.io(path: directory, operation: "mkdir", errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
-            }
-            if !existed && index > 0 {
-                created.append(directory)
-                try VirtualFileWriter.syncDirectory(of: directory)
-            }
+            let made = try Directories.make(directory)
+            // Each made directory durable in its parent.
+            for directory in made { try VirtualFileWriter.syncDirectory(of: directory) }
+            if index > 0 { created += made }
         }
         return created
     }

@@ -94,13 +94,13 @@ public final class Materialiser: Sendable {
         var kept: [(index: Int, crc32: UInt32)] = []
         var keptBytes = 0
         for (index, (path, file)) in files.enumerated() {
-            let target = options.directory + "/" + path
-            var info = stat()
-            if let entry = finished[path], entry.size == file.size, stat(target, &info) == 0, Int(info.st_size) == file.size {
+            guard let entry = finished[path] else { continue }
+            if let problem = entry.problem(in: options.directory, plannedSize: file.size) {
+                logger.info("\(path): \(problem); rewriting it")
+                manifest.forget(path)
+            } else {
                 kept.append((index, entry.crc32))
                 keptBytes += file.size
-            } else if finished[path] != nil {
-                manifest.forget(path)  // its file is gone or wrong: rewrite it
             }
         }
         resumed.withLock { $0 = kept }
@@ -267,10 +267,7 @@ public final class Materialiser: Sendable {
     }
 
     private func makeParent(of target: String) throws(ShardFSError) {
-        let directory = String(target[..<target.lastIndex(of: "/")!])
-        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
-            throw ShardFSError.io(path: directory, operation: "mkdir", errno: EIO)
-        }
+        try Directories.make(String(target[..<target.lastIndex(of: "/")!]))
     }
 
     static func now() -> Double {

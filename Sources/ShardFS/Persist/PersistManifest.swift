@@ -29,6 +29,21 @@ public struct PersistManifest: Sendable {
         public let path: String
         public let size: Int
         public let crc32: UInt32
+
+        /// Why the file this entry records cannot be kept as it is in
+        /// `directory`, for a layout whose file there is `plannedSize` bytes:
+        /// it must be a regular file of its own (no symlink is followed) of
+        /// the recorded size, which must be the planned size. Nil when it
+        /// may be kept (its CRC-32 is checked by whoever reads it back).
+        /// `convert`'s resume and the materialiser both judge by this.
+        public func problem(in directory: String, plannedSize: Int) -> String? {
+            var info = stat()
+            guard size == plannedSize else { return "its entry records \(size) bytes, this layout's file has \(plannedSize)" }
+            guard lstat(directory + "/" + path, &info) == 0 else { return "it is missing" }
+            guard info.st_mode & S_IFMT == S_IFREG else { return "it is not a regular file" }
+            guard Int(info.st_size) == size else { return "it is \(info.st_size) bytes, its entry says \(size)" }
+            return nil
+        }
     }
 
     public let directory: String
@@ -185,11 +200,7 @@ public struct PersistManifest: Sendable {
     }
 
     private func makeDirectory(_ path: String) throws(ShardFSError) {
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        } catch {
-            throw ShardFSError.io(path: path, operation: "mkdir", errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
-        }
+        try Directories.make(path)
     }
 }
 

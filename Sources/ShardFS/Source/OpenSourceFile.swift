@@ -83,10 +83,7 @@ public final class OpenSourceFile: Sendable {
             if !m.tried {
                 m.tried = true
                 if size < OpenSourceFile.smallFileBytes {
-                    // Populated at once: faulting a gather's pages in one by
-                    // one cost 16 times the page faults of the same bytes in
-                    // large files (whose page cache is in large folios).
-                    m.random = OpenSourceFile.map(descriptor, size: size, advice: nil, flags: MAP_SHARED | MAP_POPULATE)
+                    m.random = OpenSourceFile.map(descriptor, size: size, advice: nil)
                 } else {
                     // No readahead beyond what a gather touches: its reads are rows.
                     m.random = OpenSourceFile.map(descriptor, size: size, advice: MADV_RANDOM)
@@ -98,8 +95,8 @@ public final class OpenSourceFile: Sendable {
     }
 
     /// A read-only shared mapping of the whole file with `advice`, or nil.
-    private static func map(_ fd: FileDescriptor, size: Int, advice: Int32?, flags: Int32 = MAP_SHARED) -> UnsafeRawPointer? {
-        guard size > 0, let mapped = mmap(nil, size, PROT_READ, flags, fd.rawValue, 0), mapped != MAP_FAILED else { return nil }
+    private static func map(_ fd: FileDescriptor, size: Int, advice: Int32?) -> UnsafeRawPointer? {
+        guard size > 0, let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0), mapped != MAP_FAILED else { return nil }
         if let advice { madvise(mapped, size, advice) }
         return UnsafeRawPointer(mapped)
     }

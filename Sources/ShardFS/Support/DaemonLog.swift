@@ -150,12 +150,11 @@ public enum DaemonLog {
     /// `mkdir -p` with mode 0700 for what it creates (ancestors that exist,
     /// symlinked or not, are the user's own business).
     public static func makeDirectories(_ directory: String) throws(ShardFSError) {
-        var prefix = ""
-        for component in directory.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw ShardFSError.io(path: directory, operation: unreachable, errno: errno)
-            }
+        do throws(ShardFSError) {
+            try Directories.make(directory, mode: 0o700)
+        } catch {
+            guard case let .io(_, _, code) = error else { throw error }
+            throw ShardFSError.io(path: directory, operation: unreachable, errno: code)
         }
     }
 
