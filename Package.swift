@@ -27,7 +27,11 @@ let package = Package(
                 "CGather",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            // Each folder's README says what it holds.
+            exclude: ["README.md", "Source/README.md", "Format/README.md", "Layout/README.md", "VirtualFile/README.md",
+                      "Output/README.md", "Convert/README.md", "Mount/README.md", "Persist/README.md", "FUSE/README.md",
+                      "Verify/README.md", "Support/README.md"]
         ),
         .executableTarget(
             name: "shardfs",

@@ -19,16 +19,23 @@ import Testing
     }
 
     @Test func theFirstFailureStopsTheHandOut() {
+        // One worker: items 0...5 run, 5 fails, nothing more is handed out.
         let started = Locked(0)
         let error = #expect(throws: ShardFSError.self) {
-            try WorkerPool.run(items: 10_000, workers: 2, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
+            try WorkerPool.run(items: 10_000, workers: 1, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
                 started.withLock { $0 += 1 }
                 if item == 5 { throw ShardFSError.badSource(file: "item-5", reason: "failed") }
             }
         }
         #expect(error == .badSource(file: "item-5", reason: "failed"))
-        // Items handed out before the failure was recorded may finish; no more.
-        #expect(started.withLock { $0 } < 100)
+        #expect(started.withLock { $0 } == 6)
+        // Several workers: the first error is the one thrown, whichever finishes last.
+        let many = #expect(throws: ShardFSError.self) {
+            try WorkerPool.run(items: 1000, workers: 4, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
+                if item % 100 == 99 { throw ShardFSError.badSource(file: "item", reason: "failed") }
+            }
+        }
+        #expect(many == .badSource(file: "item", reason: "failed"))
     }
 
     @Test func mapKeepsItemOrderAndBoundsThreads() throws {

@@ -111,27 +111,33 @@ public final class Materialiser: Sendable {
         }
     }
 
-    /// Starts writing in the background.
+    /// Starts writing in the background: the files not kept from before,
+    /// `options.jobs` at a time, then a read-back of the kept ones.
     public func start() {
         pacing.withLock { $0 = (Self.now(), 0) }
-        let queue = Mutex<[Int]>(Array(Set(files.indices).subtracting(resumed.withLock { $0.map(\.index) })).sorted().reversed())
-        let jobs = max(1, min(options.jobs, files.count))
+        let kept = Set(resumed.withLock { $0.map(\.index) })
+        let pending = files.indices.filter { !kept.contains($0) }
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
-        let remainingJobs = Atomic<Int>(jobs)
-        for _ in 0..<jobs {
-            finishedGroup.enter()
-            let thread = Thread { [self] in
-                defer { finishedGroup.leave() }
-                let writer = VirtualFileWriter(reader: ExtentReader(sources: sources))
-                defer { writer.close() }
-                while !cancelled.load(ordering: .relaxed), let index = queue.withLock({ $0.popLast() }) {
-                    guard persist(index, writer: writer) else { return }
+        finishedGroup.enter()
+        Thread.detachNewThread { [self] in
+            defer { finishedGroup.leave() }
+            let sources = self.sources
+            do throws(ShardFSError) {
+                try WorkerPool.run(items: pending.count, workers: options.jobs, isCancelled: { [self] in cancelled.load(ordering: .relaxed) },
+                                   makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
+                                   finish: { $0.close() }) { [self] (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
+                    // A failure has stopped the materialiser (and said why).
+                    guard persist(pending[item], writer: writer) else {
+                        throw ShardFSError.io(path: options.directory, operation: "persist", errno: ECANCELED)
+                    }
                 }
-                // The last writer out verifies the files kept from before.
-                if remainingJobs.subtract(1, ordering: .relaxed).newValue == 0 { verifyResumed(writer: writer) }
+            } catch {
+                return
             }
-            thread.stackSize = 1 << 20
-            thread.start()
+            guard !cancelled.load(ordering: .relaxed) else { return }
+            let writer = VirtualFileWriter(reader: ExtentReader(sources: sources))
+            defer { writer.close() }
+            verifyResumed(writer: writer)
         }
     }
 

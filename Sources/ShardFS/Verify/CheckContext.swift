@@ -33,6 +33,35 @@ final class CheckContext {
         try SourceFile(directory: tag, name: path)
     }
 
+    /// A torch.save file of the tag, opened, with its zip directory read.
+    struct Archive {
+        let path: String
+        let file: SourceFile
+        let directory: ZipDirectory
+
+        func read(_ offset: Int, _ count: Int) throws(ShardFSError) -> [UInt8] { try file.readBytes(at: offset, count: count) }
+    }
+
+    func openArchive(_ path: String) throws(ShardFSError) -> Archive {
+        let file = try open(path)
+        let directory = try ZipDirectory(file: path, fileSize: file.size) { (offset, count) throws(ShardFSError) in
+            try file.readBytes(at: offset, count: count)
+        }
+        return Archive(path: path, file: file, directory: directory)
+    }
+
+    /// The verdict on the tag's file `path`: missing, or what `check` finds,
+    /// or unreadable with the error `check` threw.
+    func verdict(_ path: String, _ check: () throws(ShardFSError) -> FileVerdict) -> FileVerdict {
+        guard CheckContext.exists(tag + "/" + path) else { return .missing(path) }
+        do throws(ShardFSError) {
+            return try check()
+        } catch {
+            return FileVerdict(path: path, status: .unreadable,
+                               problems: [VerifyProblem(.unreadable, file: path, CheckContext.reason(error, file: path))])
+        }
+    }
+
     /// The CRC-32 of every record of `directory` whose CRC field is not 0
     /// (0: none was recorded) and that is not in `done`, against its field.
     func crcProblems(_ directory: ZipDirectory, of file: SourceFile, path: String, done: Set<String>,

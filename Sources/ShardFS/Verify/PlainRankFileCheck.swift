@@ -12,23 +12,14 @@ struct PlainRankFileCheck {
     let rankFile: RankFile
 
     func run() -> FileVerdict {
-        let path = rankFile.path
-        guard CheckContext.exists(context.tag + "/" + path) else {
-            return .missing(path)
-        }
-        do throws(ShardFSError) {
-            return FileVerdict(path: path, problems: try problems(path))
-        } catch {
-            return FileVerdict(path: path, status: .unreadable,
-                               problems: [VerifyProblem(.unreadable, file: path, CheckContext.reason(error, file: path))])
+        context.verdict(rankFile.path) { () throws(ShardFSError) in
+            FileVerdict(path: rankFile.path, problems: try problems(context.openArchive(rankFile.path)))
         }
     }
 
-    private func problems(_ path: String) throws(ShardFSError) -> [VerifyProblem] {
-        let file = try context.open(path)
-        let read = { (offset: Int, count: Int) throws(ShardFSError) -> [UInt8] in try file.readBytes(at: offset, count: count) }
-        let directory = try ZipDirectory(file: path, fileSize: file.size, read: read)
-        let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: read)
+    private func problems(_ archive: CheckContext.Archive) throws(ShardFSError) -> [VerifyProblem] {
+        let (path, file, directory) = (archive.path, archive.file, archive.directory)
+        let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: archive.read)
         var problems = KeyListComparison.problems(planned: rankFile.tensors.map(\.key), found: tensors.map(\.key), file: path)
         let planned = Dictionary(rankFile.tensors.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
         let reader = ExtentReader(sources: [file], scratchBytes: 4096)

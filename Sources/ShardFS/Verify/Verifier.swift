@@ -78,44 +78,28 @@ public struct Verifier: Sendable {
     /// The verdicts on `files`, `options.jobs` at a time, in plan order.
     private func check(_ files: [RankFile], plannedBytes: [Int], options: Options,
                        events: @escaping @Sendable (VerifyEvent) -> Void) -> [FileVerdict] {
-        struct Shared {
-            var next = 0
-            var verdicts: [FileVerdict?]
-        }
-        let shared = Mutex(Shared(verdicts: Array(repeating: nil, count: files.count)))
-        let group = DispatchGroup()
+        let verdicts = Locked([FileVerdict?](repeating: nil, count: files.count))
         let (checkpoint, plan, tag) = (self.checkpoint, self.plan, self.tag)
-        for _ in 0..<max(1, min(options.jobs, files.count)) {
-            group.enter()
-            let thread = Thread {
-                defer { group.leave() }
-                let counted = Mutex(0)
-                let context = CheckContext(tag: tag, checkpoint: checkpoint, layout: plan.options, chunkBytes: options.chunkBytes) { bytes in
-                    counted.withLock { $0 += bytes }
-                    events(.checked(bytes: bytes))
-                }
-                while true {
-                    let index: Int? = shared.withLock { state in
-                        guard state.next < files.count else { return nil }
-                        defer { state.next += 1 }
-                        return state.next
-                    }
-                    guard let index else { return }
-                    counted.withLock { $0 = 0 }
-                    let verdict = plan.options.format == .xser
-                        ? XserGroupCheck(context: context, rankFile: files[index]).run()
-                        : PlainRankFileCheck(context: context, rankFile: files[index]).run()
-                    // Files not compared in full still count as done.
-                    let rest = plannedBytes[index] - counted.withLock { $0 }
-                    if rest > 0 { events(.checked(bytes: rest)) }
-                    shared.withLock { $0.verdicts[index] = verdict }
-                    events(.finished(index: index, verdict: verdict))
-                }
+        // Checks never throw: what they find is in their verdicts.
+        try? WorkerPool.run(items: files.count, workers: options.jobs, makeState: { () -> (CheckContext, Locked<Int>) in
+            let counted = Locked(0)
+            let context = CheckContext(tag: tag, checkpoint: checkpoint, layout: plan.options, chunkBytes: options.chunkBytes) { bytes in
+                counted.withLock { $0 += bytes }
+                events(.checked(bytes: bytes))
             }
-            thread.stackSize = 1 << 20
-            thread.start()
+            return (context, counted)
+        }) { (state: inout (CheckContext, Locked<Int>), index: Int) throws(ShardFSError) in
+            let (context, counted) = state
+            counted.withLock { $0 = 0 }
+            let verdict = plan.options.format == .xser
+                ? XserGroupCheck(context: context, rankFile: files[index]).run()
+                : PlainRankFileCheck(context: context, rankFile: files[index]).run()
+            // Files not compared in full still count as done.
+            let rest = plannedBytes[index] - counted.withLock { $0 }
+            if rest > 0 { events(.checked(bytes: rest)) }
+            verdicts.withLock { $0[index] = verdict }
+            events(.finished(index: index, verdict: verdict))
         }
-        group.wait()
-        return shared.withLock { $0.verdicts.map { $0! } }
+        return verdicts.withLock { $0.map { $0! } }
     }
 }

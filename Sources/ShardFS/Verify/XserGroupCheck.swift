@@ -12,25 +12,15 @@ struct XserGroupCheck {
 
     func run() -> FileVerdict {
         let path = rankFile.path
-        guard CheckContext.exists(context.tag + "/" + path) else {
-            return .missing(path)
+        return context.verdict(path) { () throws(ShardFSError) in
+            let archive = try context.openArchive(path)
+            let references = try TorchSaveReader.tensorReferences(file: path, fileSize: archive.file.size, read: archive.read)
+            var problems = try context.crcProblems(archive.directory, of: archive.file, path: path, done: [], keys: [:])
+            let info = readInfo(&problems)
+            problems += KeyListComparison.problems(planned: rankFile.tensors.map(\.key), found: references.map(\.key), file: path)
+            problems += tensorFiles(references, info: info)
+            return FileVerdict(path: path, problems: problems)
         }
-        let references: [(key: String, tid: Int)]
-        var problems: [VerifyProblem] = []
-        do throws(ShardFSError) {
-            let file = try context.open(path)
-            let read = { (offset: Int, count: Int) throws(ShardFSError) -> [UInt8] in try file.readBytes(at: offset, count: count) }
-            let directory = try ZipDirectory(file: path, fileSize: file.size, read: read)
-            references = try TorchSaveReader.tensorReferences(file: path, fileSize: file.size, read: read)
-            problems += try context.crcProblems(directory, of: file, path: path, done: [], keys: [:])
-        } catch {
-            return FileVerdict(path: path, status: .unreadable,
-                               problems: [VerifyProblem(.unreadable, file: path, CheckContext.reason(error, file: path))])
-        }
-        let info = readInfo(&problems)
-        problems += KeyListComparison.problems(planned: rankFile.tensors.map(\.key), found: references.map(\.key), file: path)
-        problems += tensorFiles(references, info: info)
-        return FileVerdict(path: path, problems: problems)
     }
 
     /// `P.info.pt`'s entries, or nil (its problem recorded) when it is missing or unreadable.
@@ -41,11 +31,9 @@ struct XserGroupCheck {
             return nil
         }
         do throws(ShardFSError) {
-            let file = try context.open(infoPath)
-            let read = { (offset: Int, count: Int) throws(ShardFSError) -> [UInt8] in try file.readBytes(at: offset, count: count) }
-            let directory = try ZipDirectory(file: infoPath, fileSize: file.size, read: read)
-            let info = try TorchSaveReader.tensorInfo(file: infoPath, fileSize: file.size, read: read)
-            problems += try context.crcProblems(directory, of: file, path: infoPath, done: [], keys: [:])
+            let archive = try context.openArchive(infoPath)
+            let info = try TorchSaveReader.tensorInfo(file: infoPath, fileSize: archive.file.size, read: archive.read)
+            problems += try context.crcProblems(archive.directory, of: archive.file, path: infoPath, done: [], keys: [:])
             return info
         } catch {
             problems.append(VerifyProblem(.unreadable, file: infoPath, CheckContext.reason(error, file: infoPath)))
@@ -74,10 +62,9 @@ struct XserGroupCheck {
                 continue
             }
             do throws(ShardFSError) {
-                let file = try context.open(tensorPath)
-                let read = { (offset: Int, count: Int) throws(ShardFSError) -> [UInt8] in try file.readBytes(at: offset, count: count) }
-                let directory = try ZipDirectory(file: tensorPath, fileSize: file.size, read: read)
-                let single = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: read)
+                let archive = try context.openArchive(tensorPath)
+                let (file, directory) = (archive.file, archive.directory)
+                let single = try TorchSaveReader.singleTensor(file: tensorPath, fileSize: file.size, read: archive.read)
                 let tensor = LocatedTensor(key: key, dtype: single.dtype, shape: single.shape, strides: single.strides,
                                            offset: single.offset, storage: single.storage)
                 if let info {
