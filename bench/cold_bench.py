@@ -59,6 +59,8 @@ import subprocess
 import sys
 import time
 
+import benchlib  # bench/, beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_LAYOUT = "--tp-size 32 --pp-size 2 --kv-size-multiplier 4 --qkv-linear --fuse-qkv"
@@ -853,6 +855,13 @@ class Bench:
 
         hwm = max((r["daemon_hwm_kib"] or 0) for r in by["mount"])
         first = rows[0]
+        kind = ("warm" if a.warm else "cold") + (f", {a.dtype}" if a.dtype else "") + (", xser" if a.format == "xser" else "") \
+            + (", one file" if a.single else "") + (f", {a.latency_us} µs per read" if a.latency_us is not None else "")
+        target = 0.5 if a.single else 0.8
+        ratio_of_medians = med["mount"] / med["converted"]
+        benchlib.summary("mount", f"a job's first load ({kind}): NxD's `load_checkpoint` waves through the mount vs converted files",
+                         f"{ratio_of_medians:.2f}x", f">= {target}x", benchlib.status(ratio_of_medians, ">=", target))
+        benchlib.summary("mount", f"daemon peak RSS in that load ({kind})", f"{hwm / 1024:.0f} MiB", "< 256 MB", benchlib.status(hwm / 1024, "<=", 244))
         ranks = "tp rank 0" if a.single else f"all {len(self.rank_files)} tp ranks"
         what = f"{first['files']} files ({ranks} of pp rank {a.pp_rank}), {first['tensor_bytes'] / 1e9:.3f} GB of tensors"
         cmdline = shlex.join([sys.argv[0]] + argv)

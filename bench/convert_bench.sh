@@ -29,6 +29,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/summary.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC=""
@@ -243,6 +244,21 @@ REPORT="$RESULTS/bench-$STAMP.md"
 } | tee "$REPORT"
 echo
 echo "report: $REPORT; logs: $LOGS" >&2
+
+# Headline figures for bench/report.sh.
+for d in bf16 fp32; do
+    sh="shardfs $d"
+    if [[ "${STATUS[$sh]:-}" == ok && -n "$CP_MBPS" ]]; then
+        r=$(awk -v b="${BYTES[$sh]}" -v s="${SECS[$sh]}" -v c="$CP_MBPS" 'BEGIN { printf "%.2f", b / s / 1e6 / c }')
+        bench_summary convert "convert 1B TP=$TP PP=$PP $d, bytes/s vs \`cp -r\`" "${r}x" ">= 0.7x" "$(ratio_status "$r" ">=" 0.7)"
+        bench_summary convert "convert 1B $d, peak RSS" "$(( RSS[$sh] * 1024 / 1000000 )) MB" "< 256 MB" "$(ratio_status "${RSS[$sh]}" "<=" 250000)"
+    fi
+    py="python $d"
+    if [[ "${STATUS[$sh]:-}" == ok && "${STATUS[$py]:-}" == ok ]]; then
+        x=$(awk -v a="${SECS[$py]}" -v b="${SECS[$sh]}" 'BEGIN { printf "%.1f", a / b }')
+        bench_summary convert "convert 1B $d vs the tutorial's Python pipeline" "${x}x faster" ">= 10x" "$(ratio_status "$x" ">=" 10)"
+    fi
+done
 
 for name in "${ORDER[@]}"; do
     [[ "${STATUS[$name]}" == ok ]] || exit 1

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+import benchlib  # bench/, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LAYOUT = "--tp-size 8 --pp-size 2 --qkv-linear --fuse-qkv"
 
@@ -152,6 +154,8 @@ def main():
         cp, conv = statistics.median(cp_rates), statistics.median(hf_rates)
         rows.append((f"`convert --format hf` to {place} vs `cp -r` of the tag", f"{conv:.2f} GB/s", f"{cp:.2f} GB/s",
                      f"{conv / cp:.2f}x", f"{max(hf_rss):.0f} MB"))
+        benchlib.summary("way back", f"1B tag to Hugging Face (`convert --format hf`) to {place}, bytes/s vs `cp -r` of the tag",
+                         f"{conv / cp:.2f}x", ">= 0.7x", benchlib.status(conv / cp, ">=", 0.7))
 
     if not a.skip_python:
         merge_flags = [f.replace("--", "", 1).replace("-", "_") for f in flags]
@@ -176,6 +180,8 @@ def main():
             py, sh = statistics.median(py_times), statistics.median(sh_times)
             rows.append((f"`convert --format hf` vs the Python way (torch.load all, merge, save_file), to {place}",
                          f"{sh:.2f} s", f"{py:.2f} s ({max(py_rss):.0f} MB RSS)", f"{py / sh:.1f}x faster", ""))
+            benchlib.summary("way back", f"1B tag to Hugging Face vs the Python way (load, merge, save), to {place}",
+                             f"{py / sh:.1f}x faster", ">= 5x", benchlib.status(py / sh, ">=", 5))
 
     if not a.skip_mount:
         ref = tag + "-hf"
@@ -208,6 +214,8 @@ def main():
             d, m = statistics.median(direct), statistics.median(mounted)
             rows.append((f"`from_pretrained` through the hf mount vs the converted directory, {state}",
                          f"{m:.2f} s", f"{d:.2f} s", f"{d / m:.2f}x", ""))
+            benchlib.summary("way back", f"`from_pretrained` through `mount --format hf` vs the converted directory, {state}",
+                             f"{d / m:.2f}x", ">= 0.7x", benchlib.status(d / m, ">=", 0.7))
 
     print(f"\n{a.rounds} rounds (medians); tag: {tag} ({tag_bytes / 1e9:.2f} GB, {a.layout})\n")
     print("| what | shardfs | baseline | ratio (throughput) | shardfs peak RSS |")

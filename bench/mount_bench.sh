@@ -53,6 +53,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/summary.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC8="" SRC70=""
@@ -251,6 +252,24 @@ if (( ! SKIP_MOUNT )); then
     ok=$(awk -v m="$med" 'BEGIN { print (m < 1) ? "yes" : "**NO**" }')
     cmd_ref "shardfs mount $SRC70 MNT ${LAYOUT70[*]}; until [ \$(ls MNT/model | wc -l) = 256 ]; do :; done"; c=$CREF
     SUMMARY+=("| a | mount 70B TP32 PP8 → \`ls\` shows 256 files | [$c] | - | $med s (mount returns $(median "${t_ret[@]}") s; then \`ls -l\` $(median "${t_lsl[@]}") s) | runs $(minmax "${t_ls[@]}") s | - | $(( $(printf '%s\n' "${rss[@]}" | sort -n | tail -n 1) / 1024 )) MiB | - | - | < 1 s: $ok |")
+    bench_summary mount "mount Llama-3-70B TP=32 PP=8 until \`ls\` lists its 256 files" "$med s" "< 1 s" "$(ratio_status "$med" "<=" 1)"
+    # The same layout in xser: 15,968 files (256 rank files, their .info.pt, 15,456 tensor files).
+    t_x=() rss_x=()
+    for (( i = 1; i <= MOUNT_REPEAT; i++ )); do
+        unmount
+        t0=$(now)
+        "$SHARDFS_BIN" mount "$SRC70" "$MNT" "${LAYOUT70[@]}" --format xser --log-file "$LOGS/daemon.log" >>"$LOGS/mount.log" 2>&1 \
+            || { tail -n 5 "$LOGS/mount.log" >&2; die "mount --format xser failed"; }
+        n=$(find "$MNT/model" -type f | wc -l)
+        t_x+=("$(elapsed "$t0" "$(now)")")
+        rss_x+=("$(vmhwm_kb "$(daemon_pid)")")
+        (( n == 15968 )) || { NOTES+=("BUG: the xser mount holds $n files, expected 15968"); FAIL=1; }
+    done
+    unmount
+    medx=$(median "${t_x[@]}")
+    cmd_ref "shardfs mount $SRC70 MNT ${LAYOUT70[*]} --format xser; find MNT/model -type f | wc -l   # 15968"; c=$CREF
+    SUMMARY+=("| a | mount 70B TP32 PP8 xser → \`find\` lists all 15,968 files | [$c] | - | $medx s | runs $(minmax "${t_x[@]}") s | - | $(( $(printf '%s\n' "${rss_x[@]}" | sort -n | tail -n 1) / 1024 )) MiB | - | - | |")
+    bench_summary mount "mount the same layout in xser until \`find\` lists its 15,968 files" "$medx s" "" ""
 fi
 
 # ================================================================ b-d. reads
@@ -488,7 +507,11 @@ if (( ! SKIP_READS )); then
             r=$(ratio "mount-$short-$readers" "direct-$short-$readers")
             verdict=""
             [[ $dt == bfloat16 ]] && verdict=$(awk -v a="${MED_GBPS[mount-$short-$readers]}" -v b="${MED_GBPS[direct-$short-$readers]}" 'BEGIN { print (a >= 0.5 * b) ? "≥ 0.5x: yes" : "≥ 0.5x: **NO**" }')
-            SUMMARY+=("| b,c | mount $short (default: direct_io, splice, max-read 512 KiB), $readers reader$(plural "$readers") | [$c_m] + [$( ((readers == 1)) && echo "$c_dd1" || echo "$c_dd8")] | $ROW_BYTES | $ROW_MED s | $ROW_RANGE | **${MED_GBPS[mount-$short-$readers]}** ($r of direct) | $ROW_RSS MiB$(if ((ROW_RSS >= 256)); then echo ' **≥ 256**'; fi) | $ROW_DCPU s | $ROW_BUSY% | $verdict |")
+            if [[ $dt == bfloat16 ]]; then
+                bench_summary mount "mount Llama-3-8B TP=32 bf16 warm, $readers reader$(plural "$readers"), vs reading the source directly" "$r (${MED_GBPS[mount-$short-$readers]} GB/s)" ">= 0.5x" "$(ratio_status "${r%x}" ">=" 0.5)"
+                bench_summary mount "daemon peak RSS, $readers reader$(plural "$readers")" "$ROW_RSS MiB" "< 256 MB" "$(ratio_status "$ROW_RSS" "<=" 244)"
+            fi
+            SUMMARY+=("| b,c | mount $short (default: direct_io, max-read 512 KiB), $readers reader$(plural "$readers") | [$c_m] + [$( ((readers == 1)) && echo "$c_dd1" || echo "$c_dd8")] | $ROW_BYTES | $ROW_MED s | $ROW_RANGE | **${MED_GBPS[mount-$short-$readers]}** ($r of direct) | $ROW_RSS MiB$(if ((ROW_RSS >= 256)); then echo ' **≥ 256**'; fi) | $ROW_DCPU s | $ROW_BUSY% | $verdict |")
         done
     done
 

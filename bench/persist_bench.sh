@@ -22,6 +22,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/summary.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 PART=0/4
@@ -118,6 +119,10 @@ for (( run = 1; run <= REPEAT; run++ )); do
     ROWS+=("| c | 1 reader, the part's $PART_FILES files made from the sources | $PART_BYTES | $T_ENGINE s | $(gbps "$PART_BYTES" "$T_ENGINE") | |")
     ROWS+=("| c | the same files served from DIR ($SERVED verified copies, CRC fields still 0) | $PART_BYTES | $T_DIR s | $(gbps "$PART_BYTES" "$T_DIR") | $(ratio "$T_ENGINE" "$T_DIR")x of from sources |")
 done
+# Headline figures for bench/report.sh (the last run's).
+bench_summary persist "\`--persist-to\`: the materialiser alone vs \`cp -r\` of its files" "$(ratio "$T_CP" "$T_PERSIST")x" ">= 0.7x" "$(ratio_status "$(ratio "$T_CP" "$T_PERSIST")" ">=" 0.7)"
+bench_summary persist "8 readers while the materialiser runs, vs without" "$(ratio "$T_PLAIN" "$T_WITH")x" ">= 0.9x" "$(ratio_status "$(ratio "$T_PLAIN" "$T_WITH")" ">=" 0.9)"
+bench_summary persist "a persisted file served from DIR vs made from the sources" "$(ratio "$T_ENGINE" "$T_DIR")x faster" "" ""
 OUT="$RESULTS/persist-$STAMP.md"
 {
     echo "persist benchmark $STAMP: $(nproc) CPUs; source $SRC (sparse, warm); flags ${FLAGS[*]}; binary $BIN"

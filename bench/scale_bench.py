@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+import benchlib  # bench/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 PYTHON = os.environ.get("PYTHON") or (str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else "python3")
@@ -277,6 +279,13 @@ def main():
     for name in names:
         e = exports[name] = export(name, rounds)
         x, p = e["xser"], e["pt"]
+        if name in ("70b-tp32pp8", "70b-wide-tp32pp8"):
+            r = p["seconds"] / x["seconds"]
+            benchlib.summary("scale", f"hf export of the {name} tag (xser, {x['files']:,} files), throughput vs the same bytes in a plain tag",
+                             f"{r:.2f}x", ">= 0.7x", benchlib.status(r, ">=", 0.7))
+        benchlib.summary("scale", f"hf export of the {name} tag: peak RSS, exact", f"{max(x['rss'], p['rss']) / 1024:.0f} MB, "
+                         + ("exact" if e["exact"] else "NOT exact"), "< 256 MB, exact",
+                         "met" if e["exact"] and max(x["rss"], p["rss"]) < 250_000 else "not met")
         print(f"| {name} | {x['files']:,} | {x['seconds']:.2f} s ({x['bytes'] / x['seconds'] / 1e6:.0f} MB/s) | "
               f"{p['seconds']:.2f} s ({p['bytes'] / p['seconds'] / 1e6:.0f} MB/s) | {p['seconds'] / x['seconds']:.2f}x | "
               f"{max(x['rss'], p['rss']) / 1024:.0f} MB | {'yes' if e['exact'] else 'NO'} |")
@@ -284,6 +293,13 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
         m = mount(name, rounds, 3 if args.quick else 10)
+        if name.startswith("405b"):
+            benchlib.summary("scale", f"mount ready, {name} tag", f"{m['ready']:.2f} s", "< 2 s", benchlib.status(m["ready"], "<=", 2))
+        benchlib.summary("scale", f"mount {name} --format hf, 8 readers: daemon peak descriptors / mappings / VmHWM",
+                         f"{m['fds']} / {m['maps']:,} / {m['hwm'] / 1024:.0f} MB", "< 900 / < 10,000 / < 256 MB",
+                         "met" if m["fds"] < 900 and m["maps"] < 10_000 and m["hwm"] < 250_000 and m["exact"] else "not met")
+        benchlib.summary("scale", f"daemon idle CPU, {name} tag mounted", f"{100 * m['idle']:.1f}% of a core", "< 1%",
+                         benchlib.status(m["idle"], "<=", 0.01))
         print(f"| {name} | {m['ready']:.2f} s | {m['read']:.2f} s ({8 * m['bytes'] / m['read'] / 1e6:.0f} MB/s) | {m['fds']} | "
               f"{m['maps']:,} | {m['hwm'] / 1024:.0f} MB | {100 * m['idle']:.1f}% of a core | {'yes' if m['exact'] else 'NO'} |")
     print("\n| tag | reshard into | convert | verify the reshard | verify the tag |")
@@ -294,7 +310,12 @@ def main():
         print(f"| {name} | `{r['other']}` | {fmt(r['reshard'])} | {fmt(r['verify_reshard'])} | {fmt(r['verify_tag'])} |")
     print("\n| absurd input | refused in | peak RSS | refused by name, nothing written | message |")
     print("|---|---:|---:|---|---|")
-    for what, s, rss, ok, named, written in absurd(names[-1] if args.quick else "405b-tp64pp16"):
+    absurd_rows = absurd(names[-1] if args.quick else "405b-tp64pp16")
+    worst = max(r[1] for r in absurd_rows), max(r[2] for r in absurd_rows)
+    benchlib.summary("scale", f"{len(absurd_rows)} absurd inputs (10^12 layers, --part 2^62, --jobs 100000, ...): slowest refusal, peak RSS",
+                     f"{worst[0]:.2f} s, {worst[1] / 1024:.0f} MB", "< 1 s, < 64 MB, named, nothing written",
+                     "met" if worst[0] < 1 and worst[1] < 65536 and all(r[3] for r in absurd_rows) else "not met")
+    for what, s, rss, ok, named, written in absurd_rows:
         print(f"| {what} | {s:.2f} s | {rss / 1024:.0f} MB | {'yes' if ok else 'NO'}{' (wrote output!)' if written else ''} | {named} |")
 
 

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/summary.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC="" TREE=""
@@ -98,3 +99,6 @@ awk -v c="$cat_median" -v v="$verify_median" -v b="$BYTES" -v r="$rss_max" -v n=
     printf "| `shardfs verify` | %.2f | %.2f |\n", v, b / v / 1e9
     printf "\nverify / cat speed: %.2fx; verify max RSS %.0f MB; %.2f GB read (tree + source)\n", c / v, r / 1024, b / 1e9
 }'
+r=$(awk -v c="$cat_median" -v v="$verify_median" 'BEGIN { printf "%.2f", c / v }')
+bench_summary verify "\`verify\` of the 1B TP=8 PP=2 tree vs \`cat\` of the tree and the source" "${r}x" ">= 0.7x" "$(ratio_status "$r" ">=" 0.7)"
+bench_summary verify "\`verify\` peak RSS" "$(( rss_max / 1024 )) MB" "< 256 MB" "$(ratio_status "$rss_max" "<=" 250000)"

@@ -26,6 +26,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/summary.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC8="" RANK="0/1" DTYPE=bfloat16 REPEAT=3
@@ -154,3 +155,5 @@ REPORT="$RESULTS/xser-$STAMP.md"
     echo "| xser: all \`P.tensors/tensor_*.pt\` | $XSER_FILES | $XSER_BYTES | $MXS | $(gbps "$XSER_BYTES" "$MXS") | $(per_s "$XSER_FILES" "$MXS") | $(awk -v a="$XSER_BYTES" -v b="$MXS" -v c="$PT_BYTES" -v d="$MPT" 'BEGIN { printf "%.2fx", (a / b) / (c / d) }') |"
 } | tee "$REPORT"
 echo "report: $REPORT; logs: $LOGS" >&2
+r=$(awk -v a="$XSER_BYTES" -v b="$MXS" -v c="$PT_BYTES" -v d="$MPT" 'BEGIN { printf "%.2f", (a / b) / (c / d) }')
+bench_summary mount "xser: one rank's $XSER_FILES tensor files through the mount, bytes/s vs its pt file" "${r}x" ">= 0.8x" "$(ratio_status "$r" ">=" 0.8)"
