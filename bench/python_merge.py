@@ -12,6 +12,10 @@ split, row- and column-parallel concatenation), then write it with
 
     python bench/python_merge.py --tag TAG --config SRC/config.json --out OUT \
         --tp_size 8 --pp_size 2 --kv_size_multiplier 1 --qkv_linear --fuse_qkv [--hw_backend trn1]
+
+A baseline stands for what a user would write, so it restates the layout on
+purpose, in its own code; the project's one reference of the layout is
+tests/compat/reference.py.
 """
 import argparse
 import json

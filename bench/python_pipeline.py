@@ -21,6 +21,10 @@ the converter does. Without torch_xla this writes plain torch.save files
         --dtype bfloat16
 
 Prints the time of each step and the bytes written.
+
+A baseline stands for what a user would write, so it restates the layout on
+purpose, in its own code; the project's one reference of the layout, which
+the tests and bench/check_layout.py judge by, is tests/compat/reference.py.
 """
 import argparse
 import gc

@@ -112,17 +112,22 @@ def export(name, rounds):
     model, _, _ = TAGS[name]
     cfg = model_path(model)
     row = {}
-    for fmt in ("xser", "pt"):
-        tag = tag_path(name, fmt)
-        times, rss = [], []
-        for _ in range(rounds):
+    times = {"xser": [], "pt": []}
+    rss = {"xser": [], "pt": []}
+    # Alternating which goes first, each after a sync (the previous output's
+    # writeback must not land in the next run's time).
+    for round in range(rounds):
+        for fmt in (("xser", "pt") if round % 2 == 0 else ("pt", "xser")):
             out = OUT / f"export-{name}-{fmt}"
             drop(out)
-            s, r, _ = timed([BIN, "convert", tag, out, "--format", "hf", "--config", cfg, "--source-hw-backend", "trn1"])
-            times.append(s)
-            rss.append(r)
+            os.sync()
+            s, r, _ = timed([BIN, "convert", tag_path(name, fmt), out, "--format", "hf", "--config", cfg, "--source-hw-backend", "trn1"])
+            times[fmt].append(s)
+            rss[fmt].append(r)
+    for fmt in ("xser", "pt"):
+        out = OUT / f"export-{name}-{fmt}"
         size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-        row[fmt] = dict(files=file_count(tag), seconds=statistics.median(times), rss=max(rss), bytes=size, out=out)
+        row[fmt] = dict(files=file_count(tag_path(name, fmt)), seconds=statistics.median(times[fmt]), rss=max(rss[fmt]), bytes=size, out=out)
     a, b = row["xser"]["out"], row["pt"]["out"]
     same = all(subprocess.run(["cmp", "-s", f, b / f.name]).returncode == 0 for f in a.glob("*.safetensors"))
     exact = subprocess.run([PYTHON, "-c", CHECK_TENSORS, str(cfg), str(a)], capture_output=True, text=True)

@@ -66,12 +66,15 @@ import Testing
     }
 
     /// Records what the prefetcher asks for; `gate` (when set) holds every
-    /// request until opened.
+    /// request until opened; `entered` is signalled as each request arrives
+    /// (before the gate), so a test knows a worker holds one.
     final class Recorder: Sendable {
         let requests = Locked<[SourceRange]>([])
         let gate = Locked<DispatchSemaphore?>(nil)
+        let entered = DispatchSemaphore(value: 0)
 
         func advise(_ target: PrefetchTarget) {
+            entered.signal()
             if let gate = gate.withLock({ $0 }) {
                 gate.wait()
                 gate.signal()
@@ -147,7 +150,7 @@ import Testing
         #expect(Self.eventually { recorder.covered == [size..<size + window] })
         // A read inside the window, not far enough to need more: nothing new.
         prefetcher.read(second, offset: 0, count: Self.granule)
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.covered == [size..<size + window])
         // A read at 4 granules: the window moves to 12 granules.
         prefetcher.read(second, offset: 3 * Self.granule, count: Self.granule)
@@ -157,7 +160,7 @@ import Testing
         prefetcher.read(second, offset: size - 2 * Self.granule, count: Self.granule)
         prefetcher.read(second, offset: size - Self.granule, count: Self.granule)
         #expect(Self.eventually { recorder.covered == [size..<size + 12 * Self.granule, size + size - Self.granule..<2 * size] })
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.covered.allSatisfy { $0.upperBound <= 2 * size })
     }
 
@@ -183,11 +186,11 @@ import Testing
         prefetcher.read(3, offset: 3 * g, count: g)
         // A jump: nothing read ahead; going on from there: 4 granules past that read.
         prefetcher.read(3, offset: 200 * g, count: g)
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.covered == [0..<35 * g])
         prefetcher.read(3, offset: 201 * g, count: g)
         #expect(Self.eventually { recorder.covered == [0..<35 * g, 201 * g..<206 * g] })  // from where the reader is
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.covered == [0..<35 * g, 201 * g..<206 * g])
     }
 
@@ -205,7 +208,7 @@ import Testing
         #expect(Self.eventually { recorder.covered == [0..<window] })
         prefetcher.opened(y)
         #expect(Self.eventually { prefetcher.streamCount == 2 && recorder.requests.withLock { $0.count } == 1 })
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.requests.withLock { $0 } == [SourceRange(fileIndex: 0, offset: 0, count: window)])
     }
 
@@ -218,12 +221,12 @@ import Testing
         let inode: UInt64 = 3
         prefetcher.opened(inode)
         #expect(prefetcher.openFiles == 1)
-        usleep(50_000)  // the worker is now held in its first request
+        recorder.entered.wait()  // the worker now holds its first request
         prefetcher.closed(inode)
         #expect(prefetcher.streamCount == 0)
         #expect(prefetcher.openFiles == 0)
         gate.signal()
-        usleep(100_000)
+        #expect(prefetcher.waitUntilIdle())
         // Only the piece in hand when the file closed was asked for.
         #expect(recorder.requests.withLock { $0 } == [SourceRange(fileIndex: 0, offset: 0, count: Prefetcher.fileBytesPerPiece)])
     }
@@ -234,7 +237,7 @@ import Testing
         let (prefetcher, recorder, gate) = Self.heldOneWorker(tree, window: size)
         defer { prefetcher.stop() }
         prefetcher.opened(3)  // f000: source [0, size)
-        usleep(50_000)        // its first piece is in hand, the rest queued behind it
+        recorder.entered.wait()  // its first piece is in hand, the rest queued behind it
         prefetcher.opened(4)  // f001: source [size, 2 size)
         gate.signal()
         #expect(Self.eventually { recorder.requests.withLock { $0.count } == 6 })
@@ -248,12 +251,12 @@ import Testing
         let (prefetcher, recorder, gate) = Self.heldOneWorker(tree, window: size)
         defer { prefetcher.stop() }
         prefetcher.opened(3)
-        usleep(50_000)  // piece 0 in hand
+        recorder.entered.wait()  // piece 0 in hand
         // The reader races ahead into piece 2 before the worker is free.
         prefetcher.read(3, offset: 2 * piece + 10, count: 100)
         gate.signal()
         #expect(Self.eventually { recorder.requests.withLock { $0.count } == 3 })
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         // Piece 1 is skipped: read ahead from where the reader is.
         #expect(recorder.requests.withLock { $0 }.map(\.offset) == [0, 2 * piece + 10, 3 * piece + 10])
     }
@@ -294,7 +297,7 @@ import Testing
         prefetcher.opened(3)
         prefetcher.opened(8)
         #expect(Self.eventually { recorder.covered == [0..<size, 5 * size..<6 * size] })
-        usleep(50_000)
+        #expect(prefetcher.waitUntilIdle())
         #expect(recorder.covered == [0..<size, 5 * size..<6 * size])
         // f006 right after f005: f006 and the three files after it (the window's worth).
         prefetcher.opened(9)

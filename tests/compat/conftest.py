@@ -17,6 +17,9 @@ sys.path.insert(0, str(HERE))
 
 import checkpoints  # noqa: E402
 from checks import assert_no_output, files_under  # noqa: E402,F401
+# Every mount test's fixtures: `mounts` (always unmounts) and the session
+# check that no fuse.shardfs mount outlives the tests.
+from mounting import mounts, no_shardfs_mount_left  # noqa: E402,F401
 
 REPO = HERE.parents[1]
 

@@ -1,4 +1,10 @@
-"""An independent reference of ../shared/spec/nxd-layout.md in torch ops.
+"""The project's one reference of the NxD layout (nxd-layout.md) in torch ops,
+independent of ShardFS: the compatibility tests judge ShardFS by it, and
+bench/check_layout.py checks rank files with it. (The benchmark baselines,
+bench/python_pipeline.py and python_merge.py, restate the layout on purpose:
+they stand for what a user would write. tests/stress/rankcheck.py restates
+nothing: it takes the slices from `shardfs plan --json`, which the tests
+check against this file.)
 
 Given the HF model's state_dict() (tied models: lm_head.weight present and
 equal to embed_tokens) and a layout, `rank_state` returns, for one

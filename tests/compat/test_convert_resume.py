@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from checks import files_under
 from reference import Layout, expected_files, rank_file_name
-from test_mount import mounts, new_mnt  # noqa: F401  (fixture used by name)
+from mounting import new_mnt
 from test_persist import wait_persist
 
 TP4 = ["--tp-size", "4"]

@@ -21,7 +21,7 @@ A source that returns EIO is played by eiofs.c, a passthrough FUSE file
 system compiled here with cc against libfuse3 (device-mapper's `error`
 target needs /dev/mapper, absent in containers; /dev/fuse is there wherever
 these tests run). Every mount is removed on every path (the `mounts`
-fixture of test_mount.py for shardfs, `eiofs_mount` for the shim).
+fixture of mounting.py for shardfs, `eiofs_mount` for the shim).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from pathlib import Path
 
 import pytest
 
-from test_mount import (  # noqa: F401  (mounts: a fixture)
+from mounting import (  # noqa: F401
     FUSE_TYPE, GQA_TP2_PP2, MANY, Expected, _alive, _sources_by_file, expected_for, is_mounted, log_tail,
-    mounts, new_mnt, proc_mounts, wait_for,
+    new_mnt, proc_mounts, wait_for,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -334,7 +334,7 @@ def test_prefetch_meets_source_eio(eiofs_mount, mounts, sparse8b, tmp_path):
 def test_shared_mapping_of_a_streamed_file(mounts, sparse8b, tmp_path):
     """Files of 8 MiB and more stream with direct_io (the default): a shared
     mapping is refused cleanly with ENODEV, a private one (torch.load(mmap=True))
-    works; files below that size go through the page cache (test_mount)."""
+    works; files below that size go through the page cache (test_mount_bytes.py)."""
     m = mounts.mount(sparse8b.src, new_mnt(tmp_path), *LAYOUT_8B)
     path = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
     rf = sparse8b.rank_file(m.mnt, path)
@@ -418,7 +418,7 @@ def test_source_deleted_or_truncated(shardfs, ckpts, mounts, tmp_path, how):
             if e != errno.EIO:
                 problems.append(f"{n} uses {shard}: {errname(e)}, expected EIO")
         # Small files go through the page cache: pages read before the fault
-        # are dropped by the daemon's watcher within its poll (as test_mount's
+        # are dropped by the daemon's watcher within its poll (as test_mount_sources.py's
         # test_source_changed allows), never served for longer.
         def old_fd_fails() -> bool:
             _, exc = timed(lambda: os.pread(old_fd, 4096, 0))

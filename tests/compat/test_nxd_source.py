@@ -37,8 +37,8 @@ from ptfile import explain_difference, first_difference
 from reference import DTYPES, Dims, Layout, expected_files, rank_file_name, validate
 from test_convert import CASE_BY_ID as PT_CASE_BY_ID
 from test_convert import CASES as PT_CASES
-# The mount fixture (always unmounts) and helpers of test_mount.py.
-from test_mount import daemon_pids, is_mounted, mounts, new_mnt, no_shardfs_mount_left  # noqa: F401
+# Mount helpers (the fixture comes from conftest.py).
+from mounting import daemon_pids, is_mounted, new_mnt  # noqa: F401
 
 L = Layout
 QL = dict(qkv_linear=True)

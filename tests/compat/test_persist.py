@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from checks import files_under
-from test_mount import (  # noqa: F401  (fixtures are used by name)
+from mounting import (  # noqa: F401
     BIG, GQA_TP2_PP2, MANY, Expected, _alive, assert_file_equals, expected_for, is_mounted, log_tail,
-    mounts, new_mnt, no_shardfs_mount_left, wait_for,
+    new_mnt, wait_for,
 )
 
 pytestmark = pytest.mark.mount

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import Run
-from test_mount import mounts, new_mnt, no_shardfs_mount_left  # noqa: F401  (fixtures)
+from mounting import new_mnt
 
 LIMIT = 1024
 LAYERS, HIDDEN, HEADS, KV_HEADS, INTER, VOCAB = 80, 128, 64, 8, 128, 256

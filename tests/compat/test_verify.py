@@ -29,7 +29,7 @@ from reference import Dims, Layout, rank_file_name, rank_state, _kv
 import test_convert
 import test_xser
 import trainer_files
-from test_mount import mounts, new_mnt, no_shardfs_mount_left  # noqa: F401  (fixtures)
+from mounting import new_mnt
 
 C = test_convert.CASE_BY_ID
 X = test_xser.CASE_BY_ID

@@ -27,8 +27,8 @@ from ptfile import assert_same_pt_bytes, first_difference
 from reference import Dims, Layout, rank_file_name, validate
 import checkpoints
 
-# The mount fixture (always unmounts) and helpers of test_mount.py.
-from test_mount import mounts, new_mnt, no_shardfs_mount_left, zero_crcs  # noqa: F401
+# Mount helpers (the fixture comes from conftest.py).
+from mounting import new_mnt, zero_crcs
 
 L = Layout
 QL = dict(qkv_linear=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from conftest import REPO
-from test_mount import zero_crcs
+from mounting import zero_crcs
 
 EXAMPLE = REPO / "examples/tiny-llama"
 LAYOUT = ["--tp-size", "2", "--pp-size", "2"]

@@ -78,6 +78,8 @@ public final class Prefetcher: Sendable {
         var lookahead: [UInt64: Int] = [:]
         /// Per directory, the position of the file opened last.
         var lastOpened: [UInt64: Int] = [:]
+        /// Workers handing a piece over right now.
+        var busy = 0
     }
 
     public let options: Options
@@ -125,6 +127,19 @@ public final class Prefetcher: Sendable {
     public var streamCount: Int { state.withLock { $0.streams.count } }
     /// Files waiting for a worker.
     public var queuedCount: Int { state.withLock { $0.queue.count } }
+
+    /// Waits until nothing is queued and no worker is handing anything over
+    /// (or `seconds` pass; false then): from then on, no request is made
+    /// until a reader opens or reads a file. Tests use it to know that
+    /// "nothing more was asked for" without guessing how long to sleep.
+    public func waitUntilIdle(seconds: Double = 10) -> Bool {
+        let deadline = DispatchTime.now() + seconds
+        while DispatchTime.now() < deadline {
+            if state.withLock({ $0.queue.isEmpty && $0.busy == 0 }) { return true }
+            usleep(1_000)
+        }
+        return false
+    }
 
     /// A reader opened `inode`: its first window is requested at once. When
     /// the file is smaller than a window and follows the one opened before it
@@ -248,10 +263,12 @@ public final class Prefetcher: Sendable {
                 stream.queued = false
             }
             s.streams[inode] = stream
+            s.busy += 1
             return .some((inode, stream.generation, piece))
         }
         guard let job else { return false }
         guard let (inode, generation, piece) = job else { return true }
+        defer { state.withLock { $0.busy -= 1 } }
         for target in targets(inode, piece) {
             guard hand(target, stillWanted: { alive(inode, generation) }) else { return true }
         }
