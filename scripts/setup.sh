@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ShardFS needs to build and test on a fresh Debian machine:
 # libfuse3 and pkg-config from Debian, and a Python venv (.venv) with torch,
-# safetensors, transformers and pytest for the compatibility tests and demo.
+# safetensors, transformers and pytest for the compatibility tests and demo, and
+# auditwheel and check-wheel-contents, which judge the wheel.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import torch, safetensors, transformers, pytest' 2>/dev/null; then
+if ! .venv/bin/python -c 'import torch, safetensors, transformers, pytest, auditwheel, check_wheel_contents' 2>/dev/null; then
     echo "setup: installing torch, safetensors, transformers, pytest into .venv" >&2
     # The CPU wheel is in the local wheel folder on our machines; elsewhere
     # plain `torch` from PyPI does.
     .venv/bin/pip install -q 'torch==2.13.0+cpu' 2>/dev/null || .venv/bin/pip install -q torch
     .venv/bin/pip install -q safetensors transformers pytest numpy
+    # The wheel's judges (tests/compat/test_wheel.py).
+    .venv/bin/pip install -q auditwheel check-wheel-contents
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: Swift unit tests, then the package for cluster nodes
-# (scripts/package.sh), then the Python compatibility tests that judge every
-# file ShardFS writes with real torch.load and torch.save, and the packaged
-# binary with the toolchain out of reach.
+# (scripts/package.sh) and the wheel (scripts/wheel.sh), then the Python
+# compatibility tests that judge every file ShardFS writes with real
+# torch.load and torch.save, and the packaged binary and the wheel with the
+# toolchain out of reach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,9 +15,11 @@ echo "== swift build -c release" >&2
 swift build -c release 2>&1 | tail -n 5
 export SHARDFS_BIN="$PWD/.build/release/shardfs"
 
-echo "== scripts/package.sh" >&2
+echo "== scripts/package.sh, scripts/wheel.sh" >&2
 scripts/package.sh
 export SHARDFS_PACKAGE="$PWD/dist/shardfs-$(tr -d ' \n' < VERSION)-linux-$(uname -m).tar.gz"
+scripts/wheel.sh --no-build
+export SHARDFS_WHEEL="$PWD/dist/shardfs-$(tr -d ' \n' < VERSION)-py3-none-manylinux_2_34_$(uname -m).whl"
 
 echo "== pytest tests/compat" >&2
 .venv/bin/python -m pytest tests/compat -q "$@"
