@@ -74,7 +74,11 @@ def test_real_wheel_tools(wheel):
     assert show.returncode == 0, show.stdout + show.stderr
     text = " ".join(show.stdout.split())
     assert f'is consistent with the following platform tag: "manylinux_2_34_{os.uname().machine}"' in text, show.stdout
-    contents = subprocess.run([str(bin_dir / "check-wheel-contents"), str(wheel)], capture_output=True, text=True)
+    # W002 (files with equal contents) is left out: the Apache-2.0 texts of
+    # ShardFS, swift-log and swift-argument-parser are the same licence,
+    # shipped once per project that grants it, as the tarball ships them.
+    contents = subprocess.run([str(bin_dir / "check-wheel-contents"), "--ignore", "W002", str(wheel)],
+                              capture_output=True, text=True)
     assert contents.returncode == 0 and "OK" in contents.stdout, contents.stdout + contents.stderr
 
 
@@ -119,6 +123,7 @@ except shardfs.ShardFSError as e:
         (base / "use.py").write_text(script)
         r = run_isolated(f"""
 hide_toolchain
+unset SHARDFS_BIN   # the module must find the binary the wheel installed
 export PATH={venv}/bin:/usr/bin:/bin
 pip install --no-index --quiet {wheel}
 command -v shardfs
