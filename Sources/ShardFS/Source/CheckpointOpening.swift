@@ -56,7 +56,8 @@ extension Checkpoint {
         }
         let config = try ModelConfig(json: configBytes)
         let rankFiles = try NxDRankFiles(tag: tag, config: config)
-        let inverse = try InverseLayout(config: config, rankFiles: rankFiles, backend: options.backend)
+        let inverse = try InverseLayout(config: config, ranks: rankFiles.ranks, tpSize: rankFiles.tpSize, ppSize: rankFiles.ppSize,
+                                        backend: options.backend)
         return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files,
                           tensors: inverse.tensors, sourceLayout: inverse.options, fingerprints: rankFiles.fingerprints)
     }

@@ -92,15 +92,19 @@ public struct StitchedExtent: Equatable, Sendable {
 }
 
 /// A piece of a virtual file: bytes known up front (zip framing, pickle), a
+/// run of zero bytes (the padding ZeRO-1 adds to an optimizer shard), a
 /// slice of source tensor data, or rows stitched from several slices.
 public enum Extent: Equatable, Sendable {
     case literal([UInt8])
+    /// `count` zero bytes, never held in memory whole.
+    case zeros(Int)
     case slice(SliceExtent)
     case stitched(StitchedExtent)
 
     public var byteCount: Int {
         switch self {
         case let .literal(bytes): return bytes.count
+        case let .zeros(count): return count
         case let .slice(s): return s.byteCount
         case let .stitched(s): return s.byteCount
         }
@@ -109,7 +113,7 @@ public enum Extent: Equatable, Sendable {
     /// The source files this extent reads.
     public var sourceFileIndexes: [Int] {
         switch self {
-        case .literal: return []
+        case .literal, .zeros: return []
         case let .slice(s): return [s.fileIndex]
         case let .stitched(s): return s.segments.map(\.fileIndex)
         }

@@ -47,6 +47,8 @@ public final class ExtentReader {
         switch extent {
         case let .literal(bytes):
             bytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[range])) }
+        case .zeros:
+            out.initializeMemory(as: UInt8.self, repeating: 0)
         case let .slice(slice):
             try read(from: slice.sourceDType, to: slice.outputDType, range: range, into: out) { (bytes, buffer) throws(ShardFSError) in
                 try readSource(slice, bytes: bytes, into: buffer)

@@ -71,7 +71,7 @@ extension VirtualFile {
         for piece in pieces(of: range) {
             let next: [SourceRange]
             switch extents[piece.extent] {
-            case .literal: continue
+            case .literal, .zeros: continue
             case let .slice(slice): next = slice.sourceRanges(ofOutput: piece.range)
             case let .stitched(stitched): next = stitched.sourceRanges(ofOutput: piece.range)
             }

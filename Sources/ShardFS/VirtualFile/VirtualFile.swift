@@ -27,7 +27,7 @@ public struct VirtualFile: Sendable {
             switch extent {
             case let .literal(bytes):
                 pending += bytes
-            case .slice, .stitched:
+            case .zeros, .slice, .stitched:
                 if !pending.isEmpty { merged.append(.literal(pending)) }
                 pending = []
                 merged.append(extent)

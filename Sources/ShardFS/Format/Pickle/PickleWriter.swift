@@ -6,7 +6,7 @@
 /// through `shared(_:)`, which emits `BINGET` after first use; everything else
 /// is new each time and gets a fresh `BINPUT`.
 public struct PickleWriter {
-    public private(set) var bytes: [UInt8] = [0x80, 0x02]  // PROTO 2
+    public internal(set) var bytes: [UInt8] = [0x80, 0x02]  // PROTO 2
     private var memoCount = 0
     private var sharedMemo: [String: Int] = [:]
 
@@ -102,21 +102,27 @@ public struct PickleWriter {
         }
     }
 
-    /// A non-negative integer, in the smallest encoding Python picks.
+    /// An integer, in the encoding CPython's `save_long` picks: `BININT1` or
+    /// `BININT2` for small non-negative values, `BININT` for the rest of the
+    /// signed 32-bit range, else `LONG1` with the minimal two's-complement
+    /// little-endian bytes (`encode_long`).
     public mutating func int(_ v: Int) {
-        precondition(v >= 0, "ShardFS pickles only sizes and counts")
-        if v < 0x100 {
+        if v >= 0 && v < 0x100 {
             bytes += [PickleWriter.binint1, UInt8(v)]
-        } else if v < 0x10000 {
+        } else if v >= 0 && v < 0x10000 {
             bytes += [PickleWriter.binint2, UInt8(v & 0xFF), UInt8(v >> 8)]
-        } else if v <= Int(Int32.max) {
+        } else if v >= Int(Int32.min) && v <= Int(Int32.max) {
             op(PickleWriter.binint)
-            appendUInt32(UInt32(v))
+            appendUInt32(UInt32(bitPattern: Int32(v)))
         } else {
-            // LONG1: minimal two's-complement little-endian, as encode_long.
-            let byteCount = (Int.bitWidth - v.leadingZeroBitCount) / 8 + 1
+            // nbytes = bits of |v| / 8 + 1; a negative value drops a
+            // redundant 0xFF top byte, as CPython does.
+            let magnitudeBits = Int.bitWidth - v.magnitude.leadingZeroBitCount
+            var byteCount = magnitudeBits / 8 + 1
+            let all = (0..<9).map { i in i < 8 ? UInt8(truncatingIfNeeded: v >> (8 * i)) : (v < 0 ? 0xFF : 0) }
+            if v < 0, byteCount > 1, all[byteCount - 1] == 0xFF, all[byteCount - 2] & 0x80 != 0 { byteCount -= 1 }
             bytes += [PickleWriter.long1, UInt8(byteCount)]
-            for i in 0..<byteCount { bytes.append(i < 8 ? UInt8(truncatingIfNeeded: v >> (8 * i)) : 0) }
+            bytes += all[0..<byteCount]
         }
     }
 

@@ -14,10 +14,14 @@ struct InverseLayout {
     let options: LayoutOptions
     /// The Hugging Face tensors, by name, each in tiles of the rank files.
     let tensors: [String: SourceTensor]
+    /// The forward plan of the inferred layout: what `tiles` inverts, kept
+    /// to invert the optimizer state of the same rank files too.
+    let plan: LayoutPlan
 
-    init(config c: ModelConfig, rankFiles: NxDRankFiles, backend: HardwareBackend?) throws(ShardFSError) {
-        let ranks = rankFiles.ranks
-        let T = rankFiles.tpSize, P = rankFiles.ppSize
+    /// `ranks`: tp-major, `tpSize` x `ppSize` of them (`NxDRankFiles.ranks`,
+    /// or the master weights of a tag whose model files hold no data).
+    init(config c: ModelConfig, ranks: [NxDRankFiles.Rank], tpSize T: Int, ppSize P: Int,
+         backend: HardwareBackend?) throws(ShardFSError) {
         let layersOfRank = try InverseLayout.layersOfPipelineRanks(ranks, ppSize: P)
         let virtualPP = try InverseLayout.virtualPPSize(layers: c.layers, ppSize: P, observed: layersOfRank, ranks: ranks)
         let keys = Set(ranks.flatMap { $0.pieces.map(\.key) })
@@ -27,7 +31,7 @@ struct InverseLayout {
         var options = LayoutOptions(tpSize: T, ppSize: P, virtualPPSize: virtualPP, kvSizeMultiplier: multiplier,
                                     qkvLinear: qkvLinear, fuseQKV: fuseQKV)
         options.backend = try InverseLayout.backend(config: c, options: options, given: backend)
-        let plan = try InverseLayout.forwardPlan(config: c, options: options)
+        plan = try InverseLayout.forwardPlan(config: c, options: options)
         tensors = try InverseLayout.tiles(plan: plan, ranks: ranks, config: c)
         let dtypes = Set(tensors.values.map(\.dtype))
         options.dtype = dtypes.count == 1 ? dtypes.first : nil
@@ -90,11 +94,11 @@ struct InverseLayout {
         let d = c.headDim, queryRows = c.heads / max(1, T) * d
         for rank in ranks {
             for (key, piece) in rank.pieces {
-                let rows = piece.tensor.shape.first ?? 0
+                let rows = piece.shape.first ?? 0
                 let kvRows: Int
                 if fused, key.hasSuffix(".self_attn.qkv_proj.weight_qkv") {
                     guard rows > queryRows, (rows - queryRows) % 2 == 0 else {
-                        throw ShardFSError.badSource(file: rank.path, reason: "\(key) has shape \(piece.tensor.shape), which no KV multiplier explains for config.json's heads")
+                        throw ShardFSError.badSource(file: rank.path, reason: "\(key) has shape \(piece.shape), which no KV multiplier explains for config.json's heads")
                     }
                     kvRows = (rows - queryRows) / 2
                 } else if !fused, key.hasSuffix(".self_attn.qkv_proj.weight_k") {
@@ -173,7 +177,7 @@ struct InverseLayout {
             guard file.tpRank == rank.tp && file.ppRank == rank.pp else {
                 throw ShardFSError.badSource(file: rank.path, reason: "is not the rank file the inferred layout (\(layout)) expects here (tp \(file.tpRank), pp \(file.ppRank))")
             }
-            var pieces: [String: NxDRankFiles.Piece] = [:]
+            var pieces: [String: RankPiece] = [:]
             for (key, piece) in rank.pieces {
                 guard pieces.updateValue(piece, forKey: key) == nil else {
                     throw ShardFSError.badSource(file: rank.path, reason: "holds key \(key) twice")
@@ -189,26 +193,26 @@ struct InverseLayout {
                     throw ShardFSError.badSource(
                         file: rank.path, reason: "lacks key \(tensor.key), which config.json and the inferred layout (\(layout)) need")
                 }
-                let located = piece.tensor
-                guard located.shape == tensor.shape else {
+                guard piece.shape == tensor.shape else {
                     throw ShardFSError.badSource(
-                        file: rank.path, reason: "\(tensor.key) has shape \(located.shape) but config.json and the inferred layout (\(layout)) imply \(tensor.shape)")
+                        file: rank.path, reason: "\(tensor.key) has shape \(piece.shape) but config.json and the inferred layout (\(layout)) imply \(tensor.shape)")
                 }
-                guard located.strides.count == located.shape.count, (1...2).contains(located.shape.count) else {
-                    throw ShardFSError.badSource(file: rank.path, reason: "\(tensor.key) has \(located.shape.count) dimensions; Llama weights have 1 or 2")
+                guard (1...2).contains(piece.shape.count), piece.segments.allSatisfy({ $0.strides.count == piece.shape.count }) else {
+                    throw ShardFSError.badSource(file: rank.path, reason: "\(tensor.key) has \(piece.shape.count) dimensions; Llama weights have 1 or 2")
                 }
-                let size = located.dtype.size
-                let elementStride = located.strides[located.strides.count - 1] * size
-                let rowStride = located.shape.count == 2 ? located.strides[0] * size : 0
-                var pieceRow = 0
+                // Blocks stack along the piece's dim 0: rows of a matrix,
+                // elements of a 1-D piece (a block of one is one row of columns).
+                let twoD = piece.shape.count == 2, size = piece.dtype.size
+                var position = 0
                 for block in tensor.blocks {
                     let name = block.tensor.name
-                    defer { pieceRow += block.rows.count }
-                    if let seen = dtypeOf[name], seen.dtype != located.dtype {
+                    let length = twoD ? block.rows.count : block.columns.count
+                    defer { position += length }
+                    if let seen = dtypeOf[name], seen.dtype != piece.dtype {
                         throw ShardFSError.badSource(
-                            file: rank.path, reason: "\(tensor.key) is \(located.dtype.rawValue) but \(seen.path) holds \(seen.key) (the same tensor \(name)) as \(seen.dtype.rawValue): ranks disagree on its dtype")
+                            file: rank.path, reason: "\(tensor.key) is \(piece.dtype.rawValue) but \(seen.path) holds \(seen.key) (the same tensor \(name)) as \(seen.dtype.rawValue): ranks disagree on its dtype")
                     }
-                    dtypeOf[name] = dtypeOf[name] ?? (located.dtype, rank.path, tensor.key)
+                    dtypeOf[name] = dtypeOf[name] ?? (piece.dtype, rank.path, tensor.key)
                     let covered = tiles[name, default: []]
                     if covered.contains(where: { $0.rows.overlaps(block.rows) && $0.columns.overlaps(block.columns) }) {
                         // A replica (a K/V head under a multiplier, a norm on
@@ -221,9 +225,24 @@ struct InverseLayout {
                         }
                         continue
                     }
-                    tiles[name, default: []].append(TensorTile(
-                        rows: block.rows, columns: block.columns, fileIndex: piece.file,
-                        offset: located.offset + pieceRow * rowStride, rowStride: rowStride, elementStride: elementStride))
+                    // One tile per segment the block reaches (a model piece is
+                    // one segment; an optimizer's state one per DP shard).
+                    for segment in piece.segments {
+                        let low = max(position, segment.first), high = min(position + length, segment.first + segment.count)
+                        guard low < high else { continue }
+                        let elementStride = segment.strides[segment.strides.count - 1] * size
+                        let rowStride = twoD ? segment.strides[0] * size : 0
+                        let within = low - segment.first, from = low - position, to = high - position
+                        if twoD {
+                            tiles[name, default: []].append(TensorTile(
+                                rows: block.rows.lowerBound + from..<block.rows.lowerBound + to, columns: block.columns, fileIndex: segment.file,
+                                offset: segment.offset + within * rowStride, rowStride: rowStride, elementStride: elementStride))
+                        } else {
+                            tiles[name, default: []].append(TensorTile(
+                                rows: block.rows, columns: block.columns.lowerBound + from..<block.columns.lowerBound + to, fileIndex: segment.file,
+                                offset: segment.offset + within * elementStride, rowStride: 0, elementStride: elementStride))
+                        }
+                    }
                 }
             }
         }

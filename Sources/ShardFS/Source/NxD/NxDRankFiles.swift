@@ -13,19 +13,13 @@ import Foundation
 /// (`optim/`, `scheduler.pt`, `user_content.pt`, `done`, `checkpoint`) is
 /// not read.
 struct NxDRankFiles {
-    /// One key of one rank file.
-    struct Piece: Sendable {
-        let file: Int
-        let tensor: LocatedTensor
-    }
-
     struct Rank {
         let tp: Int
         let pp: Int
         /// The rank file's path relative to the tag, for messages.
         let path: String
         /// Keys in file order.
-        let pieces: [(key: String, piece: Piece)]
+        let pieces: [(key: String, piece: RankPiece)]
     }
 
     let tpSize: Int
@@ -105,7 +99,7 @@ struct NxDRankFiles {
             files += rank.files
             fingerprints += rank.fingerprints
             ranks.append(Rank(tp: name.tp, pp: name.pp, path: name.path,
-                              pieces: rank.pieces.map { ($0.key, Piece(file: base + $0.piece.file, tensor: $0.piece.tensor)) }))
+                              pieces: rank.pieces.map { ($0.key, RankPiece(file: base + $0.file, tensor: $0.tensor)) }))
         }
         self.ranks = ranks
         self.files = files
@@ -115,7 +109,7 @@ struct NxDRankFiles {
     /// One rank file read: its pieces, numbered within `files`, and the
     /// files' fingerprints (from the bytes the parse read).
     struct ParsedRank: Sendable {
-        var pieces: [(key: String, piece: Piece)] = []
+        var pieces: [(key: String, file: Int, tensor: LocatedTensor)] = []
         var files: [SourceFile] = []
         var fingerprints: [SourceFingerprint] = []
     }
@@ -214,7 +208,7 @@ struct NxDRankFiles {
         let bytes = try HeadAndTail(file)
         rank.fingerprints.append(try SourceFingerprint(file, bytes: bytes))
         let tensors = try TorchSaveReader.stateDict(file: path, fileSize: file.size, read: bytes.read)
-        rank.pieces = tensors.map { ($0.key, Piece(file: index, tensor: $0)) }
+        rank.pieces = tensors.map { ($0.key, index, $0) }
         return rank
     }
 
@@ -250,8 +244,8 @@ struct NxDRankFiles {
                 throw ShardFSError.badSource(
                     file: tensorPath, reason: "holds \(tensor.dtype) \(tensor.shape) but \(infoPath) says \(described.dtype) \(described.shape) for \(key)")
             }
-            rank.pieces.append((key, Piece(file: index, tensor: LocatedTensor(
-                key: key, dtype: tensor.dtype, shape: tensor.shape, strides: tensor.strides, offset: tensor.offset, storage: tensor.storage))))
+            rank.pieces.append((key, index, LocatedTensor(
+                key: key, dtype: tensor.dtype, shape: tensor.shape, strides: tensor.strides, offset: tensor.offset, storage: tensor.storage)))
         }
         return rank
     }
