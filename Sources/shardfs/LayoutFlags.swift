@@ -74,6 +74,19 @@ struct LayoutFlags: ParsableArguments {
                 valueName: "pt|xser|hf"))
     var format: CheckpointFormat = .pt
 
+    @Option(name: .customLong("dp-size"),
+            help: ArgumentHelp(
+                "Data-parallel degree of the optimizer files, for a training tag with ZeRO-1 state (default: the tag's own).",
+                discussion: """
+                    A training tag's optim/ holds one file per (dp, tp, pp) rank: each parameter's \
+                    Adam moments (and fp32 master weights) padded along dim 0 to a multiple of the \
+                    DP size and cut in DP equal shards. ShardFS writes them as NxD's ZeRO-1 \
+                    optimizer would hold them had the run used this layout from the start, so \
+                    a run resumes on another cluster shape without restarting its optimizer.
+                    """,
+                valueName: "N"))
+    var dpSize: Int?
+
     @Option(name: .customLong("max-shard-size"),
             help: ArgumentHelp("--format hf: the largest safetensors file, in huggingface_hub's units (5GB = 5*10^9 bytes, 1GiB = 2^30).",
                                valueName: "SIZE"))
@@ -96,12 +109,13 @@ struct LayoutFlags: ParsableArguments {
         var options = LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
                                     qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
         if let maxShardSize { options.maxShardSize = try HuggingFaceShards.parseSize(maxShardSize) }
+        options.dpSize = dpSize
         return options
     }
 
     func validate() throws {
         for (flag, value) in [("--tp-size", tpSize), ("--pp-size", ppSize), ("--virtual-pp-size", virtualPPSize),
-                              ("--kv-size-multiplier", kvSizeMultiplier)] where value < 1 {
+                              ("--kv-size-multiplier", kvSizeMultiplier), ("--dp-size", dpSize ?? 1)] where value < 1 {
             throw ValidationError("\(flag) must be at least 1, not \(value)")
         }
     }
@@ -124,7 +138,35 @@ struct SourceFlags: ParsableArguments {
                     """))
     var sourceBackend: HardwareBackend?
 
-    var options: SourceOptions { SourceOptions(config: config, backend: sourceBackend) }
+    @Flag(name: .customLong("weights-only"),
+          help: "For an NxD training tag: its weights only, leaving out optim/, scheduler.pt, user_content.pt and the markers.")
+    var weightsOnly = false
+
+    @Option(name: .customLong("optimizer-groups"),
+            help: ArgumentHelp(
+                "How the training script grouped parameters for its optimizer: the name parts of its no-decay group (bias,norm), or all for one group (default: inferred).",
+                discussion: """
+                    A ZeRO-1 optimizer file numbers parameters, not names: index i is the i-th \
+                    parameter handed to the optimizer, groups in order. NxD's examples make group 0 \
+                    of the parameters whose names contain neither "bias" nor "norm" and group 1 of \
+                    the rest; ShardFS infers that rule, or one group, from the files and refuses \
+                    when neither explains them.
+                    """,
+                valueName: "PARTS|all"))
+    var optimizerGroups: String?
+
+    var options: SourceOptions {
+        get throws(ShardFSError) {
+            var grouping: OptimizerGrouping?
+            if let optimizerGroups {
+                guard let parsed = OptimizerGrouping(flag: optimizerGroups) else {
+                    throw ShardFSError.badLayout(flag: "--optimizer-groups", reason: "\(optimizerGroups): say the no-decay name parts, comma-separated (bias,norm), or all")
+                }
+                grouping = parsed
+            }
+            return SourceOptions(config: config, backend: sourceBackend, weightsOnly: weightsOnly, optimizerGrouping: grouping)
+        }
+    }
 }
 
 /// Opens a source (a Hugging Face model or an NxD checkpoint) and plans a
@@ -132,9 +174,13 @@ struct SourceFlags: ParsableArguments {
 func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFlags, announceSource: Bool = true,
                  note: (String) -> Void = { Console.error($0) }) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
     let options = try flags.options()
-    let checkpoint = try Checkpoint.open(source, options: sourceFlags.options)
+    let checkpoint = try Checkpoint.open(source, options: try sourceFlags.options)
     if announceSource, let layout = checkpoint.sourceLayout {
         note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
+        if let state = checkpoint.trainingState {
+            note("source: ZeRO-1 optimizer state at dp \(state.dpSize) (\(state.grouping)), carried: \(state.carried.map(\.path).joined(separator: ", "))")
+            for text in state.notes { note("note: \(text)") }
+        }
     }
     let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
     for warning in plan.warnings { note("warning: \(warning)") }

@@ -21,6 +21,10 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
     /// `--format hf`: the largest safetensors file, in bytes (transformers'
     /// `max_shard_size`).
     public var maxShardSize: Int = LayoutOptions.defaultMaxShardSize
+    /// The data-parallel size of the optimizer files (a training tag's
+    /// ZeRO-1 state); nil for weights, which do not depend on it. A plan
+    /// sets it when it has optimizer files.
+    public var dpSize: Int?
 
     /// "5GB", in huggingface_hub's units.
     public static let defaultMaxShardSize = 5_000_000_000
@@ -52,6 +56,7 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
             return ["hf", dtype?.rawValue ?? "source-dtype", "max_shard_size=\(maxShardSize)"].joined(separator: " ")
         }
         if format != .pt { parts.append(format.rawValue) }
+        if let dpSize { parts.append("dp=\(dpSize)") }
         return parts.joined(separator: " ")
     }
 }

@@ -66,4 +66,7 @@ public struct LayoutPlan: Sendable {
     public var huggingFaceTensors: [PlannedTensor] = []
     /// `--format hf`: the `config.json` to write, verbatim.
     public var configBytes: [UInt8] = []
+    /// Of a training tag with ZeRO-1 optimizer state, in pt or xser: the
+    /// optimizer files, and the files carried as they are.
+    public var optimizer: OptimizerPlan?
 }

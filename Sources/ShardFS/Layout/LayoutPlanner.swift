@@ -242,7 +242,18 @@ extension LayoutPlanner {
     /// its config, then cuts. Reads nothing beyond the headers already read.
     public static func plan(checkpoint: Checkpoint, options: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
         let weights = try LlamaWeights(config: checkpoint.config, tensors: checkpoint.tensors)
+        if let dpSize = options.dpSize, checkpoint.trainingState == nil || options.format == .hf {
+            throw ShardFSError.badLayout(
+                flag: "--dp-size", reason: "\(dpSize): the data-parallel size applies to optimizer state, and \(checkpoint.trainingState == nil ? "the source has none (only an NxD training tag with optim/ has)" : "--format hf writes weights only")")
+        }
         if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
-        return try plan(config: checkpoint.config, weights: weights, options: options)
+        guard let state = checkpoint.trainingState else { return try plan(config: checkpoint.config, weights: weights, options: options) }
+        // A training tag: the weights, then the optimizer files at the
+        // requested DP size (by default the tag's own).
+        var o = options
+        o.dpSize = options.dpSize ?? state.dpSize
+        var result = try plan(config: checkpoint.config, weights: weights, options: o)
+        result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
+        return result
     }
 }

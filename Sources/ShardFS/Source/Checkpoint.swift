@@ -20,19 +20,25 @@ public final class Checkpoint: Sendable {
     /// For an NxD checkpoint, the layout its rank files were written in; nil
     /// for a Hugging Face model.
     public let sourceLayout: LayoutOptions?
+    /// For an NxD training tag with ZeRO-1 optimizer state (`optim/`), that
+    /// state and the files carried with it; nil otherwise, or when the
+    /// source was opened for its weights only.
+    public let trainingState: TrainingState?
     /// The files' fingerprints when opening computed them (an NxD tag's,
     /// from the bytes its parse read); see `fingerprints()`.
     private let knownFingerprints: [SourceFingerprint]?
 
     /// `fingerprints`: the files', when opening computed them (nil: read on demand).
     init(directory: String, config: ModelConfig, configBytes: [UInt8], files: [SourceFile],
-         tensors: [String: SourceTensor], sourceLayout: LayoutOptions?, fingerprints: [SourceFingerprint]?) {
+         tensors: [String: SourceTensor], sourceLayout: LayoutOptions?, fingerprints: [SourceFingerprint]?,
+         trainingState: TrainingState? = nil) {
         self.directory = directory
         self.config = config
         self.configBytes = configBytes
         self.files = files
         self.tensors = tensors
         self.sourceLayout = sourceLayout
+        self.trainingState = trainingState
         knownFingerprints = fingerprints
     }
 

@@ -7,10 +7,19 @@ public struct SourceOptions: Sendable {
     public var config: String?
     /// `--source-hw-backend`: the one thing an NxD tag's files cannot tell.
     public var backend: HardwareBackend?
+    /// `--weights-only`: an NxD training tag's weights, without its
+    /// optimizer state and the files carried with it.
+    public var weightsOnly: Bool
+    /// `--optimizer-groups`: how the training script grouped parameters
+    /// (nil: inferred from the optimizer files).
+    public var optimizerGrouping: OptimizerGrouping?
 
-    public init(config: String? = nil, backend: HardwareBackend? = nil) {
+    public init(config: String? = nil, backend: HardwareBackend? = nil, weightsOnly: Bool = false,
+                optimizerGrouping: OptimizerGrouping? = nil) {
         self.config = config
         self.backend = backend
+        self.weightsOnly = weightsOnly
+        self.optimizerGrouping = optimizerGrouping
     }
 }
 
@@ -56,10 +65,48 @@ extension Checkpoint {
         }
         let config = try ModelConfig(json: configBytes)
         let rankFiles = try NxDRankFiles(tag: tag, config: config)
-        let inverse = try InverseLayout(config: config, ranks: rankFiles.ranks, tpSize: rankFiles.tpSize, ppSize: rankFiles.ppSize,
+        var isDirectory: ObjCBool = false
+        let hasOptimizer = FileManager.default.fileExists(atPath: tag + "/optim", isDirectory: &isDirectory) && isDirectory.boolValue
+        // The optimizer is read for its state, and for the model itself when
+        // the model files hold no data (the master weights are the model).
+        var optimizer: ZeroOptimizerTag?
+        if hasOptimizer && (!options.weightsOnly || rankFiles.dataOmitted) {
+            optimizer = try ZeroOptimizerTag(tag: tag, model: rankFiles, base: rankFiles.files.count, grouping: options.optimizerGrouping)
+        }
+        if rankFiles.dataOmitted && optimizer?.hasMasterWeights != true {
+            throw ShardFSError.badSource(
+                file: "model/", reason: "its xser rank files hold no tensor data (saved with avoid_saving_lower_precision_weights), and \(hasOptimizer ? "optim/ holds no sharded_master_weights" : "the tag has no optim/"), where the trainer keeps the weights then")
+        }
+        let modelRanks = rankFiles.dataOmitted ? optimizer!.ranks(of: nil, model: rankFiles) : rankFiles.ranks
+        let inverse = try InverseLayout(config: config, ranks: modelRanks, tpSize: rankFiles.tpSize, ppSize: rankFiles.ppSize,
                                         backend: options.backend)
-        return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files,
-                          tensors: inverse.tensors, sourceLayout: inverse.options, fingerprints: rankFiles.fingerprints)
+        var state: TrainingState?
+        if let optimizer, !options.weightsOnly {
+            state = try trainingState(tag: tag, optimizer: optimizer, model: rankFiles, inverse: inverse, config: config)
+        }
+        return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files + (optimizer?.files ?? []),
+                          tensors: inverse.tensors, sourceLayout: inverse.options,
+                          fingerprints: rankFiles.fingerprints + (optimizer?.fingerprints ?? []), trainingState: state)
+    }
+
+    /// The optimizer's state tensors under Hugging Face names (each state
+    /// key inverted by the same plan as the weights), and the carried files.
+    static func trainingState(tag: String, optimizer: ZeroOptimizerTag, model: NxDRankFiles, inverse: InverseLayout,
+                              config: ModelConfig) throws(ShardFSError) -> TrainingState {
+        var stateTensors: [String: [String: SourceTensor]] = [:]
+        for entry in optimizer.stateEntries where entry.constant == nil {
+            stateTensors[entry.key] = try InverseLayout.tiles(plan: inverse.plan, ranks: optimizer.ranks(of: entry.key, model: model), config: config)
+        }
+        var master: [String: SourceTensor]?
+        if optimizer.hasMasterWeights {
+            master = model.dataOmitted ? inverse.tensors
+                : try InverseLayout.tiles(plan: inverse.plan, ranks: optimizer.ranks(of: nil, model: model), config: config)
+        }
+        let (carried, notes) = try CarriedFiles.read(tag: tag)
+        let first = optimizer.optimizerFiles[0]
+        return TrainingState(dpSize: optimizer.dpSize, xser: optimizer.xser, grouping: optimizer.grouping, keys: first.keys,
+                             groups: first.groups.map(\.settings), stateEntries: optimizer.stateEntries, stateTensors: stateTensors,
+                             masterWeights: master, carried: carried, notes: notes)
     }
 
     static func readConfigFile(_ path: String) throws(ShardFSError) -> [UInt8] {

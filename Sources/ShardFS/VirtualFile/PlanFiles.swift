@@ -6,13 +6,21 @@ extension LayoutPlan {
     /// format (`options.format`), at their relative paths. In xser, each rank
     /// file's group (`p`, `p.info.pt`, `p.tensors/...`) is contiguous, so a
     /// share of rank files (`--part`) keeps its groups whole.
+    ///
+    /// A training tag's plan adds the optimizer files of those rank files
+    /// (every data-parallel rank of each), and, with the first rank file,
+    /// the files carried as they are, `done` last.
     public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: VirtualFile)] {
         let files = files ?? self.files
         switch options.format {
-        case .pt:
-            return files.map { ($0.path, $0.virtualFile(layout: options)) }
-        case .xser:
-            return files.flatMap { $0.xserFiles(layout: options) }
+        case .pt, .xser:
+            var result = options.format == .pt ? files.map { ($0.path, $0.virtualFile(layout: options)) }
+                                               : files.flatMap { $0.xserFiles(layout: options) }
+            if let optimizer {
+                result += optimizer.virtualFiles(ranks: Set(files.map { [$0.tpRank, $0.ppRank] }), layout: options)
+                if files.contains(where: { $0.tpRank == 0 && $0.ppRank == 0 }) { result += optimizer.carriedFiles }
+            }
+            return result
         case .hf:
             let tensors = huggingFaceTensors.map { HFTensor(name: $0.key, dtype: $0.dtype, shape: $0.shape, storage: $0.storage) }
             return [("config.json", VirtualFile(extents: [.literal(configBytes)]))]

@@ -18,13 +18,20 @@ struct NxDRankFiles {
         let pp: Int
         /// The rank file's path relative to the tag, for messages.
         let path: String
-        /// Keys in file order.
+        /// Keys in file order, each with its dtype and shape.
+        let keys: [(key: String, dtype: DType, shape: [Int])]
+        /// Keys in file order, located; empty when `NxDRankFiles.dataOmitted`.
         let pieces: [(key: String, piece: RankPiece)]
     }
 
     let tpSize: Int
     let ppSize: Int
     let xser: Bool
+    /// An xser tag saved with ZeRO-1 master weights and
+    /// `avoid_saving_lower_precision_weights`: the rank files and their
+    /// `.info.pt` name every key, but no tensor file was written (the master
+    /// weights in `optim/` are the model; zero1.md).
+    let dataOmitted: Bool
     /// tp-major, as the converter orders files.
     let ranks: [Rank]
     let files: [SourceFile]
@@ -60,13 +67,17 @@ struct NxDRankFiles {
         }
         // xser when a rank file's tensors live in P.tensors/ (xser.md). NxD's
         // converter with --save_xser leaves an empty P.tensors/ beside plain
-        // files: only a folder holding tensor files counts.
-        let xserFlags = names.map { NxDRankFiles.holdsTensorFiles(tag + "/" + $0.path + ".tensors") }
-        if let plain = xserFlags.firstIndex(of: false), let xser = xserFlags.firstIndex(of: true) {
-            throw ShardFSError.badSource(
-                file: names[plain].path, reason: "is a plain rank file but \(names[xser].path) is xser (its tensors in \(names[xser].path).tensors/): a tag is one or the other")
+        // files: only a folder holding tensor files counts. A trainer that
+        // omitted the model's data left P.info.pt and an empty P.tensors/.
+        let kinds = names.map { NxDRankFiles.storage(tag: tag, path: $0.path) }
+        for (first, second) in [(StoredAs.plain, StoredAs.xser), (.plain, .xserOmitted), (.xser, .xserOmitted)] {
+            if let a = kinds.firstIndex(of: first), let b = kinds.firstIndex(of: second) {
+                throw ShardFSError.badSource(
+                    file: names[a].path, reason: "\(first.description) but \(names[b].path) \(second.description): the trainer saves a tag all one way")
+            }
         }
-        xser = xserFlags.first ?? false
+        xser = kinds.first != .plain
+        dataOmitted = kinds.first == .xserOmitted
 
         // Ranks are parsed in parallel (a 405B tag is up to 60,000 files),
         // each with file indexes of its own, then numbered in rank order. An
@@ -75,7 +86,7 @@ struct NxDRankFiles {
         // the tensor files are read.
         let (T, P) = (tpSize, ppSize)
         let order = (0..<T).flatMap { tp in (0..<P).map { pp in byRank[tp * P + pp]! } }
-        let isXser = xser
+        let isXser = xser, omitted = dataOmitted
         let headers = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> RankHeader in
             var containment = try SourceContainment(directory: tag)
             return isXser ? try NxDRankFiles.readXserHeader(tag: tag, path: order[item].path, containment: &containment)
@@ -85,6 +96,8 @@ struct NxDRankFiles {
         let parsed = try WorkerPool.map(items: order.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> ParsedRank in
             switch headers[item] {
             case let .plain(rank): return rank
+            case let .xser(references, info) where omitted:
+                return try NxDRankFiles.described(path: order[item].path, references: references, info: info)
             case let .xser(references, info):
                 var containment = try SourceContainment(directory: tag)
                 return try NxDRankFiles.readXserTensors(tag: tag, path: order[item].path, references: references, info: info,
@@ -98,7 +111,8 @@ struct NxDRankFiles {
             let base = files.count
             files += rank.files
             fingerprints += rank.fingerprints
-            ranks.append(Rank(tp: name.tp, pp: name.pp, path: name.path,
+            let keys = rank.pieces.map { ($0.key, $0.tensor.dtype, $0.tensor.shape) }
+            ranks.append(Rank(tp: name.tp, pp: name.pp, path: name.path, keys: omitted ? rank.described : keys,
                               pieces: rank.pieces.map { ($0.key, RankPiece(file: base + $0.file, tensor: $0.tensor)) }))
         }
         self.ranks = ranks
@@ -110,6 +124,8 @@ struct NxDRankFiles {
     /// files' fingerprints (from the bytes the parse read).
     struct ParsedRank: Sendable {
         var pieces: [(key: String, file: Int, tensor: LocatedTensor)] = []
+        /// The keys of a rank whose data was omitted, from its `.info.pt`.
+        var described: [(key: String, dtype: DType, shape: [Int])] = []
         var files: [SourceFile] = []
         var fingerprints: [SourceFingerprint] = []
     }
@@ -126,6 +142,44 @@ struct NxDRankFiles {
             case let .xser(references, _): return references.map(\.key)
             }
         }
+    }
+
+    /// How a rank file stores its tensors.
+    enum StoredAs: Equatable, CustomStringConvertible {
+        case plain, xser, xserOmitted
+
+        var description: String {
+            switch self {
+            case .plain: return "is a plain rank file"
+            case .xser: return "is xser (its tensors in P.tensors/)"
+            case .xserOmitted: return "is xser without tensor data (P.info.pt and an empty P.tensors/: saved with ZeRO-1 master weights)"
+            }
+        }
+    }
+
+    static func storage(tag: String, path: String) -> StoredAs {
+        let full = tag + "/" + path
+        if holdsTensorFiles(full + ".tensors") { return .xser }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: full + ".tensors", isDirectory: &isDirectory), isDirectory.boolValue,
+           FileManager.default.fileExists(atPath: RankFile.xserInfoPath(full)) {
+            return .xserOmitted
+        }
+        return .plain
+    }
+
+    /// A rank whose tensor files were not written: its keys, dtypes and
+    /// shapes from `.info.pt`.
+    static func described(path: String, references: [(key: String, tid: Int)],
+                          info: [Int: (dtype: DType, shape: [Int])]) throws(ShardFSError) -> ParsedRank {
+        var rank = ParsedRank()
+        for (key, tid) in references {
+            guard let described = info[tid] else {
+                throw ShardFSError.badSource(file: RankFile.xserInfoPath(path), reason: "has no entry for tensor \(tid) (\(key))")
+            }
+            rank.described.append((key, described.dtype, described.shape))
+        }
+        return rank
     }
 
     /// The rank files under `tag/model/`, by either naming. Refuses what

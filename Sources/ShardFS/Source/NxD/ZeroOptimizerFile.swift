@@ -17,12 +17,7 @@ struct ZeroOptimizerFile: Sendable {
         let tensor: LocatedTensor
     }
 
-    /// A value of a parameter's state that is not a shard to reshard: an
-    /// int or float `step`, or a 0-d tensor one (its element's bytes, read).
-    enum Constant: Equatable, Sendable {
-        case plain(PickleValue)
-        case scalarTensor(DType, [UInt8])
-    }
+    typealias Constant = OptimizerConstant
 
     enum Entry: Sendable {
         case shard(Shard)
@@ -38,11 +33,9 @@ struct ZeroOptimizerFile: Sendable {
         let master: Shard?
     }
 
-    /// One of `param_groups`: its hyper-parameters in file order, with the
-    /// place `params` held among them.
+    /// One of `param_groups`, with its parameter indices.
     struct Group: Equatable, Sendable {
-        let settings: [PickleValue.Item]
-        let paramsPosition: Int
+        let settings: OptimizerGroupSettings
         let params: [Int]
     }
 
@@ -58,6 +51,26 @@ struct ZeroOptimizerFile: Sendable {
     /// The top-level keys torch_xla's optimizer writes; anything else (the
     /// expert-parallel offsets of NxD's MoE optimizer, for one) is refused.
     static let knownKeys: Set<String> = ["state", "param_groups", "base_state", "shape_info", "sharded_master_weights"]
+
+    init(dp: Int, tp: Int, pp: Int, path: String, keys: [String], groups: [Group], parameters: [Parameter]) {
+        self.dp = dp
+        self.tp = tp
+        self.pp = pp
+        self.path = path
+        self.keys = keys
+        self.groups = groups
+        self.parameters = parameters
+    }
+
+    /// The shard of state `key` (nil: the master weight), if the parameter has one.
+    func shard(_ key: String?, of index: Int) -> Shard? {
+        let parameter = parameters[index]
+        guard let key else { return parameter.master }
+        for entry in parameter.state where entry.key == key {
+            if case .shard(let shard) = entry.entry { return shard }
+        }
+        return nil
+    }
 
     /// Reads a parsed file's tree. `tensor` resolves a value standing for a
     /// tensor (a pickled tensor in a plain file, a TensorReference in an
@@ -109,9 +122,7 @@ struct ZeroOptimizerFile: Sendable {
                         } else {
                             state.append((item.key, .shard(shard)))
                         }
-                    } else if PickleWriter.isPlain(item.value), case .int = item.value {
-                        state.append((item.key, .constant(.plain(item.value))))
-                    } else if case .float = item.value {
+                    } else if ZeroOptimizerFile.isNumber(item.value) {
                         state.append((item.key, .constant(.plain(item.value))))
                     } else {
                         throw bad("base_state[\(index)][\(item.key)] is \(item.value.kindName); ShardFS reshards tensors and carries int or float steps")
@@ -200,7 +211,7 @@ struct ZeroOptimizerFile: Sendable {
                 }
                 settings.append(PickleValue.Item(key: .string(entry.key), value: entry.value))
             }
-            groups.append(Group(settings: settings, paramsPosition: position, params: params))
+            groups.append(Group(settings: OptimizerGroupSettings(settings: settings, paramsPosition: position), params: params))
         }
         return groups
     }
@@ -225,6 +236,13 @@ struct ZeroOptimizerFile: Sendable {
             throw ShardFSError.badSource(file: path, reason: "shape_info[\(index)] is \(shape): Llama parameters have 1 or 2 dimensions")
         }
         return shape
+    }
+
+    static func isNumber(_ value: PickleValue) -> Bool {
+        switch value {
+        case .int, .float: return true
+        default: return false
+        }
     }
 
     static func describe(_ value: PickleValue) -> String {

@@ -1,0 +1,40 @@
+/// A value of a parameter's optimizer state that is carried as it is, not
+/// resharded: an int or float `step`, or a 0-d tensor one (its element's
+/// bytes).
+public enum OptimizerConstant: Equatable, Sendable {
+    case plain(PickleValue)
+    case scalarTensor(DType, [UInt8])
+}
+
+/// One of an optimizer's `param_groups` without its `params`: the
+/// hyper-parameters in file order, and where `params` sat among them.
+public struct OptimizerGroupSettings: Equatable, Sendable {
+    public let settings: [PickleValue.Item]
+    public let paramsPosition: Int
+}
+
+/// What a training tag holds beside its weights, read as a source: the
+/// ZeRO-1 optimizer's state with each state tensor assembled under the
+/// Hugging Face name of its parameter (as the weights are), and the files
+/// that do not depend on the layout, carried as they are (zero1.md).
+public struct TrainingState: Sendable {
+    /// The source's data-parallel size.
+    public let dpSize: Int
+    /// The optimizer files were xser.
+    public let xser: Bool
+    public let grouping: OptimizerGrouping
+    /// The optimizer file's top-level keys, in order.
+    public let keys: [String]
+    public let groups: [OptimizerGroupSettings]
+    /// A parameter's state: keys in order, each resharded (nil) or carried.
+    public let stateEntries: [(key: String, constant: OptimizerConstant?)]
+    /// For each key of `stateEntries` holding tensors, the Hugging Face tensors.
+    public let stateTensors: [String: [String: SourceTensor]]
+    /// `sharded_master_weights`, whole, by Hugging Face name.
+    public let masterWeights: [String: SourceTensor]?
+    /// Files the layout does not change (`scheduler.pt`, `user_content.pt`,
+    /// the `checkpoint` and `done` markers), by path in the tag, read.
+    public let carried: [(path: String, bytes: [UInt8])]
+    /// What the user should know (entries of the tag not carried).
+    public let notes: [String]
+}
