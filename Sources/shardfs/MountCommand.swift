@@ -270,7 +270,10 @@ struct MountCommand: ParsableCommand {
         options.plannedPaths = plan.virtualFiles().map(\.path)
         let box = ServerBox()
         let materialiser = Materialiser(
-            checkpoint: checkpoint, files: plan.virtualFiles(part.select(plan.files)), options: options, logger: logger,
+            // A share cannot know when the others finish: a training tag's
+            // `done` marker is persisted only by a daemon persisting it all.
+            checkpoint: checkpoint, files: plan.virtualFiles(part.select(plan.files)).filter { part == .whole || $0.path != "done" },
+            options: options, logger: logger,
             readersActive: { box.server?.readersActive() ?? false },
             verified: { path, copy in
                 do throws(ShardFSError) {

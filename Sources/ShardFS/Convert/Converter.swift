@@ -47,10 +47,12 @@ public struct Converter: Sendable {
     public func run(root: String, files: [RankFile]? = nil, jobs: Int, force: Bool = false,
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) -> Outcome {
-        let outputs = plan.virtualFiles(files)
+        let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
+        // A share (--part) cannot know when the others finish: it leaves a
+        // training tag's `done` marker to a run over the whole.
+        let outputs = plan.virtualFiles(files).filter { whole || $0.path != "done" }
         // Every path of the layout (all --part shares), to tell another
         // layout's files from those of the other shares.
-        let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
         let planned = whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
         let fingerprints = try checkpoint.fingerprints()
         let target = TargetDirectory(directory: root, naming: .out(root))
@@ -148,10 +150,22 @@ public struct Converter: Sendable {
     }
 
     /// Writes `outputs` under `root`, `jobs` files at a time, recording each
-    /// in `manifest` once it is complete under its final name.
+    /// in `manifest` once it is complete under its final name. A training
+    /// tag's `done` marker is written after every other file, as NxD's
+    /// `save_checkpoint` does: a tag is complete once it exists, so a run
+    /// interrupted earlier leaves a tag no trainer takes for complete.
     private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
+        let markers = outputs.filter { $0.path == "done" }
+        try writeAtOnce(outputs.filter { $0.path != "done" }, root: root, manifest: manifest, jobs: jobs, isCancelled: isCancelled, events: events)
+        try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: isCancelled, events: events)
+    }
+
+    private func writeAtOnce(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
+                             isCancelled: @escaping @Sendable () -> Bool,
+                             events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
+        guard !outputs.isEmpty else { return }
         let failed = Atomic<Bool>(false)
         let sources = checkpoint.files
         try WorkerPool.run(items: outputs.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },

@@ -116,19 +116,24 @@ public final class Materialiser: Sendable {
     public func start() {
         pacing.withLock { $0 = (Self.now(), 0) }
         let kept = Set(resumed.withLock { $0.map(\.index) })
-        let pending = files.indices.filter { !kept.contains($0) }
+        // A training tag's `done` marker last, once every other file is
+        // persisted (as NxD writes it): a crash leaves no tag marked complete.
+        let pending = files.indices.filter { !kept.contains($0) && files[$0].path != "done" }
+        let markers = files.indices.filter { !kept.contains($0) && files[$0].path == "done" }
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
         finishedGroup.enter()
         Thread.detachNewThread { [self] in
             defer { finishedGroup.leave() }
             let sources = self.sources
             do throws(ShardFSError) {
-                try WorkerPool.run(items: pending.count, workers: options.jobs, isCancelled: { [self] in cancelled.load(ordering: .relaxed) },
-                                   makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
-                                   finish: { $0.close() }) { [self] (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
-                    // A failure has stopped the materialiser (and said why).
-                    guard persist(pending[item], writer: writer) else {
-                        throw ShardFSError.io(path: options.directory, operation: "persist", errno: ECANCELED)
+                for batch in [pending, markers] where !batch.isEmpty {
+                    try WorkerPool.run(items: batch.count, workers: options.jobs, isCancelled: { [self] in cancelled.load(ordering: .relaxed) },
+                                       makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
+                                       finish: { $0.close() }) { [self] (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
+                        // A failure has stopped the materialiser (and said why).
+                        guard persist(batch[item], writer: writer) else {
+                            throw ShardFSError.io(path: options.directory, operation: "persist", errno: ECANCELED)
+                        }
                     }
                 }
             } catch {
