@@ -19,7 +19,7 @@ struct PlanCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config), whose ZeRO-1 optimizer state (TAG/optim/) is planned too unless --weights-only.")
     var source: String
 
     @OptionGroup(title: "Source")
@@ -97,6 +97,8 @@ struct PlanReport: Encodable {
     /// `--format hf`: every tensor in state-dict order, and the files written.
     let huggingFaceTensors: [Tensor]
     let huggingFaceFiles: [Companion]
+    /// A training tag's ZeRO-1 optimizer state, as inferred and as planned.
+    let optimizer: OptimizerReport?
 
     /// Where a block's bytes are: the source tensor's file, or for a tensor
     /// in pieces, each piece's file and the part of the block it holds.
@@ -151,6 +153,7 @@ struct PlanReport: Encodable {
                    sources: t.blocks.flatMap { PlanReport.sources($0, files: checkpoint.files) }, file: nil)
         }
         huggingFaceFiles = o.format == .hf ? outputs.map { Companion(path: $0.path, size: $0.file.size) } : []
+        optimizer = plan.optimizer.map { OptimizerReport($0, sizeOf: sizeOf) }
     }
 
     static func describe(_ l: Layout) -> String {
@@ -199,6 +202,7 @@ struct PlanReport: Encodable {
                 lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]  <- \(from)\(into)")
             }
         }
+        if let optimizer { lines += [""] + optimizer.lines }
         return lines.joined(separator: "\n")
     }
 }

@@ -106,7 +106,10 @@ extension Checkpoint {
         let first = optimizer.optimizerFiles[0]
         return TrainingState(dpSize: optimizer.dpSize, xser: optimizer.xser, grouping: optimizer.grouping, keys: first.keys,
                              groups: first.groups.map(\.settings), stateEntries: optimizer.stateEntries, stateTensors: stateTensors,
-                             masterWeights: master, carried: carried, notes: notes)
+                             masterWeights: master, carried: carried, notes: notes,
+                             sourceIndexes: model.ranks.map { rank in
+                                 (rank.tp, rank.pp, optimizer.grouping.groups(rank.keys.map(\.key)).flatMap { $0 })
+                             })
     }
 
     static func readConfigFile(_ path: String) throws(ShardFSError) -> [UInt8] {

@@ -37,4 +37,7 @@ public struct TrainingState: Sendable {
     public let carried: [(path: String, bytes: [UInt8])]
     /// What the user should know (entries of the tag not carried).
     public let notes: [String]
+    /// The source's parameter indices by (tp, pp) rank: `keys[i]` is the
+    /// parameter the optimizer's index i stands for, as inferred.
+    public let sourceIndexes: [(tp: Int, pp: Int, keys: [String])]
 }
