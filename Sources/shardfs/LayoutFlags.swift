@@ -174,7 +174,12 @@ struct SourceFlags: ParsableArguments {
 func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFlags, announceSource: Bool = true,
                  note: (String) -> Void = { Console.error($0) }) throws(ShardFSError) -> (Checkpoint, LayoutPlan) {
     let options = try flags.options()
-    let checkpoint = try Checkpoint.open(source, options: try sourceFlags.options)
+    var sourceOptions = try sourceFlags.options
+    // A Hugging Face checkpoint holds weights only: a tag's optimizer state
+    // is not read (but for the master weights of a tag whose model files
+    // hold no data).
+    if options.format == .hf { sourceOptions.weightsOnly = true }
+    let checkpoint = try Checkpoint.open(source, options: sourceOptions)
     if announceSource, let layout = checkpoint.sourceLayout {
         note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
         if let state = checkpoint.trainingState {

@@ -25,8 +25,8 @@ import Testing
         return [UInt8](data[t.offset..<t.offset + t.byteCount])
     }
 
-    static func openTag(_ tag: String, _ model: Checkpoint, backend: HardwareBackend? = nil) throws -> Checkpoint {
-        try Checkpoint.open(tag, options: SourceOptions(config: model.directory + "/config.json", backend: backend))
+    static func openTag(_ tag: String, _ model: Checkpoint, backend: HardwareBackend? = nil, weightsOnly: Bool = false) throws -> Checkpoint {
+        try Checkpoint.open(tag, options: SourceOptions(config: model.directory + "/config.json", backend: backend, weightsOnly: weightsOnly))
     }
 
     func expectRoundTrip(_ layout: LayoutOptions, backend: HardwareBackend? = nil, sourceLayout expected: LayoutOptions) throws {
@@ -100,14 +100,19 @@ import Testing
         #expect(error.description.hasPrefix("--config: missing"))
     }
 
-    @Test func otherTagEntriesAreIgnored() throws {
+    /// With --weights-only a tag's training state is not read at all;
+    /// without, an optim/ that is not ZeRO-1 state is refused by name.
+    @Test func otherTagEntriesAreIgnoredForTheWeightsOnly() throws {
         let dir = try Dir()
         let (model, tag) = try NxDSourceTests.tag(LayoutOptions(tpSize: 2), in: dir)
         try FileManager.default.createDirectory(atPath: tag + "/optim", withIntermediateDirectories: true)
         for name in ["optim/dp_rank_00_tp_rank_00_pp_rank_00.pt", "scheduler.pt", "user_content.pt", "done", "checkpoint"] {
             try Data([0x50, 0x4B]).write(to: URL(fileURLWithPath: tag + "/" + name))
         }
-        #expect(try NxDSourceTests.openTag(tag, model).sourceLayout?.tpSize == 2)
+        let weights = try NxDSourceTests.openTag(tag, model, weightsOnly: true)
+        #expect(weights.sourceLayout?.tpSize == 2 && weights.trainingState == nil)
+        let error = try #require(throws: ShardFSError.self) { try NxDSourceTests.openTag(tag, model) }
+        #expect(error.description.hasPrefix("optim/dp_rank_00_tp_rank_01_pp_rank_00.pt: missing"))
     }
 
     @Test func rankFileNames() {
