@@ -684,7 +684,13 @@ def test_trainer_tag_resharded(shardfs, conversions, ckpts, tmp_path):
     b = _b("gqa-tp8-pp2-qkvlin-fuse-m4-trn1-f32")
     direct = conversions.converted_ok(tt.ckpt, list(b))
     out = tmp_path / "out"
+    # Its optim/ is a plain optimizer's (add_trainer_extras): refused by
+    # name, nothing written; --weights-only converts the weights alone.
     run = shardfs.run("convert", tag, out, "--config", ck.path, "--source-hw-backend", "trn1", *b)
+    assert run.returncode == 1 and "optim/dp_rank_00_tp_rank_00_pp_rank_00.pt" in run.stderr, run.describe()
+    assert "without ZeRO-1" in run.stderr and "--weights-only" in run.stderr, run.describe()
+    assert files_under(out) == [], run.describe()
+    run = shardfs.run("convert", tag, out, "--config", ck.path, "--source-hw-backend", "trn1", "--weights-only", *b)
     assert run.returncode == 0, run.describe()
     assert files_under(out) == files_under(direct.out)
     for n in files_under(out):

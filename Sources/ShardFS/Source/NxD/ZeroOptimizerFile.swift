@@ -90,6 +90,9 @@ struct ZeroOptimizerFile: Sendable {
             throw bad("holds \(unknown), which a ZeRO-1 optimizer's state_dict does not (ShardFS reads torch_xla's ZeroRedundancyOptimizer state: state, param_groups, base_state, shape_info, sharded_master_weights)")
         }
         let byKey = Dictionary(top.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        if byKey["base_state"] == nil, case .dict(let items, _)? = byKey["state"], !items.isEmpty {
+            throw bad("holds the state of an optimizer without ZeRO-1 (its state per parameter, no base_state): ShardFS reshards ZeRO-1 optimizer state only (--weights-only converts the weights alone)")
+        }
         guard let groupsValue = byKey["param_groups"], let shapesValue = byKey["shape_info"], let statesValue = byKey["base_state"] else {
             let missing = ["param_groups", "shape_info", "base_state"].first { byKey[$0] == nil } ?? ""
             throw bad("has no \(missing): not the state of a ZeRO-1 optimizer (torch_xla's ZeroRedundancyOptimizer writes param_groups, base_state and shape_info)")
