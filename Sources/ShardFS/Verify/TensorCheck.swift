@@ -17,6 +17,25 @@ struct TensorCheck {
     /// is then unreadable); one of the source becomes a `sourceError`.
     func check(_ planned: PlannedTensor, against located: LocatedTensor, file: String,
                reader: ExtentReader) throws(ShardFSError) -> Result {
+        try check(Expected(key: planned.key, dtype: planned.dtype, shape: planned.shape, storage: planned.storage, planned: planned),
+                  against: located, file: file, reader: reader)
+    }
+
+    /// What a tensor must be: a rank file's planned tensor, or an optimizer
+    /// shard (whose storage ends in padding, and whose KV heads are not
+    /// diagnosed: `planned` nil).
+    struct Expected {
+        let key: String
+        let dtype: DType
+        let shape: [Int]
+        let storage: [Extent]
+        let planned: PlannedTensor?
+
+        var byteCount: Int { shape.reduce(dtype.size, *) }
+    }
+
+    func check(_ planned: Expected, against located: LocatedTensor, file: String,
+               reader: ExtentReader) throws(ShardFSError) -> Result {
         var result = Result()
         let key = planned.key
         guard located.dtype == planned.dtype else {
@@ -55,7 +74,7 @@ struct TensorCheck {
         result.foldedCRC = crc?.value
         if let difference {
             let value = ValueDifference(index: difference.index, shape: planned.shape, expected: difference.expected, found: difference.found)
-            let findings = KVHeadDiagnosis.findings(planned, found: found, reader: reader, context: context)
+            let findings = planned.planned.map { KVHeadDiagnosis.findings($0, found: found, reader: reader, context: context) } ?? []
             var message = "\(key) differs at \(value.description)"
             if let heads = KVHeadDiagnosis.message(findings, layout: context.layout, config: context.config, tpRank: tpRank) {
                 message += "; " + heads

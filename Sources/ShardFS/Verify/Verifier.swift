@@ -57,9 +57,14 @@ public struct Verifier: Sendable {
 
     public func run(options: Options, events: @escaping @Sendable (VerifyEvent) -> Void = { _ in }) -> VerifyReport {
         let files = options.part.select(plan.files)
-        let plannedBytes = files.map { $0.tensors.reduce(0) { $0 + $1.byteCount } }
-        events(.started(files: files.count, bytes: plannedBytes.reduce(0, +)))
-        let verdicts = check(files, plannedBytes: plannedBytes, options: options, events: events)
+        // A training tag's optimizer files go with their rank file's share.
+        let ranks = Set(files.map { [$0.tpRank, $0.ppRank] })
+        let optimizerFiles = plan.optimizer?.files.filter { ranks.contains([$0.tpRank, $0.ppRank]) } ?? []
+        let plannedBytes = files.map { $0.tensors.reduce(0) { $0 + $1.byteCount } } + optimizerFiles.map(OptimizerFileCheck.plannedBytes)
+        let carried = options.part.index == 0 ? plan.optimizer?.state.carried.count ?? 0 : 0
+        events(.started(files: files.count + optimizerFiles.count + carried, bytes: plannedBytes.reduce(0, +)))
+        var verdicts = check(files, optimizerFiles, plannedBytes: plannedBytes, options: options, events: events)
+        if let optimizer = plan.optimizer, options.part.index == 0 { verdicts += carriedVerdicts(optimizer.state) }
 
         let listing = TagListing(tag: tag, plan: plan)
         // Entries that belong to no rank file are reported by part 0 alone,
@@ -76,12 +81,13 @@ public struct Verifier: Sendable {
     }
 
     /// The verdicts on `files`, `options.jobs` at a time, in plan order.
-    private func check(_ files: [RankFile], plannedBytes: [Int], options: Options,
+    private func check(_ files: [RankFile], _ optimizerFiles: [OptimizerFile], plannedBytes: [Int], options: Options,
                        events: @escaping @Sendable (VerifyEvent) -> Void) -> [FileVerdict] {
-        let verdicts = Locked([FileVerdict?](repeating: nil, count: files.count))
+        let count = files.count + optimizerFiles.count
+        let verdicts = Locked([FileVerdict?](repeating: nil, count: count))
         let (checkpoint, plan, tag) = (self.checkpoint, self.plan, self.tag)
         // Checks never throw: what they find is in their verdicts.
-        try? WorkerPool.run(items: files.count, workers: options.jobs, makeState: { () -> (CheckContext, Locked<Int>) in
+        try? WorkerPool.run(items: count, workers: options.jobs, makeState: { () -> (CheckContext, Locked<Int>) in
             let counted = Locked(0)
             let context = CheckContext(tag: tag, checkpoint: checkpoint, layout: plan.options, chunkBytes: options.chunkBytes) { bytes in
                 counted.withLock { $0 += bytes }
@@ -91,7 +97,9 @@ public struct Verifier: Sendable {
         }) { (state: inout (CheckContext, Locked<Int>), index: Int) throws(ShardFSError) in
             let (context, counted) = state
             counted.withLock { $0 = 0 }
-            let verdict = plan.options.format == .xser
+            let verdict = index >= files.count
+                ? OptimizerFileCheck(context: context, file: optimizerFiles[index - files.count], state: plan.optimizer!.state).run()
+                : plan.options.format == .xser
                 ? XserGroupCheck(context: context, rankFile: files[index]).run()
                 : PlainRankFileCheck(context: context, rankFile: files[index]).run()
             // Files not compared in full still count as done.
@@ -101,5 +109,23 @@ public struct Verifier: Sendable {
             events(.finished(index: index, verdict: verdict))
         }
         return verdicts.withLock { $0.map { $0! } }
+    }
+
+    /// The files a training tag carries as they are (scheduler.pt, ...): byte for byte the source's.
+    private func carriedVerdicts(_ state: TrainingState) -> [FileVerdict] {
+        state.carried.map { carried in
+            guard CheckContext.exists(tag + "/" + carried.path) else { return .missing(carried.path) }
+            do throws(ShardFSError) {
+                let file = try SourceFile(directory: tag, name: carried.path)
+                let bytes = file.size == carried.bytes.count ? try file.readBytes(at: 0, count: file.size) : []
+                let same = file.size == carried.bytes.count && bytes == carried.bytes
+                return FileVerdict(path: carried.path, problems: same ? [] : [
+                    VerifyProblem(.wrongValues, file: carried.path, "differs from the source's \(carried.path) (\(carried.bytes.count) bytes): it is carried as it is"),
+                ])
+            } catch {
+                return FileVerdict(path: carried.path, status: .unreadable,
+                                   problems: [VerifyProblem(.unreadable, file: carried.path, CheckContext.reason(error, file: carried.path))])
+            }
+        }
     }
 }
