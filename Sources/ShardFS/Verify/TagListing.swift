@@ -83,9 +83,10 @@ struct TagListing {
     /// The layout TAG's rank files are in, when it can be inferred (as an NxD
     /// source is read) and differs from the one checked.
     func otherLayout(configPath: String) -> String? {
-        guard let checkpoint = try? Checkpoint.open(tag, options: SourceOptions(config: configPath, backend: plan.options.backend)),
+        guard let checkpoint = try? Checkpoint.open(tag, options: SourceOptions(config: configPath, backend: plan.options.backend, weightsOnly: true)),
               var found = checkpoint.sourceLayout else { return nil }
         var checked = plan.options
+        checked.dpSize = nil  // the rank files' layout: the weights do not depend on it
         checked.dtype = plan.dtype
         checked.format = .pt
         found.format = .pt

@@ -64,7 +64,12 @@ public struct Verifier: Sendable {
         let carried = options.part.index == 0 ? plan.optimizer?.state.carried.count ?? 0 : 0
         events(.started(files: files.count + optimizerFiles.count + carried, bytes: plannedBytes.reduce(0, +)))
         var verdicts = check(files, optimizerFiles, plannedBytes: plannedBytes, options: options, events: events)
-        if let optimizer = plan.optimizer, options.part.index == 0 { verdicts += carriedVerdicts(optimizer.state) }
+        if let optimizer = plan.optimizer, options.part.index == 0 {
+            for verdict in carriedVerdicts(optimizer.state) {
+                events(.finished(index: verdicts.count, verdict: verdict))
+                verdicts.append(verdict)
+            }
+        }
 
         let listing = TagListing(tag: tag, plan: plan)
         // Entries that belong to no rank file are reported by part 0 alone,
