@@ -93,6 +93,13 @@ extension Checkpoint {
     /// key inverted by the same plan as the weights), and the carried files.
     static func trainingState(tag: String, optimizer: ZeroOptimizerTag, model: NxDRankFiles, inverse: InverseLayout,
                               config: ModelConfig) throws(ShardFSError) -> TrainingState {
+        // A tied lm_head is the embedding's replica to the inverse layout
+        // (its first copy stays); an optimizer holding lm_head's state apart
+        // would lose it.
+        if config.tieWordEmbeddings, let rank = model.ranks.first(where: { $0.keys.contains { $0.key == "lm_head.weight" } }) {
+            throw ShardFSError.badConfig(
+                field: "tie_word_embeddings", reason: "true, but the optimizer holds lm_head.weight's state apart from model.embed_tokens.weight's (\(rank.path)): ShardFS would keep only one of them; give the config the run trained with (--config)")
+        }
         var stateTensors: [String: [String: SourceTensor]] = [:]
         for entry in optimizer.stateEntries where entry.constant == nil {
             stateTensors[entry.key] = try InverseLayout.tiles(plan: inverse.plan, ranks: optimizer.ranks(of: entry.key, model: model), config: config)

@@ -303,7 +303,7 @@ struct ZeroOptimizerTag: Sendable {
     /// refuses model files whose keys are not in `named_parameters()` order,
     /// which the optimizer's indices follow.
     static func explains(_ grouping: OptimizerGrouping, files: [ZeroOptimizerFile], model: NxDRankFiles) throws(ShardFSError) -> String? {
-        for (rankIndex, rank) in model.ranks.enumerated() {
+        for rank in model.ranks {
             let keys = rank.keys.map(\.key)
             switch LlamaParameterOrder.sorted(keys) {
             case .failure(let unknown):
