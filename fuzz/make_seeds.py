@@ -138,6 +138,37 @@ def tag_seeds():
             for name, blob in entries:
                 packed += bytes([len(name)]) + name.encode() + struct.pack("<I", len(blob)) + blob
             write("tag", seed, packed)
+        optimizer_seeds(micro, shapes, Path(work))
+
+
+# tag with ZeRO-1 optimizer state (zero1.md): the micro Llama's training tag
+# written by tests/compat/optimizer_tags.py (needs torch: skipped without).
+def optimizer_seeds(micro, shapes, work):
+    import sys
+
+    try:
+        import torch
+    except ImportError:
+        print("make_seeds: no torch: optimizer tag seeds not written")
+        return
+    sys.path.insert(0, str(ROOT / "tests" / "compat"))
+    from optimizer_tags import TrainingState
+    from reference import Layout
+
+    g = torch.Generator().manual_seed(0)
+    sd = {name: torch.randn(shape, generator=g).to(torch.bfloat16) for name, shape in shapes.items()}
+    state = TrainingState(sd, micro)
+    # pt only: an xser tag is hundreds of files, past the target's 64 and 128 KiB.
+    for seed, lay, dp, kw, step in (("optim-pt-tp2-pp2-dp2", Layout(tp=2, pp=2), 2, {}, torch.tensor(7.0)),
+                                    ("optim-pt-tp1-dp3-int-step-no-master", Layout(), 3, {"master": False}, 7)):
+        state.step = step
+        out = state.write_tag(work / seed, lay, dp, **kw)
+        packed = b""
+        entries = [("config.json", json.dumps(micro).encode())]
+        entries += [("tag/" + str(f.relative_to(out)), f.read_bytes()) for f in sorted(out.rglob("*")) if f.is_file()]
+        for name, blob in entries:
+            packed += bytes([len(name)]) + name.encode() + struct.pack("<I", len(blob)) + blob
+        write("tag", seed, packed)
 
 
 tag_seeds()

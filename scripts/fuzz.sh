@@ -32,7 +32,7 @@ for target in "${targets[@]}"; do
     # report to libFuzzer and ASan.
     # A tag target input is a whole (micro) tag: a few dozen files.
     max_len=65536
-    [ "$target" = tag ] && max_len=131072
+    [ "$target" = tag ] && max_len=262144
     SWIFT_BACKTRACE=enable=no SHARDFS_FUZZ_TARGET=$target "$binary" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len="$max_len" \
         -print_final_stats=1 \

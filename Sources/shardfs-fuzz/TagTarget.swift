@@ -51,6 +51,20 @@ enum TagTarget {
         var options = LayoutOptions()
         options.format = .hf
         _ = try? LayoutPlanner.plan(checkpoint: checkpoint, options: options)
+        // A training tag's optimizer state, resharded: every shard lies in its files.
+        guard checkpoint.trainingState != nil else { return }
+        for format in [CheckpointFormat.pt, .xser] {
+            var o = LayoutOptions(tpSize: 1, format: format)
+            o.dpSize = 3
+            guard let plan = try? LayoutPlanner.plan(checkpoint: checkpoint, options: o) else { continue }
+            for (path, file) in plan.virtualFiles() {
+                for extent in file.extents {
+                    for index in extent.sourceFileIndexes {
+                        invariant(index >= 0 && index < checkpoint.files.count, "\(path): an extent of file \(index)")
+                    }
+                }
+            }
+        }
     }
 
     /// The archive's files, or nil when its framing is broken.

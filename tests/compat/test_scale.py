@@ -183,3 +183,37 @@ def test_reshard_and_verify(shardfs, tutorial_tag, tmp_path):
     # And the tag itself, with its 15,968 files, against the model.
     r = limited(shardfs, "verify", model, tag, *TUTORIAL, "--format", "xser")
     assert r.returncode == 0, r.describe()
+
+
+def test_training_tag_with_optimizer_state(shardfs, tutorial_tag, tmp_path):
+    """A 70B-count training tag with ZeRO-1 state at DP 4 (256 rank files,
+    1,024 optimizer files: bench/make_training_tag.py) resharded, optimizer
+    included, into TP=8 PP=4 DP=2 and verified, all under the limit, in
+    bounded memory."""
+    model, _, _ = tutorial_tag
+    tag = tmp_path / "training-tag"
+    layout = "--tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear"
+    import sys
+    p = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "bench/make_training_tag.py"), "--src", str(model),
+                        "--out", str(tag), "--layout", layout, "--dp", "4", "--master", "--shardfs", str(shardfs.require())],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sum(1 for _ in (tag / "optim").iterdir()) == 1024
+    out = tmp_path / "tp8pp4dp2"
+    other = ["--tp-size", "8", "--pp-size", "4", "--qkv-linear", "--dp-size", "2"]
+    peak = max_rss_kib(shardfs, "convert", tag, out, *other, "--config", model, *SOURCE)
+    assert peak < 256 * 1024, f"convert of the training tag peaked at {peak // 1024} MB"
+    assert sum(1 for _ in (out / "optim").iterdir()) == 64 and (out / "done").exists()
+    peak = max_rss_kib(shardfs, "verify", tag, out, *other, "--config", model, *SOURCE)
+    assert peak < 256 * 1024, f"verify of the reshard peaked at {peak // 1024} MB"
+
+
+def max_rss_kib(shardfs, *args) -> int:
+    """`shardfs ARGS` under the limit, which must succeed: its peak RSS in KiB."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+    exe = shardfs.require()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", str(exe), *map(str, args)], capture_output=True, text=True,
+                       timeout=900, preexec_fn=limit)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return int(p.stderr.strip().splitlines()[-1])
