@@ -23,25 +23,10 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POSITION = {"self_attn.q_proj.weight": 0, "self_attn.k_proj.weight": 1, "self_attn.v_proj.weight": 2,
-            "self_attn.qkv_proj.weight_q": 0, "self_attn.qkv_proj.weight_k": 1, "self_attn.qkv_proj.weight_v": 2,
-            "self_attn.o_proj.weight": 3, "mlp.gate_up_proj.weight": 4, "mlp.down_proj.weight": 5,
-            "input_layernorm.weight": 6, "post_attention_layernorm.weight": 7}
-
-
-def order(keys):
-    def rank(k):
-        if k == "model.embed_tokens.weight":
-            return (0, 0, 0)
-        if k == "model.norm.weight":
-            return (2, 0, 0)
-        if k == "lm_head.weight":
-            return (3, 0, 0)
-        _, _, n, rest = k.split(".", 3)
-        return (1, int(n), POSITION[rest])
-    ordered = sorted(keys, key=rank)
-    decay = [k for k in ordered if "norm" not in k and "bias" not in k]
-    return decay, [k for k in ordered if k not in decay]
+# The numbering of tests/compat/optimizer_tags.py (NxD's Llama
+# named_parameters() order, NxD's examples' two groups): one definition.
+sys.path.insert(0, os.path.join(REPO, "tests", "compat"))
+from optimizer_tags import optimizer_order  # noqa: E402
 
 
 def main():
@@ -61,12 +46,11 @@ def main():
     g = torch.Generator().manual_seed(0)
     for name in sorted(os.listdir(os.path.join(a.out, "model"))):
         model = torch.load(os.path.join(a.out, "model", name), weights_only=True, mmap=True)
-        decay, no_decay = order(model)
-        keys = decay + no_decay
+        keys, (decay, no_decay) = optimizer_order(model)
         groups = [{"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-08, "weight_decay": wd, "amsgrad": False, "foreach": None,
                    "maximize": False, "capturable": False, "differentiable": False, "fused": None,
                    "decoupled_weight_decay": True, "params": list(range(first, first + n))}
-                  for wd, first, n in ((0.01, 0, len(decay)), (0.0, len(decay), len(no_decay)))]
+                  for wd, first, n in ((0.01, 0, decay), (0.0, decay, no_decay))]
         for d in range(a.dp):
             def shard(t):
                 rows = -(-t.shape[0] // a.dp)
