@@ -3,7 +3,8 @@
 # (scripts/package.sh) and the wheel (scripts/wheel.sh), then the Python
 # compatibility tests that judge every file ShardFS writes with real
 # torch.load and torch.save, and the packaged binary and the wheel with the
-# toolchain out of reach.
+# toolchain out of reach; then a training run resharded and resumed
+# (tests/zero1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -23,3 +24,10 @@ export SHARDFS_WHEEL="$PWD/dist/shardfs-$(tr -d ' \n' < VERSION)-py3-none-manyli
 
 echo "== pytest tests/compat" >&2
 .venv/bin/python -m pytest tests/compat -q "$@"
+
+# A training run resumed in another layout, judged with torch_xla's real
+# ZeRO-1 optimizer on its CPU backend (tests/zero1/README.md); a venv of its
+# own, as torch_xla pins torch 2.9.
+echo "== pytest tests/zero1" >&2
+scripts/setup-xla.sh
+PJRT_DEVICE=CPU .venv-xla/bin/python -m pytest tests/zero1 -q

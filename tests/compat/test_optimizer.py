@@ -83,10 +83,12 @@ def check_tag(out: Path, state: TrainingState, lay: Layout, dp: int, fmt: str, m
                 path = out / "optim" / f"dp_rank_{d:02d}_tp_rank_{tp:02d}_pp_rank_{pp:02d}.pt"
                 assert_same(load(path, xser), state.optimizer_file(lay, tp, pp, d, dp, master), path.name)
             model = load(out / "model" / f"dp_rank_00_tp_rank_{tp:02d}_pp_rank_{pp:02d}.pt", xser)
-            want = rank_state(state.weights, state.dims, Layout(**{**lay.__dict__, "dtype": "bfloat16"}), tp, pp)
+            # In the dtype the run trained in (the tag's float32), not the
+            # config's bfloat16.
+            want = rank_state(state.weights, state.dims, Layout(**{**lay.__dict__, "dtype": "float32"}), tp, pp)
             assert sorted(model) == sorted(want)
             for k in want:
-                assert torch.equal(model[k], want[k]), f"model tp {tp} pp {pp}: {k}"
+                assert model[k].dtype == want[k].dtype and torch.equal(model[k], want[k]), f"model tp {tp} pp {pp}: {k}"
     for name in ("scheduler.pt", "user_content.pt", "checkpoint", "done"):
         assert (out / name).exists(), name
 
@@ -107,6 +109,30 @@ def test_reshard(shardfs, tags, state, tmp_path, case):
     assert (out / "done").stat().st_mtime_ns >= newest.stat().st_mtime_ns
     verify = shardfs.run("verify", tag, out, *source_flags(lay_a), *layout_flags(lay_b, dp_b), "--format", fmt)
     assert verify.returncode == 0, verify.describe()
+
+
+def test_model_keeps_the_runs_dtype(shardfs, tags, state, tmp_path):
+    """A resumed run's model files are in the dtype it trained in (the tag's
+    float32), not config.json's (the Hugging Face checkpoint's, bfloat16
+    here); --dtype still says otherwise, and leaves the optimizer alone."""
+    tag, lay, dp, _ = tags("tp2-pp2-dp2", Layout(tp=2, pp=2), 2)
+    flags = [*source_flags(lay), "--tp-size", "1"]
+    run = shardfs.run("convert", tag, tmp_path / "kept", *flags)
+    assert run.returncode == 0, run.describe()
+    kept = torch.load(tmp_path / "kept/model/dp_rank_00_tp_rank_00_pp_rank_00.pt", weights_only=True)
+    assert {t.dtype for t in kept.values()} == {torch.float32}
+    run = shardfs.run("convert", tag, tmp_path / "narrowed", *flags, "--dtype", "bfloat16")
+    assert run.returncode == 0, run.describe()
+    narrowed = torch.load(tmp_path / "narrowed/model/dp_rank_00_tp_rank_00_pp_rank_00.pt", weights_only=True)
+    assert list(narrowed) == list(kept)
+    for k, t in kept.items():
+        assert narrowed[k].dtype == torch.bfloat16 and torch.equal(narrowed[k], t.bfloat16()), k
+    # The optimizer files: the same records (serialization_id names the plan).
+    for path in sorted((tmp_path / "kept/optim").iterdir()):
+        a, b = zipfile.ZipFile(path), zipfile.ZipFile(tmp_path / "narrowed/optim" / path.name)
+        assert a.namelist() == b.namelist(), path.name
+        for n in a.namelist():
+            assert n.endswith("serialization_id") or a.read(n) == b.read(n), f"{path.name}: {n}"
 
 
 def test_data_pkl_is_what_torch_save_writes(shardfs, tags, state, tmp_path):

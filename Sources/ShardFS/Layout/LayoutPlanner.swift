@@ -249,9 +249,12 @@ extension LayoutPlanner {
         if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
         guard let state = checkpoint.trainingState else { return try plan(config: checkpoint.config, weights: weights, options: options) }
         // A training tag: the weights, then the optimizer files at the
-        // requested DP size (by default the tag's own).
+        // requested DP size (by default the tag's own). The weights stay in
+        // the dtype the run trained in (by default), as its save would
+        // write them in the new layout.
         var o = options
         o.dpSize = options.dpSize ?? state.dpSize
+        o.dtype = options.dtype ?? state.modelDType
         var result = try plan(config: checkpoint.config, weights: weights, options: o)
         result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
         return result

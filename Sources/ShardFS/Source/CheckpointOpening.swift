@@ -111,7 +111,8 @@ extension Checkpoint {
         }
         let (carried, notes) = try CarriedFiles.read(tag: tag)
         let first = optimizer.optimizerFiles[0]
-        return TrainingState(dpSize: optimizer.dpSize, xser: optimizer.xser, grouping: optimizer.grouping, keys: first.keys,
+        let modelDTypes = Set(model.ranks.flatMap { $0.keys.map(\.dtype) })
+        return TrainingState(dpSize: optimizer.dpSize, modelDType: modelDTypes.count == 1 ? modelDTypes.first : nil, xser: optimizer.xser, grouping: optimizer.grouping, keys: first.keys,
                              groups: first.groups.map(\.settings), stateEntries: optimizer.stateEntries, stateTensors: stateTensors,
                              masterWeights: master, carried: carried, notes: notes,
                              sourceIndexes: model.ranks.map { rank in

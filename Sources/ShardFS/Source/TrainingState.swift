@@ -20,6 +20,11 @@ public struct OptimizerGroupSettings: Equatable, Sendable {
 public struct TrainingState: Sendable {
     /// The source's data-parallel size.
     public let dpSize: Int
+    /// The dtype the run trained its parameters in (its model files',
+    /// also when they hold no data: their `.info.pt`), nil when they mix.
+    /// A resumed run's model files keep it, whatever config.json's
+    /// `torch_dtype` (the Hugging Face checkpoint's) says.
+    public let modelDType: DType?
     /// The optimizer files were xser.
     public let xser: Bool
     public let grouping: OptimizerGrouping
