@@ -22,4 +22,16 @@ struct ShardFSCommand: ParsableCommand {
         version: "shardfs \(BuildInfo.version) (commit \(BuildInfo.commit), \(BuildInfo.commitDate); libfuse \(FUSEServer.libfuseVersion))",
         subcommands: [ConvertCommand.self, PlanCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self, VerifyCommand.self]
     )
+
+    /// ArgumentParser's own main, after the malloc arenas are capped (before
+    /// any worker thread allocates: `MallocArenas`).
+    static func main() {
+        MallocArenas.limit()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

@@ -327,6 +327,40 @@ import Testing
         expectSameBytes(written, expected, "persisted file")
         #expect(!FileManager.default.fileExists(atPath: VirtualFileWriter.temporaryPath(for: path)))
     }
+
+    /// A file held as a recipe (how xser optimizer tensor files are held) is
+    /// its size alone until read; read, written and mapped to its sources it
+    /// is the file the recipe makes, and it makes it only when asked.
+    @Test func recipeFileIsTheFileItMakes() throws {
+        let dir = try TemporaryDirectory()
+        let checkpoint = try Self.singleFileCheckpoint(dir, .bfloat16)
+        let options = LayoutOptions(tpSize: 2, ppSize: 1, dtype: .float32)
+        let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
+        let made = plan.files[1].virtualFile(layout: options)
+        let makings = Locked(0)
+        let recipe = VirtualFile(size: made.size) {
+            makings.withLock { $0 += 1 }
+            return plan.files[1].virtualFile(layout: options)
+        }
+        #expect(makings.withLock { $0 } == 0)
+        #expect(recipe.size == made.size)
+        let whole = try readWhole(made, sources: checkpoint.files)
+        expectSameBytes(try readWhole(recipe, sources: checkpoint.files), whole, "recipe read")
+        #expect(recipe.sourceRanges(of: 0..<recipe.size) == made.sourceRanges(of: 0..<made.size))
+        #expect(recipe.pieces(of: 100..<5000).map { $0.range } == made.pieces(of: 100..<5000).map { $0.range })
+
+        let writer = VirtualFileWriter(reader: ExtentReader(sources: checkpoint.files))
+        defer { writer.close() }
+        try FileManager.default.createDirectory(atPath: dir.path + "/out", withIntermediateDirectories: true)
+        let fromRecipe = try writer.write(recipe, to: dir.path + "/out/recipe.pt")
+        let fromMade = try writer.write(made, to: dir.path + "/out/made.pt")
+        #expect(fromRecipe == fromMade)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/out/recipe.pt"))
+                == Data(contentsOf: URL(fileURLWithPath: dir.path + "/out/made.pt")))
+        #expect(makings.withLock { $0 } > 0)
+        // `recipe(_:)` takes the size from one making.
+        #expect(VirtualFile.recipe { made }.size == made.size)
+    }
 }
 
 /// CRC-32 (zip), bit by bit: independent of the library's table-driven code.

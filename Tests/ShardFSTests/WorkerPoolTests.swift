@@ -38,6 +38,24 @@ import Testing
         #expect(many == .badSource(file: "item", reason: "failed"))
     }
 
+    @Test func theLowestFailingItemIsReportedWhateverFailsFirst() {
+        // Item 1 fails at once; item 0 fails only after item 1 has failed:
+        // item 0's error is the one thrown, so a message never depends on
+        // which thread was quicker (several bad files: the first named).
+        let oneFailed = DispatchSemaphore(value: 0)
+        let error = #expect(throws: ShardFSError.self) {
+            try WorkerPool.run(items: 2, workers: 2, makeState: { () }) { (_: inout Void, item: Int) throws(ShardFSError) in
+                if item == 1 {
+                    oneFailed.signal()
+                    throw ShardFSError.badSource(file: "item-1", reason: "failed")
+                }
+                oneFailed.wait()
+                throw ShardFSError.badSource(file: "item-0", reason: "failed")
+            }
+        }
+        #expect(error == .badSource(file: "item-0", reason: "failed"))
+    }
+
     @Test func mapKeepsItemOrderAndBoundsThreads() throws {
         let threads = Locked(Set<UInt64>())
         let squares = try WorkerPool.map(items: 300, workers: 10_000) { (item: Int) throws(ShardFSError) -> Int in

@@ -6,7 +6,9 @@ widths, converted into the tutorial's layout as NxD's trainer saves it
 source with the open-file limit at 1024, soft and hard (so ShardFS's own
 raise of the soft limit cannot help): exported to Hugging Face, mounted as
 one with 8 concurrent readers while the daemon's descriptors and memory
-mappings are sampled, resharded into another layout, and verified.
+mappings are sampled, resharded into another layout, and verified. A
+training tag of the same counts with ZeRO-1 state at DP 4 (1,024 optimizer
+files) is resharded, optimizer included, and verified under the same limit.
 
 Expectations: the original tensors, written here with safetensors (an
 export must give them back exactly), and `shardfs verify` of the reshard
@@ -185,13 +187,12 @@ def test_reshard_and_verify(shardfs, tutorial_tag, tmp_path):
     assert r.returncode == 0, r.describe()
 
 
-def test_training_tag_with_optimizer_state(shardfs, tutorial_tag, tmp_path):
-    """A 70B-count training tag with ZeRO-1 state at DP 4 (256 rank files,
-    1,024 optimizer files: bench/make_training_tag.py) resharded, optimizer
-    included, into TP=8 PP=4 DP=2 and verified, all under the limit, in
-    bounded memory."""
+@pytest.fixture(scope="module")
+def training_tag(shardfs, tutorial_tag, tmp_path_factory) -> Path:
+    """A 70B-count training tag with ZeRO-1 state and master weights at DP 4
+    (256 rank files, 1,024 optimizer files: bench/make_training_tag.py)."""
     model, _, _ = tutorial_tag
-    tag = tmp_path / "training-tag"
+    tag = tmp_path_factory.mktemp("training") / "tag"
     layout = "--tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear"
     import sys
     p = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "bench/make_training_tag.py"), "--src", str(model),
@@ -199,12 +200,21 @@ def test_training_tag_with_optimizer_state(shardfs, tutorial_tag, tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert sum(1 for _ in (tag / "optim").iterdir()) == 1024
+    return tag
+
+
+RESHARD = ["--tp-size", "8", "--pp-size", "4", "--qkv-linear", "--dp-size", "2"]
+
+
+def test_training_tag_with_optimizer_state(shardfs, tutorial_tag, training_tag, tmp_path):
+    """The training tag resharded, optimizer included, into TP=8 PP=4 DP=2
+    and verified, all under the limit, in bounded memory."""
+    model, _, _ = tutorial_tag
     out = tmp_path / "tp8pp4dp2"
-    other = ["--tp-size", "8", "--pp-size", "4", "--qkv-linear", "--dp-size", "2"]
-    peak = max_rss_kib(shardfs, "convert", tag, out, *other, "--config", model, *SOURCE)
+    peak = max_rss_kib(shardfs, "convert", training_tag, out, *RESHARD, "--config", model, *SOURCE)
     assert peak < 256 * 1024, f"convert of the training tag peaked at {peak // 1024} MB"
     assert sum(1 for _ in (out / "optim").iterdir()) == 64 and (out / "done").exists()
-    peak = max_rss_kib(shardfs, "verify", tag, out, *other, "--config", model, *SOURCE)
+    peak = max_rss_kib(shardfs, "verify", training_tag, out, *RESHARD, "--config", model, *SOURCE)
     assert peak < 256 * 1024, f"verify of the reshard peaked at {peak // 1024} MB"
 
 

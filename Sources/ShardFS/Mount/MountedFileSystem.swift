@@ -50,7 +50,7 @@ public final class MountedFileSystem: Sendable {
         for node in tree.nodes {
             guard case let .file(file) = node.kind else { continue }
             var indexes = Set<Int>()
-            for extent in file.extents { indexes.formUnion(extent.sourceFileIndexes) }
+            for extent in file.materialised.extents { indexes.formUnion(extent.sourceFileIndexes) }
             sourcesOfInode[node.inode] = indexes.sorted()
         }
         self.sourcesOfInode = sourcesOfInode

@@ -18,8 +18,9 @@ public enum WorkerPool {
     /// `workers` threads (at most `count`, at most `maximumWorkers`), each
     /// with its own `state` made by `makeState` on that thread. Items are
     /// handed out in order. After an item throws, no further item starts
-    /// and the first error is thrown once all threads are done; so is an
-    /// error `isCancelled` turns up (checked before each item).
+    /// and, once all threads are done, the error of the lowest item that
+    /// threw is thrown: every lower item had started, so the same inputs
+    /// always give the same message, whichever thread was quicker.
     /// `finish` is called on each thread with its state when it is done.
     public static func run<State>(
         items count: Int, workers: Int,
@@ -47,7 +48,9 @@ public enum WorkerPool {
                     do throws(ShardFSError) {
                         try body(&state, item)
                     } catch {
-                        shared.withLock { s in if s.failure == nil { s.failure = error } }
+                        shared.withLock { s in
+                            if s.failure.map({ item < $0.item }) ?? true { s.failure = (item, error) }
+                        }
                         return
                     }
                 }
@@ -56,7 +59,7 @@ public enum WorkerPool {
             thread.start()
         }
         group.wait()
-        if let failure = shared.withLock({ $0.failure }) { throw failure }
+        if let failure = shared.withLock({ $0.failure }) { throw failure.error }
     }
 
     /// `body(item)` for every item in `0..<count`, results in item order.
@@ -76,8 +79,9 @@ public enum WorkerPool {
     public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 }
 
-/// What a pool's threads share: the next item, and the first failure.
+/// What a pool's threads share: the next item, and the failure of the
+/// lowest item that failed.
 private struct WorkerPoolProgress {
     var next = 0
-    var failure: ShardFSError?
+    var failure: (item: Int, error: ShardFSError)?
 }

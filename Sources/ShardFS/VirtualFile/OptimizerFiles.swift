@@ -29,12 +29,37 @@ extension PlannedShard {
 }
 
 extension OptimizerFile {
-    /// The pickle's description, and the storage of each tensor by the id it carries.
-    func pickle(state: TrainingState) -> (pickle: OptimizerStatePickle, storages: [[Extent]]) {
-        var storages: [[Extent]] = []
-        func tensor(_ description: TensorDescription, _ storage: [Extent]) -> OptimizerStatePickle.Value {
-            storages.append(storage)
-            return .tensor(description, id: storages.count - 1)
+    /// Where one tensor of the file's pickle takes its bytes, by name: the
+    /// shard of a parameter's state entry or master weight, or a 0-d `step`.
+    /// Extents are made from it only when the bytes are wanted.
+    enum TensorSource: Sendable {
+        case state(parameter: Int, entry: Int)
+        case master(parameter: Int)
+        case scalar(DType, [UInt8])
+    }
+
+    func description(of source: TensorSource) -> TensorDescription {
+        switch source {
+        case let .state(p, e): return parameters[p].state[e]!.torchDescription
+        case let .master(p): return parameters[p].master!.torchDescription
+        case let .scalar(dtype, _): return TensorDescription(dtype: dtype, shape: [])
+        }
+    }
+
+    func storage(of source: TensorSource) -> [Extent] {
+        switch source {
+        case let .state(p, e): return parameters[p].state[e]!.storage
+        case let .master(p): return parameters[p].master!.storage
+        case let .scalar(_, bytes): return [.literal(bytes)]
+        }
+    }
+
+    /// The pickle's description, and the source of each tensor by the id it carries.
+    func pickle(state: TrainingState) -> (pickle: OptimizerStatePickle, sources: [TensorSource]) {
+        var sources: [TensorSource] = []
+        func tensor(_ source: TensorSource) -> OptimizerStatePickle.Value {
+            sources.append(source)
+            return .tensor(description(of: source), id: sources.count - 1)
         }
         var groups: [OptimizerStatePickle.Group] = []
         var next = 0
@@ -43,50 +68,53 @@ extension OptimizerFile {
                                                      params: Array(next..<next + size)))
             next += size
         }
-        let parameters = self.parameters.map { parameter in
+        let parameters = self.parameters.enumerated().map { index, parameter in
             var entries: [(key: String, value: OptimizerStatePickle.Value)] = []
-            for (entry, shard) in zip(state.stateEntries, parameter.state) {
+            for (e, (entry, shard)) in zip(state.stateEntries, parameter.state).enumerated() {
                 switch (entry.constant, shard) {
                 case let (.plain(value)?, _):
                     entries.append((entry.key, .plain(value)))
                 case let (.scalarTensor(dtype, bytes)?, _):
-                    entries.append((entry.key, tensor(TensorDescription(dtype: dtype, shape: []), [.literal(bytes)])))
-                case let (nil, shard?):
-                    entries.append((entry.key, tensor(shard.torchDescription, shard.storage)))
+                    entries.append((entry.key, tensor(.scalar(dtype, bytes))))
+                case (nil, _?):
+                    entries.append((entry.key, tensor(.state(parameter: index, entry: e))))
                 case (nil, nil):
                     break  // not planned: cannot happen, every tensor entry is replanned
                 }
             }
-            let master = parameter.master.map { tensor($0.torchDescription, $0.storage) }
+            let master = parameter.master.map { _ in tensor(.master(parameter: index)) }
             return OptimizerStatePickle.Parameter(shape: parameter.shape, state: entries, master: master)
         }
-        return (OptimizerStatePickle(keys: state.keys, groups: groups, parameters: parameters), storages)
+        return (OptimizerStatePickle(keys: state.keys, groups: groups, parameters: parameters), sources)
     }
 
     /// This file as `torch.save` writes the optimizer's state dict.
     func virtualFile(state: TrainingState, layout: LayoutOptions) -> VirtualFile {
-        let (description, storages) = pickle(state: state)
+        let (statePickle, sources) = pickle(state: state)
         var order: [Int] = []
-        let bytes = description.pickle { p, n, tensor, id in
+        let bytes = statePickle.pickle { p, n, tensor, id in
             p.tensor(tensor, storageKey: String(n))
             order.append(id)
         }
         let fileName = OptimizerFile.fileName(dp: dpRank, tp: tpRank, pp: ppRank)
-        return TorchSaveFile.file(fileName: fileName, pickle: bytes, storages: order.map { storages[$0] },
+        return TorchSaveFile.file(fileName: fileName, pickle: bytes, storages: order.map { storage(of: sources[$0]) },
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path))
     }
 
     /// This file as NxD's trainer saves it with xser (xser.md): the state
     /// dict with a `TensorReference` for each tensor at `path`, their dtypes
     /// and shapes at `path.info.pt`, each tensor alone in `path.tensors/`.
+    /// The tensor files (a few hundred per optimizer file, 300,000 for a
+    /// 70B run) are recipes, made again where they are read.
     func xserFiles(state: TrainingState, layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
+        let seed = layout.summary + " "
         func file(_ path: String, pickle: [UInt8], storages: [[Extent]]) -> (path: String, file: VirtualFile) {
             (path, TorchSaveFile.file(fileName: path, pickle: pickle, storages: storages,
-                                      serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path)))
+                                      serializationID: TorchSaveFile.serializationID(seed: seed + path)))
         }
-        let (description, storages) = pickle(state: state)
+        let (statePickle, sources) = pickle(state: state)
         var tensors: [(description: TensorDescription, id: Int)] = []
-        let references = description.pickle { p, n, tensor, id in
+        let references = statePickle.pickle { p, n, tensor, id in
             p.tensorReference(tid: n)
             tensors.append((tensor, id))
         }
@@ -95,8 +123,12 @@ extension OptimizerFile {
             file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(tensors.map(\.description)), storages: []),
         ]
         for (tid, tensor) in tensors.enumerated() {
-            result.append(file(RankFile.xserTensorPath(path, tid: tid), pickle: PickleWriter.singleTensor(tensor.description),
-                               storages: [storages[tensor.id]]))
+            let tensorPath = RankFile.xserTensorPath(path, tid: tid), source = sources[tensor.id]
+            result.append((tensorPath, VirtualFile.recipe { [self] in
+                TorchSaveFile.file(fileName: tensorPath, pickle: PickleWriter.singleTensor(description(of: source)),
+                                   storages: [storage(of: source)],
+                                   serializationID: TorchSaveFile.serializationID(seed: seed + tensorPath))
+            }))
         }
         return result
     }

@@ -11,12 +11,43 @@ public struct CRCSlot: Equatable, Sendable {
 /// and any byte range can be produced by reading only the source bytes it
 /// covers. Served files carry 0 in their CRC fields; writers that see all
 /// bytes fill them in from `crcSlots`.
+///
+/// A file can also be held as only its size and how to make it (`recipe`):
+/// a training tag saved with xser has one small file per tensor, 300,000 of
+/// them for a 70B run, and their zip framing held at once would take a
+/// gigabyte. Such a file is made again where it is read; readers take
+/// `materialised` once per read or write, not per extent.
 public struct VirtualFile: Sendable {
-    public let extents: [Extent]
-    /// `starts[i]` is the file offset of `extents[i]`.
-    public let starts: [Int]
+    private struct Made: Sendable {
+        let extents: [Extent]
+        let starts: [Int]
+        let crcSlots: [CRCSlot]
+    }
+
     public let size: Int
-    public let crcSlots: [CRCSlot]
+    private let made: Made?
+    private let recipe: (@Sendable () -> VirtualFile)?
+
+    public var extents: [Extent] { made?.extents ?? recipe!().extents }
+    /// `starts[i]` is the file offset of `extents[i]`.
+    public var starts: [Int] { made?.starts ?? recipe!().starts }
+    public var crcSlots: [CRCSlot] { made?.crcSlots ?? recipe!().crcSlots }
+
+    /// This file with its extents made (itself, unless it is a recipe).
+    public var materialised: VirtualFile { made == nil ? recipe!() : self }
+
+    /// A file made by `recipe` whenever it is read; `recipe` must give a
+    /// file of `size` bytes, the same every time.
+    public init(size: Int, recipe: @escaping @Sendable () -> VirtualFile) {
+        self.size = size
+        self.made = nil
+        self.recipe = { recipe().materialised }
+    }
+
+    /// A recipe file, its size taken from one making.
+    public static func recipe(_ make: @escaping @Sendable () -> VirtualFile) -> VirtualFile {
+        VirtualFile(size: make().size, recipe: make)
+    }
 
     public init(extents: [Extent], crcSlots: [CRCSlot] = []) {
         // Adjacent literals are merged: fewer, larger pieces per read. A run
@@ -40,14 +71,14 @@ public struct VirtualFile: Sendable {
             starts.append(offset)
             offset += extent.byteCount
         }
-        self.extents = merged
-        self.starts = starts
+        self.made = Made(extents: merged, starts: starts, crcSlots: crcSlots)
         self.size = offset
-        self.crcSlots = crcSlots
+        self.recipe = nil
     }
 
     /// Index of the extent holding byte `offset` (which must be < size).
     public func extentIndex(containing offset: Int) -> Int {
+        let starts = self.starts
         var low = 0, high = starts.count - 1
         while low < high {
             let mid = (low + high + 1) / 2
@@ -60,6 +91,8 @@ public struct VirtualFile: Sendable {
     /// range within that extent. This is the whole of "which source bytes
     /// serve this read"; readers (convert, FUSE) act on it.
     public func pieces(of range: Range<Int>) -> [(extent: Int, range: Range<Int>)] {
+        guard made != nil else { return materialised.pieces(of: range) }
+        let starts = self.starts, extents = self.extents
         let range = range.clamped(to: 0..<size)
         guard !range.isEmpty else { return [] }
         var result: [(extent: Int, range: Range<Int>)] = []

@@ -8,7 +8,7 @@ public struct SourceFingerprint: Codable, Equatable, Sendable {
     /// CRC-32 of the file's metadata: catches a source rewritten with other
     /// tensors but the same size and mtime. For a safetensors shard, its
     /// header (length prefix and JSON); for an NxD rank file (a torch.save
-    /// zip), its first 4 KiB and last 16 KiB (`zipSpans`).
+    /// zip), its first 4 KiB and last 4 KiB (`zipSpans`).
     public let headerCRC32: UInt32
 
     init(name: String, size: Int, mtimeNanoseconds: Int, headerCRC32: UInt32) {
@@ -55,7 +55,7 @@ public struct SourceFingerprint: Codable, Equatable, Sendable {
     }
 
     /// The spans of a torch.save zip that are summed: its first 4 KiB and
-    /// (of the rest) its last 16 KiB, which hold the pickle's start and the
+    /// (of the rest) its last 4 KiB (`HeadAndTail.block`), which hold the pickle's start and the
     /// zip's end records and directory with every record's CRC-32 (all of it
     /// for a tensor file; the tail of it for a rank file of many records).
     static func zipSpans(size: Int) -> (head: Range<Int>, tail: Range<Int>) {

@@ -41,12 +41,16 @@ struct ZeroOptimizerTag: Sendable {
                 file: names[0].path, reason: "is \(xser ? "xser" : "a plain file") but the model's rank files are \(model.xser ? "xser" : "plain"): the trainer saves a tag all one way")
         }
         let isXser = xser, dp = dpSize
-        let parsed = try WorkerPool.map(items: names.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> Parsed in
+        var parsed = try WorkerPool.map(items: names.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> Parsed in
             var containment = try SourceContainment(directory: tag)
             return try ZeroOptimizerTag.read(tag: tag, name: names[item], xser: isXser, containment: &containment)
         }
+        // Each parse is let go once renumbered: 1,024 files of a 70B run's
+        // state are tens of megabytes, and two copies of them at once more.
+        parsed.reverse()
         var files: [SourceFile] = [], fingerprints: [SourceFingerprint] = [], optimizerFiles: [ZeroOptimizerFile] = []
-        for file in parsed {
+        optimizerFiles.reserveCapacity(parsed.count)
+        while let file = parsed.popLast() {
             optimizerFiles.append(file.file.numbering(from: base + files.count))
             files += file.files
             fingerprints += file.fingerprints
