@@ -24,6 +24,21 @@ import Glibc
 
     // MARK: Decisions (pure)
 
+    /// The manifest's layout is written without JSONEncoder (it may hold
+    /// 300,000 sources): Foundation's decoder must read back the same
+    /// layout, names with quotes, backslashes, control and non-ASCII
+    /// characters included, and the largest values of each field.
+    @Test func layoutJSONReadsBack() throws {
+        let layout = PersistManifest.Layout(layout: "tp 2, \"quoted\" \\ é\t", sources: [
+            SourceFingerprint(name: "optim/dp_rank_00.pt.tensors/tensor_0.pt", size: 0, mtimeNanoseconds: -1, headerCRC32: 0),
+            SourceFingerprint(name: "a\"b\\c\u{1}\nd ü 🙂", size: Int.max, mtimeNanoseconds: Int.max, headerCRC32: .max),
+        ])
+        let decoded = try JSONDecoder().decode(PersistManifest.Layout.self, from: layout.json)
+        #expect(decoded == layout)
+        let none = PersistManifest.Layout(layout: "", sources: [])
+        #expect(try JSONDecoder().decode(PersistManifest.Layout.self, from: none.json) == none)
+    }
+
     @Test func familiesHoldTheirFilesOnly() {
         let ranks = TargetFamily.rankFiles, hf = TargetFamily.huggingFace
         #expect(ranks.holds("model/dp_rank_00_tp_rank_03_pp_rank_00.pt"))
