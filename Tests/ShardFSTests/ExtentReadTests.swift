@@ -328,6 +328,27 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: VirtualFileWriter.temporaryPath(for: path)))
     }
 
+    /// Made recipe files are kept for the reads that follow, at most
+    /// `capacity` of them, the least recently read let go first.
+    @Test func madeFilesAreKeptBoundedMostRecentLast() {
+        let made = MadeFiles(capacity: 2)
+        let counts = Locked([0, 0, 0])
+        let recipes = (0..<3).map { i in
+            VirtualFileRecipe {
+                counts.withLock { $0[i] += 1 }
+                return VirtualFile(extents: [.literal([UInt8(i)])])
+            }
+        }
+        #expect(made.file(recipes[0]).size == 1)
+        _ = made.file(recipes[1])
+        _ = made.file(recipes[0])  // kept: not made again, now the most recent
+        _ = made.file(recipes[2])  // recipes[1] is let go
+        #expect(counts.withLock { $0 } == [1, 1, 1])
+        _ = made.file(recipes[0])
+        _ = made.file(recipes[1])
+        #expect(counts.withLock { $0 } == [1, 2, 1])
+    }
+
     /// A file held as a recipe (how xser optimizer tensor files are held) is
     /// its size alone until read; read, written and mapped to its sources it
     /// is the file the recipe makes, and it makes it only when asked.

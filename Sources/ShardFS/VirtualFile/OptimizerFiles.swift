@@ -5,9 +5,13 @@
 extension OptimizerPlan {
     /// The optimizer files of rank files (tp, pp) in `ranks`, in `layout`'s
     /// format (pt or xser).
+    /// A pt file is a recipe (`VirtualFile.recipe`): 1,024 of them, each
+    /// the framing of a few hundred records, held at once took 130 MB.
     func virtualFiles(ranks: Set<[Int]>, layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
-        files.filter { ranks.contains([$0.tpRank, $0.ppRank]) }.flatMap { file in
-            layout.format == .xser ? file.xserFiles(state: state, layout: layout) : [(file.path, file.virtualFile(state: state, layout: layout))]
+        let state = self.state
+        return files.filter { ranks.contains([$0.tpRank, $0.ppRank]) }.flatMap { file in
+            layout.format == .xser ? file.xserFiles(state: state, layout: layout)
+                : [(file.path, VirtualFile.recipe { file.virtualFile(state: state, layout: layout) })]
         }
     }
 

@@ -12,11 +12,12 @@ public struct CRCSlot: Equatable, Sendable {
 /// covers. Served files carry 0 in their CRC fields; writers that see all
 /// bytes fill them in from `crcSlots`.
 ///
-/// A file can also be held as only its size and how to make it (`recipe`):
-/// a training tag saved with xser has one small file per tensor, 300,000 of
-/// them for a 70B run, and their zip framing held at once would take a
-/// gigabyte. Such a file is made again where it is read; readers take
-/// `materialised` once per read or write, not per extent.
+/// A file can also be held as only its size and how to make its extents
+/// (`init(size:recipe:)`): a 70B training tag has 1,024 optimizer files of
+/// a few hundred tensors, and as xser 300,000 small files, whose zip
+/// framing held at once took a gigabyte. Such a file is made where it is
+/// read (`materialised`, once per read or write, not per extent), and kept
+/// a while in `MadeFiles` for the reads that follow.
 public struct VirtualFile: Sendable {
     private struct Made: Sendable {
         let extents: [Extent]
@@ -26,22 +27,22 @@ public struct VirtualFile: Sendable {
 
     public let size: Int
     private let made: Made?
-    private let recipe: (@Sendable () -> VirtualFile)?
+    private let recipe: VirtualFileRecipe?
 
-    public var extents: [Extent] { made?.extents ?? recipe!().extents }
+    public var extents: [Extent] { materialised.made!.extents }
     /// `starts[i]` is the file offset of `extents[i]`.
-    public var starts: [Int] { made?.starts ?? recipe!().starts }
-    public var crcSlots: [CRCSlot] { made?.crcSlots ?? recipe!().crcSlots }
+    public var starts: [Int] { materialised.made!.starts }
+    public var crcSlots: [CRCSlot] { materialised.made!.crcSlots }
 
     /// This file with its extents made (itself, unless it is a recipe).
-    public var materialised: VirtualFile { made == nil ? recipe!() : self }
+    public var materialised: VirtualFile { made == nil ? MadeFiles.shared.file(recipe!) : self }
 
     /// A file made by `recipe` whenever it is read; `recipe` must give a
     /// file of `size` bytes, the same every time.
     public init(size: Int, recipe: @escaping @Sendable () -> VirtualFile) {
         self.size = size
         self.made = nil
-        self.recipe = { recipe().materialised }
+        self.recipe = VirtualFileRecipe { recipe().materialised }
     }
 
     /// A recipe file, its size taken from one making.
@@ -106,5 +107,43 @@ public struct VirtualFile: Sendable {
             index += 1
         }
         return result
+    }
+}
+
+/// How to make a recipe file; its identity keys `MadeFiles`.
+final class VirtualFileRecipe: Sendable {
+    let make: @Sendable () -> VirtualFile
+    init(_ make: @escaping @Sendable () -> VirtualFile) { self.make = make }
+}
+
+/// The recipe files made most recently, kept for the reads that follow: a
+/// reader asks for a file once per request (1 MiB through the mount), and an
+/// optimizer file of a few hundred tensors takes a fraction of a
+/// millisecond to make. Bounded (`capacity` files, each its extents and zip
+/// framing: tens of kilobytes), whatever the plan's size.
+final class MadeFiles: Sendable {
+    static let shared = MadeFiles(capacity: 64)
+
+    private let capacity: Int
+    /// Most recent last; each recipe kept with its file, so its identity
+    /// cannot be reused while it is here.
+    private let entries = Locked<[(recipe: VirtualFileRecipe, file: VirtualFile)]>([])
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func file(_ recipe: VirtualFileRecipe) -> VirtualFile {
+        let found: VirtualFile? = entries.withLock { entries in
+            guard let index = entries.lastIndex(where: { $0.recipe === recipe }) else { return nil }
+            let entry = entries.remove(at: index)
+            entries.append(entry)
+            return entry.file
+        }
+        if let found { return found }
+        let file = recipe.make()
+        entries.withLock { entries in
+            if !entries.contains(where: { $0.recipe === recipe }) { entries.append((recipe, file)) }
+            if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+        }
+        return file
     }
 }
