@@ -16,10 +16,14 @@ help), measures:
   verify   verify the model against TAG itself
   absurd   inputs that claim absurd sizes: refused, in how long, in how much
            memory, naming what, writing nothing
+  training (--training, alone) a 70B-count training tag with ZeRO-1 state
+           at DP 4: resharded, kept, written and read as xser (300,000
+           files), verified and mounted: time, peak RSS, the daemon's peaks
 
     .venv/bin/python bench/scale_bench.py              # 70B and 405B counts
     .venv/bin/python bench/scale_bench.py --quick      # 70B counts only, 1 round
     .venv/bin/python bench/scale_bench.py --wide       # also a 70B-count model 64x wider (2.2 GB)
+    .venv/bin/python bench/scale_bench.py --training   # only a 70B-count training tag with ZeRO-1 state
 
 Needs root (FUSE), GNU time, and a release build (or SHARDFS_BIN).
 """
@@ -167,6 +171,36 @@ def proc_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+class Sampler:
+    """While in use, the daemon `pid`'s descriptors and mappings every 10 ms,
+    into `peak` (fds, maps), and its VmHWM at the end (hwm), as maxima."""
+
+    def __init__(self, pid, peak):
+        self.pid, self.peak, self.stop = pid, peak, threading.Event()
+        self.thread = threading.Thread(target=self.sample)
+
+    def sample(self):
+        while not self.stop.is_set():
+            try:
+                self.peak["fds"] = max(self.peak["fds"], len(os.listdir(f"/proc/{self.pid}/fd")))
+                with open(f"/proc/{self.pid}/maps") as f:
+                    self.peak["maps"] = max(self.peak["maps"], sum(1 for _ in f))
+            except OSError:
+                return
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        self.thread.join()
+        with open(f"/proc/{self.pid}/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+        self.peak["hwm"] = max(self.peak["hwm"], hwm)
+
+
 def mount(name, rounds, idle_seconds):
     model, _, _ = TAGS[name]
     cfg = model_path(model)
@@ -190,29 +224,11 @@ def mount(name, rounds, idle_seconds):
                 before = proc_ticks(pid)
                 time.sleep(idle_seconds)
                 idle = (proc_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / idle_seconds
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    try:
-                        peak["fds"] = max(peak["fds"], len(os.listdir(f"/proc/{pid}/fd")))
-                        with open(f"/proc/{pid}/maps") as f:
-                            peak["maps"] = max(peak["maps"], sum(1 for _ in f))
-                    except OSError:
-                        return
-                    time.sleep(0.01)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            start = time.monotonic()
-            readers = [subprocess.Popen(["cmp", str(mnt / "model.safetensors"), str(expected)]) for _ in range(8)]
-            exact &= all(r.wait() == 0 for r in readers)
-            reads.append(time.monotonic() - start)
-            stop.set()
-            sampler.join()
-            with open(f"/proc/{pid}/status") as f:
-                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-            peak["hwm"] = max(peak["hwm"], hwm)
+            with Sampler(pid, peak):
+                start = time.monotonic()
+                readers = [subprocess.Popen(["cmp", str(mnt / "model.safetensors"), str(expected)]) for _ in range(8)]
+                exact &= all(r.wait() == 0 for r in readers)
+                reads.append(time.monotonic() - start)
         finally:
             subprocess.run([BIN, "unmount", str(mnt)], check=True)
     size = expected.stat().st_size
@@ -273,11 +289,64 @@ def absurd(big_tag):
     return rows
 
 
+TRAINING_LAYOUT = "--tp-size 32 --pp-size 8 --kv-size-multiplier 4 --qkv-linear"
+TRAINING_OTHER = "--tp-size 8 --pp-size 4 --qkv-linear --dp-size 2"
+
+
+def training():
+    """A 70B-count training tag with ZeRO-1 state and master weights at DP 4
+    (bench/make_training_tag.py: 256 rank files, 1,024 optimizer files),
+    each command under the limit: (what, seconds, peak RSS KiB, ok) rows,
+    and the daemon's peaks serving the tag's xser form."""
+    cfg = model_path("70b")
+    tag = OUT / "training-70b-tp32pp8-dp4"
+    if not (tag / "done").exists():
+        drop(tag)
+        subprocess.run([PYTHON, str(ROOT / "bench/make_training_tag.py"), "--src", str(cfg), "--out", str(tag),
+                        "--layout", TRAINING_LAYOUT, "--dp", "4", "--master", "--shardfs", BIN], check=True, capture_output=True)
+    source = ["--config", str(cfg), "--source-hw-backend", "trn1"]
+    same, other = TRAINING_LAYOUT.split() + ["--dp-size", "4"], TRAINING_OTHER.split()
+    xser, out = OUT / "training-70b-xser", OUT / "training-70b-out"
+    rows = []
+
+    def run(what, args, check=True):
+        s, r, p = timed([BIN, *args], check=check)
+        rows.append((what, s, r, p.returncode == 0))
+
+    for d in (xser, out):
+        drop(d)
+    run("convert into TP8 PP4 DP2 (64 optimizer files)", ["convert", tag, out, *source, *other])
+    drop(out)
+    run("convert in the tag's own layout (1,024 optimizer files)", ["convert", tag, out, *source, *same])
+    drop(out)
+    run("plan in xser (about 300,000 files)", ["plan", tag, *source, *same, "--format", "xser"])
+    run("convert into xser", ["convert", tag, xser, *source, *same, "--format", "xser"])
+    run("convert the xser tag into TP8 PP4 DP2", ["convert", xser, out, *source, *other])
+    run("the same again, every file finished (resume)", ["convert", xser, out, *source, *other])
+    run("verify the xser tag's reshard", ["verify", xser, out, *source, *other], check=False)
+    drop(out)
+    mnt = OUT / "mnt-training-70b"
+    mnt.mkdir(parents=True, exist_ok=True)
+    peak = dict(fds=0, maps=0, hwm=0)
+    timed([BIN, "mount", xser, mnt, *source, *other, "--log-file", OUT / "mnt-training-70b.log"])
+    try:
+        with Sampler(daemon_pid(mnt), peak):
+            start = time.monotonic()
+            subprocess.run(["sh", "-c", f"cat {mnt}/optim/* {mnt}/model/* > /dev/null"], check=True)
+            read = time.monotonic() - start
+    finally:
+        subprocess.run([BIN, "unmount", str(mnt)], check=True)
+    drop(xser)
+    return rows, dict(read=read, **peak)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="70B counts only, one round, 3 s of idle CPU")
     ap.add_argument("--wide", action="store_true", help="also the 70B-count model 64x wider (2.2 GB), for export throughput")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--training", action="store_true",
+                    help="only the 70B-count training tag with ZeRO-1 state (pt and xser, about 300,000 files; 5 minutes)")
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
     names = ["70b-tp32pp8"] if args.quick else ["70b-tp32pp8", "405b-tp32pp18", "405b-tp64pp16"]
@@ -285,6 +354,19 @@ def main():
         names.append("70b-wide-tp32pp8")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# scale_bench.py at {commit}, {time.strftime('%Y-%m-%d %H:%M')}, open-file limit {LIMIT} (soft and hard), median of {rounds}\n")
+    if args.training:
+        rows, m = training()
+        print(f"| 70B-count training tag, DP 4 (`{TRAINING_LAYOUT}`) | time | peak RSS | ok |")
+        print("|---|---:|---:|---|")
+        for what, s, rss, ok in rows:
+            benchlib.summary("scale", f"training tag: {what}: peak RSS", f"{rss / 1024:.0f} MB", "< 256 MB", benchlib.status(rss / 1024, "<=", 256))
+            print(f"| {what} | {s:.2f} s | {rss / 1024:.0f} MB | {'yes' if ok else 'NO'} |")
+        benchlib.summary("scale", "training tag in xser mounted as TP8 PP4 DP2, every file read: daemon peak fds / mappings / VmHWM",
+                         f"{m['fds']} / {m['maps']:,} / {m['hwm'] / 1024:.0f} MB", "< 900 / < 10,000 / < 256 MB",
+                         "met" if m["fds"] < 900 and m["maps"] < 10_000 and m["hwm"] < 250_000 else "not met")
+        print(f"| mount the xser tag as `{TRAINING_OTHER}`, `cat` every file: daemon peak fds {m['fds']}, mappings {m['maps']:,} | "
+              f"{m['read']:.2f} s | {m['hwm'] / 1024:.0f} MB (VmHWM) | |")
+        return
     print("| tag | files | export xser | export plain (same bytes) | xser/plain throughput | `cat` of the xser tag / of the plain tag | peak RSS | exact |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     exports = {}
