@@ -9,7 +9,7 @@ torch.save every new file.
 Layouts without --qkv-linear only (q/k/v/gate/up/embed/lm_head cut on
 dim 0, gate_up as [gate_r; up_r], o/down on dim 1, norms replicated: rank
 0's copy); parameters numbered in NxD's Llama `named_parameters()` order in
-NxD's examples' two groups. A baseline restates the layout on purpose, in
+NxD's examples' two groups (optimizer_tags.py's definition). A baseline restates the layout on purpose, in
 its own code; the project's one reference is tests/compat/reference.py.
 
     python bench/python_optimizer_reshard.py --tag TAG --out OUT --layers 16 \
@@ -17,9 +17,17 @@ its own code; the project's one reference is tests/compat/reference.py.
 """
 import argparse
 import os
+import sys
 
 import torch
 
+# The parameter numbering (NxD's Llama named_parameters() order, NxD's
+# examples' two groups) has one definition, tests/compat/optimizer_tags.py,
+# as for bench/make_training_tag.py; the cutting below is the baseline's own.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "compat"))
+from optimizer_tags import optimizer_order  # noqa: E402
+
+# A layer's keys in a rank file without --qkv-linear.
 POSITION = {"self_attn.q_proj.weight": 0, "self_attn.k_proj.weight": 1, "self_attn.v_proj.weight": 2,
             "self_attn.o_proj.weight": 3, "mlp.gate_up_proj.weight": 4, "mlp.down_proj.weight": 5,
             "input_layernorm.weight": 6, "post_attention_layernorm.weight": 7}
@@ -28,18 +36,9 @@ COLUMNS = ("o_proj", "down_proj")
 
 
 def numbered(keys):
-    def rank(k):
-        if k == "model.embed_tokens.weight":
-            return (0, 0, 0)
-        if k == "model.norm.weight":
-            return (2, 0, 0)
-        if k == "lm_head.weight":
-            return (3, 0, 0)
-        _, _, n, rest = k.split(".", 3)
-        return (1, int(n), POSITION[rest])
-    ordered = sorted(keys, key=rank)
-    decay = [k for k in ordered if "norm" not in k and "bias" not in k]
-    return decay + [k for k in ordered if k not in decay], len(decay)
+    """(keys by optimizer index, size of the decay group)."""
+    ordered, (decay, _) = optimizer_order(keys)
+    return ordered, decay
 
 
 def stage_layers(layers, pp):
