@@ -75,17 +75,13 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         let (checkpoint, plan) = try reportingErrors { () throws(ShardFSError) in
-            if layout.format == .hf && part != .whole {
-                throw ShardFSError.badLayout(flag: "--part", reason: "splits rank files among tasks; a Hugging Face checkpoint (--format hf) is written by one task")
-            }
-            return try openAndPlan(source, sourceFlags, layout)
+            try openAndPlan(source, sourceFlags, layout)
         }
-        let files = part.select(plan.files)
         let display = ProgressDisplay()
         Interruption.install()
         _ = try reportingErrors { () throws(ShardFSError) in
             try Converter(checkpoint: checkpoint, plan: plan).run(
-                root: output, files: files, jobs: jobs, force: force,
+                root: output, part: part, jobs: jobs, force: force,
                 isCancelled: { Interruption.requested.load(ordering: .relaxed) },
                 events: display.handle)
         }

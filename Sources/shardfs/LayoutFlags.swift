@@ -87,6 +87,19 @@ struct LayoutFlags: ParsableArguments {
                 valueName: "N"))
     var dpSize: Int?
 
+    @Option(name: .customLong("dcp-shards"),
+            help: ArgumentHelp(
+                "--format dcp: the data-parallel ranks each tensor is cut into row chunks for (default: \(LayoutPlanner.defaultDCPShards)).",
+                discussion: """
+                    DCP's loader reads every stored chunk that overlaps a rank's rows whole, so a \
+                    tensor stored whole would be read in full by every rank. Give the number of \
+                    ranks TorchTitan shards the model over (its FSDP degree): each then reads \
+                    about 1/N of the folder, from files of its own. Any N loads on any number of \
+                    ranks; a matching one reads least.
+                    """,
+                valueName: "N"))
+    var dcpShards: Int?
+
     @Option(name: .customLong("max-shard-size"),
             help: ArgumentHelp("--format hf: the largest safetensors file, in huggingface_hub's units (5GB = 5*10^9 bytes, 1GiB = 2^30).",
                                valueName: "SIZE"))
@@ -94,22 +107,15 @@ struct LayoutFlags: ParsableArguments {
 
     /// The options; a flag that does not apply to the format is an error
     /// (exit status 1, like every refusal of a layout).
+    /// The options as given; the engine refuses a flag that does not apply
+    /// to the format (`LayoutOptions.checkApplicable`, exit status 1).
     func options() throws(ShardFSError) -> LayoutOptions {
-        if format == .hf {
-            let layoutFlags = [("--tp-size", tpSize != 1), ("--pp-size", ppSize != 1), ("--virtual-pp-size", virtualPPSize != 1),
-                               ("--kv-size-multiplier", kvSizeMultiplier != 1), ("--qkv-linear", qkvLinear), ("--fuse-qkv", fuseQKV),
-                               ("--hw-backend", hwBackend != .trn1)]
-            if let (flag, _) = layoutFlags.first(where: { $0.1 }) {
-                throw ShardFSError.badLayout(
-                    flag: flag, reason: "does not apply to --format hf: a Hugging Face checkpoint has no NxD layout (an NxD source's own layout is read from its files)")
-            }
-        } else if maxShardSize != nil {
-            throw ShardFSError.badLayout(flag: "--max-shard-size", reason: "applies to --format hf only")
-        }
         var options = LayoutOptions(tpSize: tpSize, ppSize: ppSize, virtualPPSize: virtualPPSize, kvSizeMultiplier: kvSizeMultiplier,
                                     qkvLinear: qkvLinear, fuseQKV: fuseQKV, backend: hwBackend, dtype: dtype?.dtype, format: format)
         if let maxShardSize { options.maxShardSize = try HuggingFaceShards.parseSize(maxShardSize) }
         options.dpSize = dpSize
+        options.dcpShards = dcpShards
+        try options.checkApplicable()
         return options
     }
 

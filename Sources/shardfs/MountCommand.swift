@@ -144,9 +144,7 @@ struct MountCommand: ParsableCommand {
             }
         }
         try failing { () throws(ShardFSError) in
-            if layout.format == .hf && part != nil {
-                throw ShardFSError.badLayout(flag: "--part", reason: "splits rank files among tasks; a Hugging Face checkpoint (--format hf) is persisted by one daemon")
-            }
+            try LayoutPlan.checkPart(part ?? .whole, format: layout.format)
             _ = try layout.options()
         }
         guard foreground else {
@@ -221,6 +219,7 @@ struct MountCommand: ParsableCommand {
         case .pt: return "\(plan.files.count) files"
         case .xser: return "\(plan.files.count) rank files (xser)"
         case .hf: return "a Hugging Face checkpoint (\(plan.virtualFiles().count) files)"
+        case .dcp: return "a DCP checkpoint (\(plan.dcp?.files.count ?? 0) .distcp files)"
         }
     }
 
@@ -272,7 +271,7 @@ struct MountCommand: ParsableCommand {
         let materialiser = Materialiser(
             // A share cannot know when the others finish: a training tag's
             // `done` marker is persisted only by a daemon persisting it all.
-            checkpoint: checkpoint, files: plan.virtualFiles(part.select(plan.files)).filter { part == .whole || $0.path != "done" },
+            checkpoint: checkpoint, files: try plan.virtualFiles(part: part),
             options: options, logger: logger,
             readersActive: { box.server?.readersActive() ?? false },
             verified: { path, copy in

@@ -99,6 +99,8 @@ struct PlanReport: Encodable {
     let huggingFaceFiles: [Companion]
     /// A training tag's ZeRO-1 optimizer state, as inferred and as planned.
     let optimizer: OptimizerReport?
+    /// `--format dcp`: the folder's files and entries.
+    let dcp: DCPReport?
 
     /// Where a block's bytes are: the source tensor's file, or for a tensor
     /// in pieces, each piece's file and the part of the block it holds.
@@ -154,6 +156,7 @@ struct PlanReport: Encodable {
         }
         huggingFaceFiles = o.format == .hf ? outputs.map { Companion(path: $0.path, size: $0.file.size) } : []
         optimizer = plan.optimizer.map { OptimizerReport($0, sizeOf: sizeOf) }
+        dcp = plan.dcp.map { DCPReport($0, sizeOf: sizeOf) }
     }
 
     static func describe(_ l: Layout) -> String {
@@ -171,6 +174,9 @@ struct PlanReport: Encodable {
         var lines = [model]
         if let source = sourceLayout {
             lines.append("source: NxD checkpoint, layout \(PlanReport.describe(source))")
+        }
+        if let dcp {
+            return (lines + dcp.lines).joined(separator: "\n")
         }
         if format == "hf" {
             lines.append("Hugging Face checkpoint: \(huggingFaceFiles.count) files, \(Format.bytes(totalSize)) in all")

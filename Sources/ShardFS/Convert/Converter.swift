@@ -38,22 +38,19 @@ public struct Converter: Sendable {
         public var removed: [String] = []
     }
 
-    /// Writes the files of the rank files `files` (all of the plan's by
-    /// default; in the plan's format) under `root`, creating the directories
+    /// Writes the files of share `part` of the plan (all of it by default;
+    /// in the plan's format) under `root`, creating the directories
     /// they need, and keeps those finished before (checked by CRC-32).
     /// Stops at the first error, removing unfinished temporaries. Refuses a
     /// `root` holding another layout or source, unless `force`.
     @discardableResult
-    public func run(root: String, files: [RankFile]? = nil, jobs: Int, force: Bool = false,
+    public func run(root: String, part: Part = .whole, jobs: Int, force: Bool = false,
                     isCancelled: @escaping @Sendable () -> Bool = { false },
                     events: @escaping @Sendable (ConvertEvent) -> Void = { _ in }) throws(ShardFSError) -> Outcome {
-        let whole = files == nil || files?.count == plan.files.count || plan.options.format == .hf
-        // A share (--part) cannot know when the others finish: it leaves a
-        // training tag's `done` marker to a run over the whole.
-        let outputs = plan.virtualFiles(files).filter { whole || $0.path != "done" }
+        let outputs = try plan.virtualFiles(part: part)
         // Every path of the layout (all --part shares), to tell another
         // layout's files from those of the other shares.
-        let planned = whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
+        let planned = part == .whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
         let fingerprints = try checkpoint.fingerprints()
         let target = TargetDirectory(directory: root, naming: .out(root))
         let prepared = try target.prepare(layout: PersistManifest.Layout(layout: plan.options.summary, sources: fingerprints),
@@ -70,7 +67,8 @@ public struct Converter: Sendable {
         outcome.keptBytes = kept.reduce(0) { $0 + outputs[$1].file.size }
         outcome.writtenFiles = remaining.count
         outcome.writtenBytes = remaining.reduce(0) { $0 + $1.file.size }
-        let created = try Converter.makeDirectories(for: remaining.map(\.path), under: root, top: plan.options.format == .hf ? root : root + "/model")
+        let topLevel = plan.options.format == .hf || plan.options.format == .dcp
+        let created = try Converter.makeDirectories(for: remaining.map(\.path), under: root, top: topLevel ? root : root + "/model")
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
             try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
@@ -150,15 +148,16 @@ public struct Converter: Sendable {
     }
 
     /// Writes `outputs` under `root`, `jobs` files at a time, recording each
-    /// in `manifest` once it is complete under its final name. A training
-    /// tag's `done` marker is written after every other file, as NxD's
-    /// `save_checkpoint` does: a tag is complete once it exists, so a run
-    /// interrupted earlier leaves a tag no trainer takes for complete.
+    /// in `manifest` once it is complete under its final name. A completion
+    /// marker (a training tag's `done`, as NxD's `save_checkpoint` writes it;
+    /// a DCP folder's `.metadata`, as DCP's `finish` does) is written after
+    /// every other file: an output is complete once it exists, so a run
+    /// interrupted earlier leaves one no trainer takes for complete.
     private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
-        let markers = outputs.filter { $0.path == "done" }
-        try writeAtOnce(outputs.filter { $0.path != "done" }, root: root, manifest: manifest, jobs: jobs, isCancelled: isCancelled, events: events)
+        let markers = outputs.filter { LayoutPlan.isCompletionMarker($0.path) }
+        try writeAtOnce(outputs.filter { !LayoutPlan.isCompletionMarker($0.path) }, root: root, manifest: manifest, jobs: jobs, isCancelled: isCancelled, events: events)
         try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: isCancelled, events: events)
     }
 

@@ -10,6 +10,10 @@ public enum CheckpointFormat: String, CaseIterable, Sendable, Codable {
     /// A Hugging Face checkpoint: `config.json` and safetensors files under
     /// the tensors' Hugging Face names, as `save_pretrained` writes them.
     case hf
+    /// A PyTorch Distributed Checkpoint folder as TorchTitan saves it
+    /// (`.metadata` and `*.distcp` files): the model under TorchTitan's
+    /// Llama3 names, with a training tag's optimizer, LR scheduler and step.
+    case dcp
 }
 
 extension RankFile {

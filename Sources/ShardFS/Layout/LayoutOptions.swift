@@ -25,6 +25,9 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
     /// ZeRO-1 state); nil for weights, which do not depend on it. A plan
     /// sets it when it has optimizer files.
     public var dpSize: Int?
+    /// `--format dcp`: the data-parallel ranks each tensor is cut into row
+    /// chunks for (nil: `LayoutPlanner.defaultDCPShards`).
+    public var dcpShards: Int?
 
     /// "5GB", in huggingface_hub's units.
     public static let defaultMaxShardSize = 5_000_000_000
@@ -55,8 +58,34 @@ public struct LayoutOptions: Equatable, Sendable, Codable {
             // Only the dtype and the shard size decide a Hugging Face checkpoint's files.
             return ["hf", dtype?.rawValue ?? "source-dtype", "max_shard_size=\(maxShardSize)"].joined(separator: " ")
         }
+        if format == .dcp {
+            // Only the dtype and the chunking decide a DCP folder's files.
+            return ["dcp", dtype?.rawValue ?? "float32", "shards=\(dcpShards ?? LayoutPlanner.defaultDCPShards)"].joined(separator: " ")
+        }
         if format != .pt { parts.append(format.rawValue) }
         if let dpSize { parts.append("dp=\(dpSize)") }
         return parts.joined(separator: " ")
+    }
+
+    /// Refuses a flag that does not apply to the format, by name: the NxD
+    /// layout flags with a Hugging Face or DCP output (no NxD layout), and
+    /// each format's own flags with another.
+    public func checkApplicable() throws(ShardFSError) {
+        if format == .hf || format == .dcp {
+            let layoutFlags = [("--tp-size", tpSize != 1), ("--pp-size", ppSize != 1), ("--virtual-pp-size", virtualPPSize != 1),
+                               ("--kv-size-multiplier", kvSizeMultiplier != 1), ("--qkv-linear", qkvLinear), ("--fuse-qkv", fuseQKV),
+                               ("--hw-backend", backend != .trn1)]
+            if let (flag, _) = layoutFlags.first(where: { $0.1 }) {
+                let what = format == .hf ? "a Hugging Face checkpoint" : "a DCP checkpoint"
+                throw ShardFSError.badLayout(
+                    flag: flag, reason: "does not apply to --format \(format.rawValue): \(what) has no NxD layout (an NxD source's own layout is read from its files)")
+            }
+        }
+        if format != .hf && maxShardSize != LayoutOptions.defaultMaxShardSize {
+            throw ShardFSError.badLayout(flag: "--max-shard-size", reason: "applies to --format hf only")
+        }
+        if format != .dcp && dcpShards != nil {
+            throw ShardFSError.badLayout(flag: "--dcp-shards", reason: "applies to --format dcp only")
+        }
     }
 }

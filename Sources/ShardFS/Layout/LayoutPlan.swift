@@ -69,4 +69,6 @@ public struct LayoutPlan: Sendable {
     /// Of a training tag with ZeRO-1 optimizer state, in pt or xser: the
     /// optimizer files, and the files carried as they are.
     public var optimizer: OptimizerPlan?
+    /// `--format dcp`: the DCP folder's entries and files (`files` is then empty).
+    public var dcp: DCPPlan?
 }

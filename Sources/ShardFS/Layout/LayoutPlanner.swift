@@ -242,11 +242,13 @@ extension LayoutPlanner {
     /// its config, then cuts. Reads nothing beyond the headers already read.
     public static func plan(checkpoint: Checkpoint, options: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
         let weights = try LlamaWeights(config: checkpoint.config, tensors: checkpoint.tensors)
-        if let dpSize = options.dpSize, checkpoint.trainingState == nil || options.format == .hf {
+        if let dpSize = options.dpSize, checkpoint.trainingState == nil || options.format == .hf || options.format == .dcp {
             throw ShardFSError.badLayout(
-                flag: "--dp-size", reason: "\(dpSize): the data-parallel size applies to optimizer state, and \(checkpoint.trainingState == nil ? "the source has none (only an NxD training tag with optim/ has)" : "--format hf writes weights only")")
+                flag: "--dp-size", reason: "\(dpSize): the data-parallel size applies to NxD's optimizer files, and \(checkpoint.trainingState == nil ? "the source has none (only an NxD training tag with optim/ has)" : "--format \(options.format.rawValue) writes none")")
         }
+        try options.checkApplicable()
         if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
+        if options.format == .dcp { return try dcpPlan(checkpoint: checkpoint, weights: weights, options: options) }
         guard let state = checkpoint.trainingState else { return try plan(config: checkpoint.config, weights: weights, options: options) }
         // A training tag: the weights, then the optimizer files at the
         // requested DP size (by default the tag's own). The weights stay in

@@ -36,9 +36,15 @@ public enum TargetFamily: Equatable, Sendable {
     /// A Hugging Face checkpoint at the top: `*.safetensors` and
     /// `model.safetensors.index.json`.
     case huggingFace
+    /// A DCP folder at the top: `*.distcp` files and `.metadata`.
+    case dcp
 
     public init(_ format: CheckpointFormat) {
-        self = format == .hf ? .huggingFace : .rankFiles
+        switch format {
+        case .hf: self = .huggingFace
+        case .dcp: self = .dcp
+        case .pt, .xser: self = .rankFiles
+        }
     }
 
     /// Whether a layout of this family would hold a file at `path`
@@ -49,6 +55,8 @@ public enum TargetFamily: Equatable, Sendable {
             return path.hasPrefix("model/dp_rank_") || path.hasPrefix("model/tp_rank_")
         case .huggingFace:
             return !path.contains("/") && (path.hasSuffix(".safetensors") || path == "model.safetensors.index.json")
+        case .dcp:
+            return !path.contains("/") && (path.hasSuffix(".distcp") || path == DCPPlan.metadataPath)
         }
     }
 }
@@ -261,7 +269,7 @@ public struct TargetDirectory: Sendable {
                 if entry.name.hasPrefix("."), let marker = entry.name.range(of: ".shardfs-tmp-") {
                     let final = String(entry.name[entry.name.index(after: entry.name.startIndex)..<marker.lowerBound])
                     inventory.temporaries[relative.isEmpty ? final : relative + "/" + final, default: []].append(path)
-                } else if !entry.name.hasPrefix(".") {
+                } else if !entry.name.hasPrefix(".") || (family == .dcp && path == DCPPlan.metadataPath) {
                     body(DirectoryEntry(name: entry.name, path: path, kind: entry.kind, id: entry.id))
                 }
             }
@@ -280,7 +288,7 @@ public struct TargetDirectory: Sendable {
                     break
                 }
             }
-        case .huggingFace:
+        case .huggingFace, .dcp:
             scan("") { entry in
                 if entry.kind == .regular, family.holds(entry.path) { add(file: entry.path, entry.id) }
             }

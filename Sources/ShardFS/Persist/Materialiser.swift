@@ -116,10 +116,11 @@ public final class Materialiser: Sendable {
     public func start() {
         pacing.withLock { $0 = (Self.now(), 0) }
         let kept = Set(resumed.withLock { $0.map(\.index) })
-        // A training tag's `done` marker last, once every other file is
-        // persisted (as NxD writes it): a crash leaves no tag marked complete.
-        let pending = files.indices.filter { !kept.contains($0) && files[$0].path != "done" }
-        let markers = files.indices.filter { !kept.contains($0) && files[$0].path == "done" }
+        // A completion marker (a training tag's `done`, a DCP folder's
+        // `.metadata`) last, once every other file is persisted (as NxD and
+        // DCP write them): a crash leaves no output marked complete.
+        let pending = files.indices.filter { !kept.contains($0) && !LayoutPlan.isCompletionMarker(files[$0].path) }
+        let markers = files.indices.filter { !kept.contains($0) && LayoutPlan.isCompletionMarker(files[$0].path) }
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
         finishedGroup.enter()
         Thread.detachNewThread { [self] in

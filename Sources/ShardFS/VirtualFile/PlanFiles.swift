@@ -21,11 +21,45 @@ extension LayoutPlan {
                 if files.contains(where: { $0.tpRank == 0 && $0.ppRank == 0 }) { result += optimizer.carriedFiles }
             }
             return result
+        case .dcp:
+            return dcp?.virtualFiles() ?? []
         case .hf:
             let tensors = huggingFaceTensors.map { HFTensor(name: $0.key, dtype: $0.dtype, shape: $0.shape, storage: $0.storage) }
             return [("config.json", VirtualFile(extents: [.literal(configBytes)]))]
                 + HuggingFaceShards.files(tensors, maxShardSize: options.maxShardSize)
         }
+    }
+}
+
+extension LayoutPlan {
+    /// The files of share `part` (`--part I/N`) of the plan: of rank files
+    /// (pt, xser) or of a DCP folder's `.distcp` files; a Hugging Face
+    /// checkpoint is written whole. A completion marker (`isCompletionMarker`)
+    /// belongs to the whole only: a share cannot know when the others finish.
+    public func virtualFiles(part: Part) throws(ShardFSError) -> [(path: String, file: VirtualFile)] {
+        guard part != .whole else { return virtualFiles() }
+        try LayoutPlan.checkPart(part, format: options.format)
+        switch options.format {
+        case .hf:
+            return []
+        case .dcp:
+            return dcp?.virtualFiles(part) ?? []
+        case .pt, .xser:
+            return virtualFiles(part.select(files)).filter { !LayoutPlan.isCompletionMarker($0.path) }
+        }
+    }
+
+    /// Refuses `--part` where a format is written whole.
+    public static func checkPart(_ part: Part, format: CheckpointFormat) throws(ShardFSError) {
+        guard part != .whole, format == .hf else { return }
+        throw ShardFSError.badLayout(flag: "--part", reason: "splits files among tasks; a Hugging Face checkpoint (--format hf) is written by one task")
+    }
+
+    /// Whether `path` is a file whose presence says the output is complete:
+    /// a training tag's `done`, a DCP folder's `.metadata`. Written after
+    /// every other file, and only by a run over the whole.
+    public static func isCompletionMarker(_ path: String) -> Bool {
+        path == "done" || path == DCPPlan.metadataPath
     }
 }
 

@@ -1,6 +1,6 @@
 /// The allow-list: the globals torch.save and NxD's xser pickle, and what
 /// "calling" each one builds. Nothing is imported or run; anything else is
-/// refused naming it.
+/// refused naming it. DCP metadata's allow-list is in PickleCallsDCP.swift.
 extension PickleMachine {
     static let floatDTypes = "bfloat16, float16, float32, float64"
     static let floatStorages = "BFloat16Storage, HalfStorage, FloatStorage, DoubleStorage"
@@ -14,7 +14,12 @@ extension PickleMachine {
     /// GLOBAL: `module\nname\n`. A dtype is a value; the rest are callables.
     mutating func global() throws(ShardFSError) -> PickleSlot {
         let module = try line(), name = try line()
-        let at = "global \(module).\(name) (GLOBAL at byte \(opcodeOffset))"
+        return try resolve(module, name, at: "global \(module).\(name) (GLOBAL at byte \(opcodeOffset))")
+    }
+
+    /// What `module.name` stands for under the allow-list; `at` names it in refusals.
+    func resolve(_ module: String, _ name: String, at: String) throws(ShardFSError) -> PickleSlot {
+        if allowList == .dcpMetadata { return try dcpGlobal(module, name, at: at) }
         switch (module, name) {
         case ("collections", "OrderedDict"): return .global(.orderedDict)
         case ("torch._utils", "_rebuild_tensor_v2"): return .global(.rebuildTensorV2)
@@ -50,12 +55,12 @@ extension PickleMachine {
     }
 
     /// The global a callable slot holds, or a refusal saying what it is.
-    private func callable(_ slot: PickleSlot) throws(ShardFSError) -> PickleGlobal {
+    func callable(_ slot: PickleSlot) throws(ShardFSError) -> PickleGlobal {
         guard case .global(let g) = slot else { throw fail("\(here) calls \(heap.kindName(slot)), not an allowed class or function") }
         return g
     }
 
-    private func arguments(_ slot: PickleSlot, of g: PickleGlobal) throws(ShardFSError) -> [PickleSlot] {
+    func arguments(_ slot: PickleSlot, of g: PickleGlobal) throws(ShardFSError) -> [PickleSlot] {
         guard let args = heap.tuple(slot) else { throw fail("\(here): the arguments to \(g) are \(heap.kindName(slot)), not a tuple") }
         return args
     }
@@ -91,8 +96,10 @@ extension PickleMachine {
         case .size:
             try expect(1...1)
             try push(.size(try integers(args[0], "the dimensions of torch.Size")))
-        case .storageClass, .tensorReferenceClass:
-            throw fail("\(here) calls \(g), which torch.save's pickles never call")
+        case .dcp(let c):
+            try push(try dcpCall(c, args, argumentsSlot: operands[1]))
+        case .storageClass, .tensorReferenceClass, .otherDType:
+            throw fail("\(here) calls \(g), which \(allowList.writer) never calls")
         }
     }
 
@@ -127,7 +134,7 @@ extension PickleMachine {
     }
 
     /// A tuple of non-negative ints (a size or a stride).
-    private func integers(_ slot: PickleSlot, _ what: String) throws(ShardFSError) -> [Int] {
+    func integers(_ slot: PickleSlot, _ what: String) throws(ShardFSError) -> [Int] {
         guard let elements = heap.tuple(slot) else { throw fail("\(here): \(what) is \(heap.kindName(slot)), not a tuple") }
         var values: [Int] = []
         values.reserveCapacity(elements.count)
@@ -144,7 +151,10 @@ extension PickleMachine {
         let operands = try pop(2)
         let g = try callable(operands[0])
         let args = try arguments(operands[1], of: g)
-        guard g == .tensorReferenceClass else { throw fail("\(here) makes a new \(g); only TensorReference objects are allowed") }
+        if case .dcp(let c) = g { return try newDCPObject(c, args, argumentsSlot: operands[1]) }
+        guard g == .tensorReferenceClass else {
+            throw fail("\(here) makes a new \(g); only \(allowList == .torchSave ? "TensorReference objects" : "DCP's dataclasses") are made so")
+        }
         guard args.isEmpty else { throw fail("\(here): TensorReference made with \(args.count) arguments, not none") }
         try push(.object(try allocate(.tensorReference(tid: nil))))
     }
@@ -155,7 +165,9 @@ extension PickleMachine {
     mutating func build() throws(ShardFSError) {
         let state = try pop(1)[0]
         let object = try top()
-        guard case .object(let index) = object else { throw fail("\(here) on \(heap.kindName(object)): only TensorReference and OrderedDict state is allowed") }
+        let allowed = allowList == .torchSave ? "only TensorReference and OrderedDict state is allowed" : "only DCP's dataclasses have state"
+        guard case .object(let index) = object else { throw fail("\(here) on \(heap.kindName(object)): \(allowed)") }
+        if case .instance(let c, let built) = heap.kinds[index] { return try buildDCPObject(index, c, built: built, state: state) }
         guard case .object(let stateIndex) = state, case .dict = heap.kinds[stateIndex] else {
             throw fail("\(here): the state of \(heap.kindName(object)) is \(heap.kindName(state)), not a dict")
         }
@@ -175,7 +187,7 @@ extension PickleMachine {
                 i += 2
             }
         default:
-            throw fail("\(here) on \(heap.kindName(object)): only TensorReference and OrderedDict state is allowed")
+            throw fail("\(here) on \(heap.kindName(object)): \(allowed)")
         }
     }
 

@@ -26,6 +26,10 @@ struct PickleHeap {
         case list
         case dict(ordered: Bool)
         case tensorReference(tid: Int?)
+        /// An object of a DCP class (DCP allow-list only). Its contents are
+        /// the tuple of arguments it was made with, then, once `built`, the
+        /// state BUILD gave it.
+        case instance(DCPPickleClass, built: Bool)
     }
 
     /// Index of the empty tuple, which Python shares (EMPTY_TUPLE makes no new object).
@@ -57,6 +61,13 @@ struct PickleHeap {
         kinds[object] = .tensorReference(tid: tid)
     }
 
+    /// BUILD on a DCP object: records its state.
+    mutating func setState(_ state: PickleSlot, of object: Int) {
+        guard case .instance(let c, built: false) = kinds[object] else { return }
+        kinds[object] = .instance(c, built: true)
+        contents[object].append(state)
+    }
+
     /// What a slot is, for messages.
     func kindName(_ slot: PickleSlot) -> String {
         switch slot {
@@ -76,12 +87,19 @@ struct PickleHeap {
             case .list: return "a list"
             case .dict(let ordered): return ordered ? "an OrderedDict" : "a dict"
             case .tensorReference: return "a TensorReference"
+            case .instance(let c, _): return c.kindName
             }
         }
     }
 
     func isDict(_ slot: PickleSlot) -> Bool {
         guard case .object(let index) = slot, case .dict = kinds[index] else { return false }
+        return true
+    }
+
+    /// A built MetadataIndex: DCP's one frozen, so hashable, dataclass (a dict key in Python).
+    func isMetadataIndex(_ index: Int) -> Bool {
+        guard case .instance(.metadataIndex, built: true) = kinds[index] else { return false }
         return true
     }
 
@@ -167,6 +185,12 @@ private struct TreeConverter {
             case .tuple: value = .tuple(children)
             case .list: value = .list(children)
             case .tensorReference(let tid): value = .tensorReference(tid: tid)
+            case .instance(let c, _):
+                // contents: the arguments tuple (the machine always puts one
+                // there), then the state if built.
+                var arguments: [PickleValue] = []
+                if case .tuple(let a)? = children.first { arguments = a }
+                value = .instance(c, arguments: arguments, state: children.count > 1 ? children[1] : nil)
             case .dict(let ordered):
                 var items: [PickleValue.Item] = []
                 items.reserveCapacity(children.count / 2)

@@ -4,7 +4,10 @@ struct PickleMachine {
     let bytes: [UInt8]
     let file: String
     let limits: PickleReader.Limits
+    let allowList: PickleAllowList
     var position = 0
+    /// Where the current protocol-4 FRAME ends (0: none seen).
+    var frameEnd = 0
     /// Offset of the opcode being run, for messages.
     var opcodeOffset = 0
     var opcode: UInt8 = 0
@@ -16,10 +19,11 @@ struct PickleMachine {
     /// Values put in containers so far (`Limits.maximumItems`).
     var items = 0
 
-    init(bytes: [UInt8], file: String, limits: PickleReader.Limits) {
+    init(bytes: [UInt8], file: String, limits: PickleReader.Limits, allowList: PickleAllowList = .torchSave) {
         self.bytes = bytes
         self.file = file
         self.limits = limits
+        self.allowList = allowList
     }
 
     func fail(_ reason: String) -> ShardFSError { .badSource(file: file, reason: reason) }
@@ -29,11 +33,16 @@ struct PickleMachine {
 
     /// Runs the pickle to its STOP and returns the one value left.
     mutating func run() throws(ShardFSError) -> PickleSlot {
-        // torch.save's pickles open with PROTO 2; nothing else is expected.
+        // torch.save's pickles open with PROTO 2, DCP's with PROTO 4 (or 5);
+        // nothing else is expected.
+        let protocols = allowList.protocols
+        let wanted = protocols.count == 1 ? "\(protocols.lowerBound)" : "\(protocols.lowerBound) to \(protocols.upperBound)"
         guard bytes.count >= 2, bytes[0] == 0x80 else {
-            throw fail(bytes.isEmpty ? "the pickle is empty" : "the pickle does not start with PROTO 2 (it starts with \(PickleOpcodes.describe(bytes[0])))")
+            throw fail(bytes.isEmpty ? "the pickle is empty" : "the pickle does not start with PROTO \(wanted) (it starts with \(PickleOpcodes.describe(bytes[0])))")
         }
-        guard bytes[1] == 2 else { throw fail("pickle protocol \(bytes[1]) (PROTO at byte 0): torch.save writes protocol 2") }
+        guard protocols.contains(bytes[1]) else {
+            throw fail("pickle protocol \(bytes[1]) (PROTO at byte 0): \(allowList.writer) writes protocol \(wanted)")
+        }
         position = 2
         while true {
             guard position < bytes.count else {
@@ -98,8 +107,14 @@ struct PickleMachine {
         case 0x61: try append(pop(1))                                      // APPEND
         case 0x65: try append(popMark())                                   // APPENDS
         case 0x80: throw fail("\(here): PROTO again, past the start of the pickle")
+        // Protocol 4's, which DCP's pickle.dump writes and torch.save does not.
+        case 0x95 where allowList == .dcpMetadata: try frame()              // FRAME
+        case 0x8C where allowList == .dcpMetadata:                          // SHORT_BINUNICODE
+            try push(.string(try string(length: Int(try fixed(1)))))
+        case 0x94 where allowList == .dcpMetadata: try put(memo.count)      // MEMOIZE
+        case 0x93 where allowList == .dcpMetadata: try stackGlobal()        // STACK_GLOBAL
         default:
-            throw fail("\(PickleOpcodes.describe(opcode)) at byte \(opcodeOffset) is not something torch.save writes")
+            throw fail("\(PickleOpcodes.describe(opcode)) at byte \(opcodeOffset) is not something \(allowList.writer) writes")
         }
     }
 
@@ -117,6 +132,20 @@ struct PickleMachine {
     /// An unsigned little-endian operand of `count` bytes (1, 2 or 4).
     mutating func fixed(_ count: Int) throws(ShardFSError) -> UInt32 {
         try take(count).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+
+    /// FRAME: an 8-byte length, a hint for buffered reading. Checked as
+    /// Python's unpickler does: a frame starts where the last one ended and
+    /// lies within the pickle.
+    private mutating func frame() throws(ShardFSError) {
+        let length = try take(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard opcodeOffset >= frameEnd else {
+            throw fail("\(here): a new frame before the end of the last one (at byte \(frameEnd))")
+        }
+        guard length <= UInt64(bytes.count - position) else {
+            throw fail("truncated: \(here) announces \(length) bytes, the pickle ends at byte \(bytes.count)")
+        }
+        frameEnd = position + Int(length)
     }
 
     mutating func string(length: Int) throws(ShardFSError) -> String {
@@ -209,6 +238,7 @@ struct PickleMachine {
             switch pairs[i] {
             case .none, .bool, .int, .float, .string: break
             case .object(let key) where heap.tuple(.object(key)) != nil: break
+            case .object(let key) where heap.isMetadataIndex(key): break  // storage_data's keys
             default: throw fail("\(here): \(heap.kindName(pairs[i])) cannot be a dict key")
             }
             i += 2

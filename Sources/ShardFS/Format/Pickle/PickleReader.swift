@@ -31,13 +31,10 @@ public enum PickleReader {
     }
 
     /// The value the pickle `bytes` builds. `file` names the pickle in errors.
-    public static func parse(_ bytes: [UInt8], file: String, limits: Limits = Limits()) throws(ShardFSError) -> PickleValue {
-        guard bytes.count <= limits.maximumLength else {
-            throw .badSource(file: file, reason: "a pickle of \(bytes.count) bytes, more than the \(limits.maximumLength) ShardFS reads")
-        }
-        var machine = PickleMachine(bytes: bytes, file: file, limits: limits)
-        let root = try machine.run()
-        switch machine.heap.tree(root, maximumDepth: limits.maximumDepth, maximumNodes: limits.maximumItems) {
+    public static func parse(_ bytes: [UInt8], file: String, limits: Limits = Limits(),
+                             allowList: PickleAllowList = .torchSave) throws(ShardFSError) -> PickleValue {
+        let (root, heap) = try run(bytes, file: file, limits: limits, allowList: allowList)
+        switch heap.tree(root, maximumDepth: limits.maximumDepth, maximumNodes: limits.maximumItems) {
         case .success(let value): return value
         case .failure(.tooDeep):
             throw .badSource(file: file, reason: "the unpickled value nests containers deeper than \(limits.maximumDepth)")
@@ -47,4 +44,34 @@ public enum PickleReader {
             throw .badSource(file: file, reason: "the unpickled value holds a container inside itself")
         }
     }
+
+    /// Runs the pickle: the slot it leaves, and the heap its containers are
+    /// in. For readers with a fixed schema (DCP metadata), which walk the
+    /// heap along it instead of building a tree.
+    static func run(_ bytes: [UInt8], file: String, limits: Limits,
+                    allowList: PickleAllowList) throws(ShardFSError) -> (root: PickleSlot, heap: PickleHeap) {
+        guard bytes.count <= limits.maximumLength else {
+            throw .badSource(file: file, reason: "a pickle of \(bytes.count) bytes, more than the \(limits.maximumLength) ShardFS reads")
+        }
+        var machine = PickleMachine(bytes: bytes, file: file, limits: limits, allowList: allowList)
+        let root = try machine.run()
+        return (root, machine.heap)
+    }
+}
+
+/// Whose pickles a reader accepts: each producer has its own opcodes and
+/// globals, and a pickle of one is refused as the other.
+public enum PickleAllowList: Sendable {
+    /// torch.save's data.pkl (protocol 2) and NxD's xser files.
+    case torchSave
+    /// A torch.distributed.checkpoint `.metadata`: `pickle.dump` of its
+    /// `Metadata` dataclass (protocol 4 in Python 3.8 to 3.13, 5 from 3.14;
+    /// ShardFS writes 2), with DCP's classes only.
+    case dcpMetadata
+
+    /// The protocols its pickles open with.
+    var protocols: ClosedRange<UInt8> { self == .torchSave ? 2...2 : 2...5 }
+
+    /// Who writes such pickles, for refusals ("not something torch.save writes").
+    var writer: String { self == .torchSave ? "torch.save" : "DCP's pickle of Metadata" }
 }

@@ -46,6 +46,11 @@ public enum PickleGlobal: Equatable, Sendable, CustomStringConvertible {
     case storageClass(DType)
     case size
     case tensorReferenceClass
+    /// A class or function a DCP `.metadata` pickle names (`PickleAllowList.dcpMetadata`).
+    case dcp(DCPPickleClass)
+    /// A torch dtype ShardFS does not read (`int64`), let through by the DCP
+    /// allow-list so that its reader can refuse it naming the tensor.
+    case otherDType(String)
 
     public var description: String {
         switch self {
@@ -56,8 +61,50 @@ public enum PickleGlobal: Equatable, Sendable, CustomStringConvertible {
         case .storageClass(let dtype): return "torch.\(dtype.torchStorageClass)"
         case .size: return "torch.Size"
         case .tensorReferenceClass: return "torch_xla.utils.serialization.TensorReference"
+        case .dcp(let c): return "\(c.module).\(c.rawValue)"
+        case .otherDType(let name): return "torch.\(name)"
         }
     }
+}
+
+/// What a `torch.distributed.checkpoint` `.metadata` pickle names: its
+/// dataclasses (made by NEWOBJ with no arguments, then BUILD), and the
+/// callables its fields are rebuilt with (REDUCE). The raw value is the name.
+public enum DCPPickleClass: String, CaseIterable, Sendable {
+    case metadata = "Metadata"
+    case tensorStorageMetadata = "TensorStorageMetadata"
+    case bytesStorageMetadata = "BytesStorageMetadata"
+    case chunkStorageMetadata = "ChunkStorageMetadata"
+    case tensorProperties = "TensorProperties"
+    case metadataIndex = "MetadataIndex"
+    case storageMeta = "StorageMeta"
+    case storageInfo = "_StorageInfo"
+    /// `_MEM_FORMAT_ENCODING(n)`: TensorProperties' memory format, as an enum member.
+    case memoryFormatEncoding = "_MEM_FORMAT_ENCODING"
+    /// `torch.serialization._get_layout('torch.strided')`: how a `torch.layout` pickles.
+    case getLayout = "_get_layout"
+    /// `storage_meta.checkpoint_id` when the folder was given as a path.
+    case posixPath = "PosixPath"
+
+    public var module: String {
+        switch self {
+        case .storageInfo: return "torch.distributed.checkpoint.filesystem"
+        case .getLayout: return "torch.serialization"
+        case .posixPath: return "pathlib"
+        default: return "torch.distributed.checkpoint.metadata"
+        }
+    }
+
+    /// A dataclass (NEWOBJ then BUILD), rather than a callable REDUCE calls.
+    public var isDataclass: Bool {
+        switch self {
+        case .memoryFormatEncoding, .getLayout, .posixPath: return false
+        default: return true
+        }
+    }
+
+    /// What an object of the class is, for messages ("a MetadataIndex").
+    public var kindName: String { self == .getLayout ? "a torch.layout" : "a \(rawValue)" }
 }
 
 /// What an allow-listed pickle unpickles to: a small tree (its depth and
@@ -82,6 +129,9 @@ public indirect enum PickleValue: Equatable, Sendable {
     /// A `torch_xla.utils.serialization.TensorReference`; nil until BUILD gives its tid.
     case tensorReference(tid: Int?)
     case global(PickleGlobal)
+    /// An object of an allowed class, as data: what REDUCE or NEWOBJ called
+    /// it with, and the state BUILD gave it (nil if none).
+    case instance(DCPPickleClass, arguments: [PickleValue], state: PickleValue?)
 
     public struct Item: Equatable, Sendable {
         public let key: PickleValue
@@ -110,6 +160,7 @@ public indirect enum PickleValue: Equatable, Sendable {
         case .dtype: return "a torch.dtype"
         case .tensorReference: return "a TensorReference"
         case .global(let g): return "the global \(g)"
+        case .instance(let c, _, _): return c.kindName
         }
     }
 }
