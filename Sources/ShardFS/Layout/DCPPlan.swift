@@ -120,7 +120,7 @@ extension LayoutPlanner {
                 }
             }
             for (key, value) in optimizer.schedulerValues {
-                items.append(DCPPlan.Item(fqn: "lr_scheduler." + key, path: ["lr_scheduler", key], value: .bytes(value), origin: "LambdaLR at the step"))
+                items.append(DCPPlan.Item(fqn: "lr_scheduler." + key, path: ["lr_scheduler", key], value: .bytes(value), origin: optimizer.schedulerOrigin))
             }
         }
         for p in parameters {

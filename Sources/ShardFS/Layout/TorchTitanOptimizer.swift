@@ -14,6 +14,8 @@ struct TorchTitanOptimizer {
     let groupValues: [(key: String, value: PickleValue)]
     /// A LambdaLR's `state_dict()` without its lambdas, at the step.
     let schedulerValues: [(key: String, value: PickleValue)]
+    /// Where they come from, for `plan`.
+    let schedulerOrigin: String
     let notes: [String]
 
     init(state: TrainingState) throws(ShardFSError) {
@@ -73,17 +75,25 @@ struct TorchTitanOptimizer {
         }
         notes.append("set checkpoint.exclude_from_loading = [\"dataloader\"] in TorchTitan's config (the folder holds no data loader state: a new run's data order is its own), and checkpoint.initial_load_model_only = false when the folder is given as checkpoint.initial_load_path")
         notes.append("train_state.ntokens_seen is 0: NxD does not count the tokens seen")
-        self.notes = notes
         groupValues = [
             ("lr", .float(lr)), ("betas", .tuple(betas.map { .float($0) })), ("eps", .float(eps)),
             ("weight_decay", .float(weightDecay)), ("amsgrad", .bool(false)), ("maximize", .bool(false)),
             ("foreach", .none), ("capturable", .bool(false)), ("differentiable", .bool(false)), ("fused", .none),
             ("decoupled_weight_decay", .bool(true)), ("initial_lr", .float(initialLR)),
         ]
+        // The tag's own LambdaLR state where it has one (its first group's:
+        // TorchTitan's one); else the step's.
+        let scheduler = state.carried.first { $0.path == "scheduler.pt" }.flatMap { SchedulerState(bytes: $0.bytes, file: $0.path) }
+        if state.carried.contains(where: { $0.path == "scheduler.pt" }) && scheduler == nil {
+            notes.append("scheduler.pt is not a LambdaLR's state: lr_scheduler is made from the step (last_epoch \(step)) and the param group's lr")
+        }
+        schedulerOrigin = scheduler == nil ? "the step and the param group's lr" : "the tag's scheduler.pt (its first group)"
+        let s = scheduler ?? SchedulerState(baseLR: initialLR, lastEpoch: step, stepCount: step + 1, lastLR: lr)
         schedulerValues = [
-            ("base_lrs", .list([.float(initialLR)])), ("last_epoch", .int(step)), ("_step_count", .int(step + 1)),
-            ("_is_initial", .bool(false)), ("_get_lr_called_within_step", .bool(false)), ("_last_lr", .list([.float(lr)])),
+            ("base_lrs", .list([.float(s.baseLR)])), ("last_epoch", .int(s.lastEpoch)), ("_step_count", .int(s.stepCount)),
+            ("_is_initial", .bool(false)), ("_get_lr_called_within_step", .bool(false)), ("_last_lr", .list([.float(s.lastLR)])),
         ]
+        self.notes = notes
     }
 
     /// An int, float or 0-d tensor step as a number.

@@ -37,6 +37,7 @@ struct PickleMachine {
         // nothing else is expected.
         let protocols = allowList.protocols
         let wanted = protocols.count == 1 ? "\(protocols.lowerBound)" : "\(protocols.lowerBound) to \(protocols.upperBound)"
+        if bytes.count == 1, bytes[0] == 0x80 { throw fail("truncated: the pickle ends within its PROTO opcode") }
         guard bytes.count >= 2, bytes[0] == 0x80 else {
             throw fail(bytes.isEmpty ? "the pickle is empty" : "the pickle does not start with PROTO \(wanted) (it starts with \(PickleOpcodes.describe(bytes[0])))")
         }
