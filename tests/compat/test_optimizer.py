@@ -213,18 +213,25 @@ def test_weights_only_and_hf_leave_the_optimizer_out(shardfs, tags, state, tmp_p
         p.startswith(("model/", ".shardfs")) for p in files_under(out)), files_under(out)
 
 
-def test_part_leaves_done_to_the_whole(shardfs, tags, state, tmp_path):
-    """--part shares cannot know when the others finish: none writes `done`;
-    a run over the whole keeps their files and writes it."""
+def test_part_leaves_done_to_the_last_share(shardfs, tags, state, tmp_path):
+    """--part shares cannot know when the others finish: a share writes `done`
+    only once it finds every other file of the layout finished (the last one
+    to finish), after them; a run over the whole keeps their files."""
     tag, lay, dp, _ = tags("tp2-pp2-dp2", Layout(tp=2, pp=2), 2)
     out = tmp_path / "out"
     flags = [*source_flags(lay), "--tp-size", "2", "--pp-size", "2", "--dp-size", "2"]
-    for i in range(2):
-        run = shardfs.run("convert", tag, out, *flags, "--part", f"{i}/2")
-        assert run.returncode == 0, run.describe()
-    assert not (out / "done").exists() and (out / "scheduler.pt").exists()
+    run = shardfs.run("convert", tag, out, *flags, "--part", "1/2")
+    assert run.returncode == 0, run.describe()
+    assert not (out / "done").exists() and not (out / "scheduler.pt").exists()
+    run = shardfs.run("convert", tag, out, *flags, "--part", "0/2")
+    assert run.returncode == 0, run.describe()
+    assert (out / "done").exists() and (out / "scheduler.pt").exists()
+    newest = max((p for p in out.rglob("*") if p.is_file() and ".shardfs" not in p.parts and p.name != "done"),
+                 key=lambda p: p.stat().st_mtime_ns)
+    assert (out / "done").stat().st_mtime_ns >= newest.stat().st_mtime_ns
     run = shardfs.run("convert", tag, out, *flags)
     assert run.returncode == 0 and (out / "done").exists(), run.describe()
+    assert "wrote 0 files" in run.stderr or "kept" in run.stderr, run.describe()
 
 
 def test_plan_shows_the_inferred_optimizer(shardfs, tags, state):

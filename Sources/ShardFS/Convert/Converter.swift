@@ -72,6 +72,9 @@ public struct Converter: Sendable {
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
             try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
+            if part != .whole {
+                outcome.writtenFiles += try completeShares(root: root, manifest: target.manifest, events: events)
+            }
         } catch {
             // Leave no empty `p.tensors` folder behind: the trainer takes a tag
             // holding one for xser.
@@ -79,6 +82,25 @@ public struct Converter: Sendable {
             throw error
         }
         return outcome
+    }
+
+    /// A `--part` share cannot know when the others finish, so none is told
+    /// to write the completion markers (`done`, `.metadata`); the share that
+    /// finds every other file of the whole plan finished (recorded in the
+    /// manifest the shares share, at its planned size) writes them, last.
+    /// Two shares finishing at once may both: the markers' bytes are the
+    /// same and each appears by rename. Returns the markers written.
+    private func completeShares(root: String, manifest: PersistManifest,
+                                events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) -> Int {
+        let whole = plan.virtualFiles()
+        let markers = whole.filter { LayoutPlan.isCompletionMarker($0.path) }
+        guard !markers.isEmpty else { return 0 }
+        let finished = Dictionary(try manifest.finished().map { ($0.path, $0) }, uniquingKeysWith: { $1 })
+        for (path, file) in whole where !LayoutPlan.isCompletionMarker(path) {
+            guard let entry = finished[path], entry.problem(in: root, plannedSize: file.size) == nil else { return 0 }
+        }
+        try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: { false }, events: events)
+        return markers.count
     }
 
     /// The indices of `outputs` recorded as finished whose file has the
