@@ -9,7 +9,7 @@ import Glibc
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Write every file of a layout (rank files to OUT/model/, or a Hugging Face checkpoint to OUT/), without FUSE.",
+        abstract: "Write every file of a layout (rank files to OUT/model/; a Hugging Face or DCP checkpoint to OUT/), without FUSE.",
         discussion: """
             Streams: never holds a whole tensor or file in memory. Each file is written
             under a temporary name, fsynced and renamed only when complete, so an
@@ -30,25 +30,38 @@ struct ConvertCommand: ParsableCommand {
             and CRC-32 (as `mount --persist-to` does). Run again on the same OUT (after a
             crash, a kill, or a failed array task), convert keeps the files that read back
             with their recorded CRC-32 and writes the rest. An OUT holding another layout
-            or source, or rank files (--format hf: safetensors) this layout does not write,
-            is refused, naming them; --force removes them. Other files (optim/, README)
-            are never touched.
+            or source, or files of its format (rank files; --format hf: safetensors; --format
+            dcp: .distcp files) this layout does not write, is refused, naming them; --force
+            removes them. Anything else in OUT (a README) is never touched.
 
             A trained NxD checkpoint tag is a source too (its layout is read from its
-            files; only the model is read, never the optimizer state in TAG/optim/).
-            Back to Hugging Face safetensors, or into another layout:
+            files). Its ZeRO-1 optimizer state (TAG/optim/), scheduler.pt and step go
+            with it into another layout (resuming on another cluster shape), or into a
+            TorchTitan checkpoint (--format dcp); --weights-only leaves them out, and
+            --format hf writes the weights alone:
 
-              shardfs convert /fsx/ubuntu/llama3_70B/step_1000 /fsx/ubuntu/llama3-70b-trained \\
-                  --config /fsx/ubuntu/Meta-Llama-3-70B --format hf
-              shardfs convert /fsx/ubuntu/llama3_70B/step_1000 /fsx/ubuntu/llama3_70B_tp8/pretrained_weight \\
-                  --config /fsx/ubuntu/Meta-Llama-3-70B --tp-size 8 --pp-size 4 --qkv-linear --fuse-qkv
+              TAG=/fsx/ubuntu/llama3_70B/step_1000
+              MODEL=/fsx/ubuntu/Meta-Llama-3-70B
+              shardfs convert $TAG /fsx/ubuntu/llama3_70B_tp32pp4/step_1000 \\
+                  --config $MODEL --tp-size 32 --pp-size 4 --kv-size-multiplier 4 \\
+                  --qkv-linear --fuse-qkv --dp-size 2
+              shardfs convert $TAG /fsx/ubuntu/titan/checkpoint/step-1000 \\
+                  --config $MODEL --format dcp --dcp-shards 64
+              shardfs convert $TAG /fsx/ubuntu/llama3-70b-hf --config $MODEL --format hf
+
+            --format dcp writes what TorchTitan's CheckpointManager saves (model, AdamW,
+            LR scheduler, step; no data loader): resume with
+            checkpoint.exclude_from_loading = ["dataloader"] (and
+            initial_load_model_only = false when the folder is given as
+            checkpoint.initial_load_path). Its .metadata, which makes the folder a
+            checkpoint, is written last; with --part, by the share that finishes last.
             """
     )
 
-    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config).")
     var source: String
 
-    @Argument(help: "The output root (the checkpoint tag directory); rank files go to OUT/model/, a Hugging Face checkpoint (--format hf) to OUT/.")
+    @Argument(help: "The output root (the checkpoint tag directory); rank files go to OUT/model/ (a training tag's optimizer to OUT/optim/), a Hugging Face or DCP checkpoint (--format hf, dcp) to OUT/.")
     var output: String
 
     @OptionGroup(title: "Source")

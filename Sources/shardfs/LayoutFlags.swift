@@ -52,7 +52,7 @@ struct LayoutFlags: ParsableArguments {
 
     @Option(name: .customLong("format"),
             help: ArgumentHelp(
-                "File format: pt (one torch.save file per rank), xser (each tensor in its own file, as NxD's trainer saves), or hf (a Hugging Face checkpoint).",
+                "File format: pt (one torch.save file per rank), xser (each tensor in its own file, as NxD's trainer saves), hf (a Hugging Face checkpoint), or dcp (a TorchTitan checkpoint).",
                 discussion: """
                     xser serves, for each rank file P, the layout NxD's trainer itself writes \
                     with --save_load_xser 1: P holds a dict of torch_xla TensorReference \
@@ -70,8 +70,14 @@ struct LayoutFlags: ParsableArguments {
                     model-0000K-of-0000N.safetensors and model.safetensors.index.json past \
                     --max-shard-size): the way back from a trained NxD checkpoint. The layout \
                     flags do not apply to it.
+
+                    dcp writes a PyTorch Distributed Checkpoint folder (.metadata and *.distcp) \
+                    as TorchTitan v0.2.2 saves its Llama3: the model in float32 under TorchTitan's \
+                    names (q and k in its RoPE row order), and from a training tag AdamW's state, \
+                    one param group, the LR scheduler and the step, so a TorchTitan run resumes \
+                    with its optimizer. The layout flags do not apply to it; --dcp-shards does.
                     """,
-                valueName: "pt|xser|hf"))
+                valueName: "pt|xser|hf|dcp"))
     var format: CheckpointFormat = .pt
 
     @Option(name: .customLong("dp-size"),

@@ -11,7 +11,7 @@ import Glibc
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Mount a directory whose rank files are made on demand from SRC.",
+        abstract: "Mount a directory whose files (rank files, or a Hugging Face or DCP checkpoint) are made on demand from SRC.",
         discussion: """
             MNT/model/ then holds every rank file of the layout (with --format xser, each
             with its .info.pt and .tensors/ folder), read-only, each reading exactly as
@@ -42,10 +42,17 @@ struct MountCommand: ParsableCommand {
 
               shardfs mount ... --persist-to /fsx/ubuntu/llama3_70B-tp32pp8 --part $SLURM_NODEID/16
               shardfs status /mnt/llama3-70b-tp32pp8
+
+            A trained tag's whole state serves the same way: into another layout with
+            its optimizer (MNT/model/, MNT/optim/, ...), or as the TorchTitan checkpoint
+            TorchTitan resumes from (--format dcp: MNT/.metadata and MNT/*.distcp):
+
+              shardfs mount /fsx/ubuntu/llama3_70B/step_1000 /mnt/titan/step-1000 \\
+                  --config /fsx/ubuntu/Meta-Llama-3-70B --format dcp
             """
     )
 
-    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files; give --config). Optimizer state (TAG/optim/) is not read.")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config).")
     var source: String
 
     @Argument(help: "An empty directory to mount on.")

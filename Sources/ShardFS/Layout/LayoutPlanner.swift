@@ -255,10 +255,10 @@ extension LayoutPlanner {
         // the dtype the run trained in (by default), as its save would
         // write them in the new layout.
         var o = options
-        o.dpSize = options.dpSize ?? state.dpSize
+        o.dpSize = try state.targetDPSize(options.dpSize)
         o.dtype = options.dtype ?? state.modelDType
-        var result = try plan(config: checkpoint.config, weights: weights, options: o)
-        result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
+        var result = try plan(config: checkpoint.config, weights: weights, options: o).keepingNormsInFloat32(for: state)
+        result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state.forTarget(modelDType: result.dtype), plan: result, dpSize: o.dpSize!)
         return result
     }
 }

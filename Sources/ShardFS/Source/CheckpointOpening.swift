@@ -25,14 +25,17 @@ public struct SourceOptions: Sendable {
 
 extension Checkpoint {
     /// Opens `directory` as what it is: a Hugging Face model (config.json and
-    /// safetensors) or an NxD checkpoint tag (`model/` of rank files), whose
-    /// Hugging Face tensors are then assembled from the rank files' pieces.
+    /// safetensors), an NxD checkpoint tag (`model/` of rank files), whose
+    /// Hugging Face tensors are then assembled from the rank files' pieces,
+    /// or a DCP folder (`.metadata`: `DCP/`).
     /// Either way every front end (plan, convert, mount, persist) sees the
     /// same `Checkpoint`.
     public static func open(_ directory: String, options: SourceOptions = SourceOptions()) throws(ShardFSError) -> Checkpoint {
         let isHuggingFace = exists(directory: directory, name: singleFileName) || exists(directory: directory, name: indexName)
         var isDirectory: ObjCBool = false
         let hasModel = FileManager.default.fileExists(atPath: directory + "/model", isDirectory: &isDirectory) && isDirectory.boolValue
+        // A DCP folder (TorchTitan's, or --format dcp's): `.metadata` and no `model/`.
+        if !hasModel && exists(directory: directory, name: DCPFolder.metadataName) { return try openDCP(folder: directory, options: options) }
         if isHuggingFace || !hasModel {
             if let config = options.config {
                 throw ShardFSError.badLayout(flag: "--config", reason: "\(config): \(directory) is a Hugging Face model directory with its own config.json; --config is for NxD checkpoints")

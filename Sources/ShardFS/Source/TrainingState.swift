@@ -45,4 +45,10 @@ public struct TrainingState: Sendable {
     /// The source's parameter indices by (tp, pp) rank: `keys[i]` is the
     /// parameter the optimizer's index i stands for, as inferred.
     public let sourceIndexes: [(tp: Int, pp: Int, keys: [String])]
+    /// Read from a DCP folder (`Source/DCP/`), not an NxD tag: the state is
+    /// whole (`dpSize` 1) and says nothing of the NxD run to resume, so the
+    /// target's DP size must be given, and `masterWeights` (the fp32 model)
+    /// are written only when the target's model files are not float32
+    /// (`LayoutPlanner`'s training-state branch).
+    public var fromDCP = false
 }
