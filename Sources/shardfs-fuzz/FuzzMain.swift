@@ -22,6 +22,7 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "pickle": PickleTarget.run,
     "torchsave": TorchSaveTarget.run,
     "tag": TagTarget.run,
+    "dcpmetadata": DCPMetadataTarget.run,
 ]
 
 #if FUZZING

@@ -47,6 +47,11 @@ enum PickleTarget {
             invariant(s.allSatisfy { $0 >= 0 }, "torch.Size \(s)")
         case .tensorReference(let tid):
             invariant(tid.map { $0 >= 0 } ?? true, "tid \(String(describing: tid))")
+        case .instance(_, let arguments, let state):
+            // As the heap holds it: a container of the arguments tuple and the state.
+            invariant(depth < smallLimits.maximumDepth, "containers nested \(depth + 1) deep")
+            walk(.tuple(arguments), depth: depth + 1, nodes: &nodes)
+            if let state { walk(state, depth: depth + 1, nodes: &nodes) }
         default:
             break
         }

@@ -56,7 +56,10 @@ struct TorchTitanOptimizer {
         }
         guard betas.count == 2 else { throw ShardFSError.badSource(file: "optim/", reason: "param_groups[0] has no betas (two numbers)") }
         let lr = try float(0, "lr"), eps = try float(0, "eps"), weightDecay = try float(0, "weight_decay")
-        let initialLR = setting(0, "initial_lr") == nil ? lr : try float(0, "initial_lr")
+        // torch's LRScheduler sets a group's initial_lr and its base_lrs
+        // entry from one value: the group's, else the scheduler's, else lr.
+        let scheduler = state.carried.first { $0.path == "scheduler.pt" }.flatMap { SchedulerState(bytes: $0.bytes, file: $0.path) }
+        let initialLR = setting(0, "initial_lr") == nil ? (scheduler?.baseLR ?? lr) : try float(0, "initial_lr")
         if case .bool(false)? = setting(0, "correct_bias") {
             throw ShardFSError.badSource(file: "optim/", reason: "param_groups[0] has correct_bias False; TorchTitan's AdamW always corrects the moments' bias, so the run would not resume the same")
         }
@@ -75,15 +78,27 @@ struct TorchTitanOptimizer {
         }
         notes.append("set checkpoint.exclude_from_loading = [\"dataloader\"] in TorchTitan's config (the folder holds no data loader state: a new run's data order is its own), and checkpoint.initial_load_model_only = false when the folder is given as checkpoint.initial_load_path")
         notes.append("train_state.ntokens_seen is 0: NxD does not count the tokens seen")
+        // AdamW's switches: the tag's where its group has them (a bool, or
+        // None for foreach/fused), else torch's AdamW defaults.
+        func flag(_ key: String, _ fallback: PickleValue) -> PickleValue {
+            switch setting(0, key) {
+            case .bool(let b)?: return .bool(b)
+            case .none? where fallback == .none: return .none
+            default: return fallback
+            }
+        }
+        if case .bool(true)? = setting(0, "amsgrad") {
+            throw ShardFSError.badSource(file: "optim/", reason: "param_groups[0] has amsgrad True, whose max_exp_avg_sq NxD's ZeRO-1 files do not hold")
+        }
         groupValues = [
             ("lr", .float(lr)), ("betas", .tuple(betas.map { .float($0) })), ("eps", .float(eps)),
-            ("weight_decay", .float(weightDecay)), ("amsgrad", .bool(false)), ("maximize", .bool(false)),
-            ("foreach", .none), ("capturable", .bool(false)), ("differentiable", .bool(false)), ("fused", .none),
-            ("decoupled_weight_decay", .bool(true)), ("initial_lr", .float(initialLR)),
+            ("weight_decay", .float(weightDecay)), ("amsgrad", .bool(false)), ("maximize", flag("maximize", .bool(false))),
+            ("foreach", flag("foreach", .none)), ("capturable", flag("capturable", .bool(false))),
+            ("differentiable", flag("differentiable", .bool(false))), ("fused", flag("fused", .none)),
+            ("decoupled_weight_decay", flag("decoupled_weight_decay", .bool(true))), ("initial_lr", .float(initialLR)),
         ]
         // The tag's own LambdaLR state where it has one (its first group's:
         // TorchTitan's one); else the step's.
-        let scheduler = state.carried.first { $0.path == "scheduler.pt" }.flatMap { SchedulerState(bytes: $0.bytes, file: $0.path) }
         if state.carried.contains(where: { $0.path == "scheduler.pt" }) && scheduler == nil {
             notes.append("scheduler.pt is not a LambdaLR's state: lr_scheduler is made from the step (last_epoch \(step)) and the param group's lr")
         }

@@ -4,23 +4,25 @@
 /// checked, and the result checked as a whole (DCPMetadataChecks.swift).
 /// Accepts what torch 2.13 writes (protocol 4) and what `pickled()` writes.
 extension DCPMetadata {
-    /// torch writes about 25 container values a tensor chunk (its
-    /// ChunkStorageMetadata, MetadataIndex and _StorageInfo): 64M is 2.5M
-    /// chunks, a 70B training state sharded 256 ways with room to spare, and
-    /// about 1.5 GB of slots at worst. A `.metadata` is a few hundred bytes
-    /// an item, far below the length limit.
+    /// torch writes about 25 container values and 20 memo entries a tensor
+    /// chunk (its ChunkStorageMetadata, MetadataIndex and _StorageInfo), in
+    /// about 150 bytes: 32M of each is 1.3M chunks (a 70B training state
+    /// sharded 256 ways is 0.75M) in a 190 MB file, under the 256 MB length
+    /// limit, and at worst about 2 GB of machine state.
     static let pickleLimits: PickleReader.Limits = {
         var limits = PickleReader.Limits()
-        limits.maximumLength = 1 << 30
-        limits.maximumItems = 1 << 26
-        limits.maximumMemo = 1 << 26
+        limits.maximumItems = 1 << 25
+        limits.maximumMemo = 1 << 25
         return limits
     }()
 
     /// The metadata the pickle `bytes` holds; `file` names it in refusals.
     public static func parse(_ bytes: [UInt8], file: String) throws(ShardFSError) -> DCPMetadata {
         let (root, heap) = try PickleReader.run(bytes, file: file, limits: pickleLimits, allowList: .dcpMetadata)
-        var objects = DCPPickledObjects(heap: heap, file: file, budget: pickleLimits.maximumItems)
+        // torch's pickle is a tree but for its strings (each name is read 3
+        // times): reading it takes a few steps a byte. More means objects
+        // shared over and over, which would make a small file a huge result.
+        var objects = DCPPickledObjects(heap: heap, file: file, budget: 16 * bytes.count + (1 << 16))
         let metadata = try objects.metadata(root)
         try metadata.check(file: file)
         return metadata
@@ -29,8 +31,8 @@ extension DCPMetadata {
 
 /// The unpickled objects, read as DCP's dataclasses. The schema's depth is
 /// fixed, so the walk never recurses on the input's shape; a shared object
-/// is walked each time it is met, so the values visited are counted against
-/// `budget`.
+/// is walked each time it is met, so every value, dimension and string byte
+/// read is counted against `budget`.
 private struct DCPPickledObjects {
     let heap: PickleHeap
     let file: String
@@ -65,7 +67,7 @@ private struct DCPPickledObjects {
         }
         return DCPMetadata(entries: entries, plannerData: plannerData, locations: locations,
                            saveID: try saveID(f["storage_meta"]),
-                           version: try optional(f["version"], "version") { s throws(ShardFSError) in try string(s, "version") })
+                           version: try ifPresent(f["version"]) { s throws(ShardFSError) in try string(s, "version") })
     }
 
     // MARK: The dataclasses
@@ -138,8 +140,8 @@ private struct DCPPickledObjects {
         let index = try fields(key, .metadataIndex, "a key of storage_data", required: ["fqn"], optional: ["offset", "index"])
         let fqn = try string(index["fqn"], "a MetadataIndex's fqn")
         let at = "storage_data[\(fqn)]"
-        let offsets = try optional(index["offset"], "\(at)") { s throws(ShardFSError) in try torchSize(s, "\(at): the MetadataIndex's offset") }
-        let chunkIndex = try optional(index["index"], "\(at)") { s throws(ShardFSError) in try int(s, "\(at): the MetadataIndex's index") }
+        let offsets = try ifPresent(index["offset"]) { s throws(ShardFSError) in try torchSize(s, "\(at): the MetadataIndex's offset") }
+        let chunkIndex = try ifPresent(index["index"]) { s throws(ShardFSError) in try int(s, "\(at): the MetadataIndex's index") }
         let info = try fields(value, .storageInfo, at, required: ["relative_path", "offset", "length"], optional: ["transform_descriptors"])
         if let descriptors = info["transform_descriptors"], !isNone(descriptors) {
             let list = try elements(descriptors, .list, "\(at).transform_descriptors", orTuple: true)
@@ -159,16 +161,18 @@ private struct DCPPickledObjects {
         guard let slot, !isNone(slot) else { return nil }
         let at = "storage_meta"
         let f = try fields(slot, .storageMeta, at, required: [], optional: ["checkpoint_id", "save_id", "load_id", "modules"])
-        if let id = f["checkpoint_id"], !isNone(id), (try? string(id, "")) == nil {
+        switch f["checkpoint_id"] {
+        case nil, .none?, .string?: break
+        case let id?:
             for part in try instance(id, .posixPath, "\(at).checkpoint_id (a string or a PosixPath)").arguments {
                 _ = try string(part, "a part of \(at).checkpoint_id")
             }
         }
-        _ = try optional(f["load_id"], "") { s throws(ShardFSError) in try string(s, "\(at).load_id") }
+        _ = try ifPresent(f["load_id"]) { s throws(ShardFSError) in try string(s, "\(at).load_id") }
         if let modules = f["modules"] {
             for module in try elements(modules, .list, "\(at).modules") { _ = try string(module, "an item of \(at).modules") }
         }
-        return try optional(f["save_id"], "") { s throws(ShardFSError) in try string(s, "\(at).save_id") }
+        return try ifPresent(f["save_id"]) { s throws(ShardFSError) in try string(s, "\(at).save_id") }
     }
 
     // MARK: Objects and values
@@ -229,27 +233,20 @@ private struct DCPPickledObjects {
     }
 
     private mutating func visit(_ values: [PickleSlot]) throws(ShardFSError) -> [PickleSlot] {
-        budget -= values.count
-        guard budget >= 0 else {
-            throw fail("reading the metadata meets more than \(DCPMetadata.pickleLimits.maximumItems) values (a shared object counts each time it is met)")
-        }
+        try spend(values.count)
         return values
     }
 
-    func isNone(_ slot: PickleSlot) -> Bool {
-        if case .none = slot { return true }
-        return false
+    private mutating func spend(_ steps: Int) throws(ShardFSError) {
+        budget -= steps
+        guard budget >= 0 else {
+            throw fail("reading the metadata takes more steps than its length allows: objects are shared over and over")
+        }
     }
 
-    /// `read(slot)`, or nil for None or a missing field.
-    func optional<T>(_ slot: PickleSlot?, _ what: String,
-                     _ read: (PickleSlot) throws(ShardFSError) -> T) throws(ShardFSError) -> T? {
-        guard let slot, !isNone(slot) else { return nil }
-        return try read(slot)
-    }
-
-    func string(_ slot: PickleSlot?, _ what: String) throws(ShardFSError) -> String {
+    mutating func string(_ slot: PickleSlot?, _ what: String) throws(ShardFSError) -> String {
         guard let slot, case .string(let s) = slot else { throw fail("\(what) is \(slot.map { heap.kindName($0) } ?? "missing"), not a string") }
+        try spend(s.utf8.count)
         return s
     }
 
@@ -259,8 +256,20 @@ private struct DCPPickledObjects {
     }
 
     /// A torch.Size (the machine has checked its dimensions are ints >= 0).
-    func torchSize(_ slot: PickleSlot?, _ what: String) throws(ShardFSError) -> [Int] {
+    mutating func torchSize(_ slot: PickleSlot?, _ what: String) throws(ShardFSError) -> [Int] {
         guard let slot, case .size(let dims) = slot else { throw fail("\(what) is \(slot.map { heap.kindName($0) } ?? "missing"), not a torch.Size") }
+        try spend(dims.count)
         return dims
     }
+}
+
+private func isNone(_ slot: PickleSlot) -> Bool {
+    if case .none = slot { return true }
+    return false
+}
+
+/// `read(slot)`, or nil for None or a missing field.
+private func ifPresent<T>(_ slot: PickleSlot?, _ read: (PickleSlot) throws(ShardFSError) -> T) throws(ShardFSError) -> T? {
+    guard let slot, !isNone(slot) else { return nil }
+    return try read(slot)
 }

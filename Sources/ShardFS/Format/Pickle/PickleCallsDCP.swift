@@ -48,13 +48,13 @@ extension PickleMachine {
     mutating func buildDCPObject(_ index: Int, _ c: DCPPickleClass, built: Bool, state: PickleSlot) throws(ShardFSError) {
         guard c.isDataclass else { throw fail("\(here) on \(c.kindName), which DCP's pickle never builds") }
         guard !built else { throw fail("\(here): \(c.kindName) built twice") }
-        var recorded = state
         if case .object(let dict) = state, case .dict = heap.kinds[dict] {
-            // Python copies the dict's items into the object at BUILD: a
-            // later SETITEM on that dict does not reach the object, so a
-            // copy is what the reader must see.
-            recorded = .object(try allocate(.dict(ordered: false), heap.contents[dict]))
+            // Python copies the dict's items into the object here, so a later
+            // SETITEM on the dict would not reach the object. Rather than
+            // copy (a few bytes of pickle could then copy a big dict again
+            // and again), the dict is frozen: setting its items is refused.
+            stateDicts.insert(dict)
         }
-        heap.setState(recorded, of: index)
+        heap.setState(state, of: index)
     }
 }

@@ -18,6 +18,8 @@ struct PickleMachine {
     var heap = PickleHeap()
     /// Values put in containers so far (`Limits.maximumItems`).
     var items = 0
+    /// Dicts BUILD gave a DCP object as its state: frozen (PickleCallsDCP.swift).
+    var stateDicts: Set<Int> = []
 
     init(bytes: [UInt8], file: String, limits: PickleReader.Limits, allowList: PickleAllowList = .torchSave) {
         self.bytes = bytes
@@ -234,6 +236,7 @@ struct PickleMachine {
         guard case .object(let index) = try top(), case .dict = heap.kinds[index] else {
             throw fail("\(here): sets items of \((try? heap.kindName(top())) ?? "nothing"), not a dict")
         }
+        guard !stateDicts.contains(index) else { throw fail("\(here): sets items of a dict already given to BUILD as an object's state") }
         var i = 0
         while i < pairs.count {
             switch pairs[i] {

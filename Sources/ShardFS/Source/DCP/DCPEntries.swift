@@ -35,10 +35,10 @@ struct DCPEntries {
         /// The parameter and key of `<prefix><fqn>.<key>`, or a refusal naming `name`.
         func split(_ name: String, prefix: String) throws(ShardFSError) -> (Int, String) {
             let rest = name.dropFirst(prefix.count)
-            guard let dot = rest.lastIndex(of: "."), let p = position[String(rest[..<dot])] else {
-                throw ShardFSError.badSource(
-                    file: DCPFolder.metadataName,
-                    reason: "\(name): \(prefix)<name>.<key> of no parameter of TorchTitan's Llama3 with the config's \(c.layers) layers")
+            let parameter = rest.lastIndex(of: ".").map { String(rest[..<$0]) } ?? String(rest)
+            guard let dot = rest.lastIndex(of: "."), let p = position[parameter] else {
+                let why = DCPEntries.beyondLayers(parameter, config: c) ?? "which is no parameter of TorchTitan's Llama3"
+                throw ShardFSError.badSource(file: DCPFolder.metadataName, reason: "\(name): the optimizer's entry of \(parameter), \(why)")
             }
             return (p, String(rest[rest.index(after: dot)...]))
         }
@@ -73,12 +73,17 @@ struct DCPEntries {
 
     /// Why `fqn` is refused.
     static func unknown(_ fqn: String, config c: ModelConfig) -> String {
-        if fqn.hasPrefix("layers."), let n = Int(fqn.dropFirst("layers.".count).prefix { $0 != "." }), n >= c.layers {
-            return "\(fqn) is a parameter of layer \(n), but config.json says num_hidden_layers = \(c.layers) (is --config the model's own?)"
-        }
+        if let why = beyondLayers(fqn, config: c) { return "\(fqn) is \(why)" }
         if fqn.hasPrefix("model.") || fqn.hasPrefix("lm_head.") {
             return "\(fqn) is a Hugging Face name: ShardFS reads a DCP checkpoint under TorchTitan's Llama3 names (tok_embeddings.weight, layers.N.attention.wq.weight, ...)"
         }
         return "\(fqn) is neither a parameter of TorchTitan's Llama3 nor an entry of its checkpoint (optimizer.*, lr_scheduler.*, train_state.*, dataloader.*): ShardFS does not know where it goes"
+    }
+
+    /// Why a `layers.N.` name of a layer the config does not have is
+    /// refused ("a parameter of layer N, but ..."); nil for another name.
+    static func beyondLayers(_ name: String, config c: ModelConfig) -> String? {
+        guard name.hasPrefix("layers."), let n = Int(name.dropFirst("layers.".count).prefix { $0 != "." }), n >= c.layers else { return nil }
+        return "a parameter of layer \(n), but config.json says num_hidden_layers = \(c.layers) (is --config the model's own?)"
     }
 }

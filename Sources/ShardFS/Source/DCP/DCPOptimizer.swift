@@ -86,9 +86,10 @@ struct DCPOptimizer {
 
     /// The training state from the items read (`found`, answering the
     /// requests), over the model's Hugging Face tensors `model`.
-    func trainingState(found: [DCPItems.Found], entries: DCPEntries, model: [String: SourceTensor], modelDType: DType?,
-                       grouping: OptimizerGrouping) throws(ShardFSError) -> TrainingState {
-        func bad(_ fqn: String, _ reason: String) -> ShardFSError { .badSource(file: DCPFolder.metadataName, reason: "\(fqn): \(reason)") }
+    func trainingState(found: [DCPItems.Found], requests: DCPRequests, entries: DCPEntries, model: [String: SourceTensor],
+                       modelDType: DType?, grouping: OptimizerGrouping) throws(ShardFSError) -> TrainingState {
+        /// A refusal naming the item of `request`.
+        func bad(_ request: Int, _ reason: String) -> ShardFSError { .badSource(file: requests.name(request), reason: reason) }
         func number(_ request: Int) -> Double? {
             switch found[request] {
             case .scalar(let s): return s
@@ -107,10 +108,10 @@ struct DCPOptimizer {
         for p in parameters {
             guard let (fqn, request) = p.step else { continue }
             guard let v = number(request), v >= 0, v == v.rounded(), v < 1e15 else {
-                throw bad(fqn, "is \(describe(request)), not a whole number of steps")
+                throw bad(request, "is \(describe(request)), not a whole number of steps")
             }
             if let first = step, first.value != Int(v) {
-                throw bad(fqn, "is \(Int(v)), but \(first.fqn) is \(first.value): NxD's optimizer keeps one step for every parameter (one run, one step count)")
+                throw bad(request, "is \(Int(v)), but \(first.fqn) is \(first.value): NxD's optimizer keeps one step for every parameter (one run, one step count)")
             }
             step = step ?? (fqn, Int(v))
         }
@@ -124,10 +125,10 @@ struct DCPOptimizer {
         var values: [Values] = []
         for p in parameters {
             var v = Values()
-            for (key, fqn, request) in p.groupValues {
+            for (key, _, request) in p.groupValues {
                 switch key {
                 case "lr", "eps", "weight_decay", "initial_lr":
-                    guard let x = number(request) else { throw bad(fqn, "is \(describe(request)), not a number") }
+                    guard let x = number(request) else { throw bad(request, "is \(describe(request)), not a number") }
                     switch key {
                     case "lr": v.lr = x
                     case "eps": v.eps = x
@@ -140,15 +141,15 @@ struct DCPOptimizer {
                     case .value(.tuple(let i)), .value(.list(let i)): items = i
                     default: break
                     }
-                    guard items.count == 2, let b = DCPOptimizer.numbers(items) else { throw bad(fqn, "is \(describe(request)), not two numbers") }
+                    guard items.count == 2, let b = DCPOptimizer.numbers(items) else { throw bad(request, "is \(describe(request)), not two numbers") }
                     v.betas = b
                 case "amsgrad", "maximize":
                     guard case .value(.bool(false)) = found[request] else {
-                        throw bad(fqn, "is \(describe(request)): NxD's AdamW has no \(key == "amsgrad" ? "AMSGrad" : "maximize"), so the run would not resume the same (False is what ShardFS maps)")
+                        throw bad(request, "is \(describe(request)): NxD's AdamW has no \(key == "amsgrad" ? "AMSGrad" : "maximize"), so the run would not resume the same (False is what ShardFS maps)")
                     }
                 case "decoupled_weight_decay":
                     guard case .value(.bool(true)) = found[request] else {
-                        throw bad(fqn, "is \(describe(request)): Adam with L2 weight decay, not AdamW's decoupled decay, which NxD's AdamW applies")
+                        throw bad(request, "is \(describe(request)): Adam with L2 weight decay, not AdamW's decoupled decay, which NxD's AdamW applies")
                     }
                 default:
                     break  // foreach, fused, capturable, differentiable: how torch runs the update, not what it computes
@@ -156,10 +157,12 @@ struct DCPOptimizer {
             }
             values.append(v)
         }
-        let first = values[0], firstName = parameters.isEmpty ? "" : entries.parameters[0].names.name
-        for (p, v) in zip(entries.parameters, values) {
+        /// The request of parameter `i`'s value `key` (present: checked in `init`).
+        func request(_ i: Int, _ key: String) -> Int { parameters[i].groupValues.first { $0.key == key }!.request }
+        let first = values[0], firstName = entries.parameters[0].names.name
+        for (i, v) in values.enumerated() {
             for (key, mine, theirs) in [("lr", [v.lr], [first.lr]), ("betas", v.betas, first.betas), ("eps", [v.eps], [first.eps])] where mine != theirs {
-                throw bad("optimizer.param_groups.\(p.names.name).\(key)", "is \(mine.count == 1 ? "\(mine[0])" : "\(mine)"), but optimizer.param_groups.\(firstName).\(key) is \(theirs.count == 1 ? "\(theirs[0])" : "\(theirs)"): NxD's param groups share one \(key)")
+                throw bad(request(i, key), "is \(mine.count == 1 ? "\(mine[0])" : "\(mine)"), but optimizer.param_groups.\(firstName).\(key) is \(theirs.count == 1 ? "\(theirs[0])" : "\(theirs)"): NxD's param groups share one \(key)")
             }
         }
 
@@ -169,16 +172,15 @@ struct DCPOptimizer {
         let noDecay = grouping.groups(names).count > 1 ? Set(grouping.groups(names)[1]) : []
         var decay: (fqn: String, value: Double)?
         var undecayed: [(name: String, value: Double)] = []
-        for (p, v) in zip(entries.parameters, values) {
+        for (i, (p, v)) in zip(entries.parameters, values).enumerated() {
             if noDecay.contains(p.names.huggingFaceName) {
                 if v.weightDecay != 0 { undecayed.append((p.names.name, v.weightDecay)) }
                 continue
             }
-            let fqn = "optimizer.param_groups.\(p.names.name).weight_decay"
             if let d = decay, d.value != v.weightDecay {
-                throw bad(fqn, "is \(v.weightDecay), but \(d.fqn) is \(d.value): NxD's grouping (\(grouping)) puts both in one param group, with one weight_decay (say the training script's rule with --optimizer-groups)")
+                throw bad(request(i, "weight_decay"), "is \(v.weightDecay), but \(d.fqn) is \(d.value): NxD's grouping (\(grouping)) puts both in one param group, with one weight_decay (say the training script's rule with --optimizer-groups)")
             }
-            decay = decay ?? (fqn, v.weightDecay)
+            decay = decay ?? ("optimizer.param_groups.\(p.names.name).weight_decay", v.weightDecay)
         }
         func group(weightDecay: Double) -> OptimizerGroupSettings {
             OptimizerGroupSettings(settings: [

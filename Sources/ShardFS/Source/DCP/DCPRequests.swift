@@ -36,6 +36,14 @@ struct DCPRequests {
         return requests.count - 1
     }
 
+    /// How refusals name the item of request `i`: its file, fqn and bytes.
+    func name(_ i: Int) -> String {
+        switch requests[i] {
+        case let .chunk(fqn, _, index, _, location): return DCPItems.archiveName(location, fqn, "chunk \(index)")
+        case let .value(fqn, location), let .scalar(fqn, _, location): return DCPItems.archiveName(location, fqn, nil)
+        }
+    }
+
     /// The tensor `name` (Hugging Face's) from the answers to
     /// `tensor(fqn, t)` at `range`, in Hugging Face's row order
     /// (`permutedHeads`: a TorchTitan wq or wk).

@@ -46,7 +46,7 @@ extension Checkpoint {
                                                                     permutedHeads: p.names.permutedHeads)
         }
         let dtypes = Set(tensors.values.map(\.dtype))
-        let state = try optimizer?.trainingState(found: found, entries: entries, model: tensors, modelDType: dtypes.count == 1 ? dtypes.first : nil,
+        let state = try optimizer?.trainingState(found: found, requests: requests, entries: entries, model: tensors, modelDType: dtypes.count == 1 ? dtypes.first : nil,
                                                  grouping: options.optimizerGrouping ?? .examples)
         return Checkpoint(directory: folder, config: config, configBytes: configBytes, files: dcp.files, tensors: tensors,
                           sourceLayout: nil, fingerprints: nil, trainingState: state)
