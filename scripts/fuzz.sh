@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(header index config planner zip pickle torchsave tag)
+[ ${#targets[@]} -gt 0 ] || targets=(header index config planner zip pickle torchsave tag dcpmetadata)
 
 echo "== build shardfs-fuzz (libFuzzer + ASan)" >&2
 # swiftc keeps only the last -sanitize= it is given, and SwiftPM passes one

@@ -31,3 +31,10 @@ if ! .venv/bin/python -c 'import torch, safetensors, transformers, pytest, audit
     # The wheel's judges (tests/compat/test_wheel.py).
     .venv/bin/pip install -q auditwheel check-wheel-contents
 fi
+
+# TorchTitan v0.2.2 (not on PyPI) judges tests/dcp where TORCHTITAN_SRC names
+# its source; what its checkpoint path imports comes from PyPI.
+if [ -n "${TORCHTITAN_SRC:-}" ] && ! .venv/bin/python -c 'import tyro, torchdata, tensorboard, tabulate, datasets' 2>/dev/null; then
+    echo "setup: installing TorchTitan's imports (tyro, torchdata, tensorboard, tabulate, datasets) into .venv" >&2
+    .venv/bin/pip install -q tyro torchdata tensorboard tabulate datasets
+fi
