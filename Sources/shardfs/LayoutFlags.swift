@@ -192,12 +192,16 @@ func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFl
     // hold no data).
     if options.format == .hf { sourceOptions.weightsOnly = true }
     let checkpoint = try Checkpoint.open(source, options: sourceOptions)
-    if announceSource, let layout = checkpoint.sourceLayout {
-        note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
-        if let state = checkpoint.trainingState {
-            note("source: ZeRO-1 optimizer state at dp \(state.dpSize) (\(state.grouping)), carried: \(state.carried.map(\.path).joined(separator: ", "))")
-            for text in state.notes { note("note: \(text)") }
+    if announceSource {
+        if let layout = checkpoint.sourceLayout {
+            note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
+            if let state = checkpoint.trainingState {
+                note("source: ZeRO-1 optimizer state at dp \(state.dpSize) (\(state.grouping)), carried: \(state.carried.map(\.path).joined(separator: ", "))")
+            }
+        } else if checkpoint.trainingState?.fromDCP == true {
+            note("source: DCP checkpoint, \(checkpoint.files.count) .distcp files, with its AdamW state (NxD's groups: \(checkpoint.trainingState!.grouping))")
         }
+        for text in checkpoint.trainingState?.notes ?? [] { note("note: \(text)") }
     }
     let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
     for warning in plan.warnings { note("warning: \(warning)") }

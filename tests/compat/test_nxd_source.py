@@ -1019,10 +1019,14 @@ def test_bad_source_reshard_nothing_written(shardfs, conversions, ckpts, tmp_pat
 # 6. --help
 
 
-def test_help_says_optimizer_state_not_read(shardfs):
+def test_help_says_what_happens_to_the_optimizer_state(shardfs):
+    """A tag's optim/ goes with it (into another layout, or a TorchTitan
+    checkpoint) unless --weights-only: the help must say so, not that it is
+    never read."""
     run = shardfs.run("convert", "--help")
     text = " ".join(run.stdout.split())
     assert run.returncode == 0, run.describe()
-    assert "optim/" in text and "not read" in text, f"convert --help does not say optim/ is not read:\n{run.stdout}"
-    for flag in ("--config", "--source-hw-backend", "--max-shard-size", "hf"):
+    assert "optim/" in text and "--weights-only" in text and "never read" not in text and "is not read" not in text, \
+        f"convert --help misstates what happens to optim/:\n{run.stdout}"
+    for flag in ("--config", "--source-hw-backend", "--max-shard-size", "hf", "dcp", "--dcp-shards"):
         assert flag in text, f"convert --help does not mention {flag}"

@@ -7,10 +7,11 @@ extension DCPMetadata {
     /// torch writes about 25 container values and 20 memo entries a tensor
     /// chunk (its ChunkStorageMetadata, MetadataIndex and _StorageInfo), in
     /// about 150 bytes: 32M of each is 1.3M chunks (a 70B training state
-    /// sharded 256 ways is 0.75M) in a 190 MB file, under the 256 MB length
-    /// limit, and at worst about 2 GB of machine state.
+    /// sharded 256 ways is 0.75M) in a 190 MB file, and at worst about 2 GB
+    /// of machine state, whatever the length (up to 1 GiB: DCPFolder).
     static let pickleLimits: PickleReader.Limits = {
         var limits = PickleReader.Limits()
+        limits.maximumLength = 1 << 30
         limits.maximumItems = 1 << 25
         limits.maximumMemo = 1 << 25
         return limits
@@ -146,7 +147,8 @@ private struct DCPPickledObjects {
         if let descriptors = info["transform_descriptors"], !isNone(descriptors) {
             let list = try elements(descriptors, .list, "\(at).transform_descriptors", orTuple: true)
             guard list.isEmpty else {
-                throw fail("\(at): the item is stored transformed (transform_descriptors \(list.map { heap.kindName($0) })); ShardFS reads plain items only")
+                let names = list.map { (d: PickleSlot) -> String in if case .string(let s) = d { s } else { heap.kindName(d) } }
+                throw fail("\(at): the item is stored transformed (transform_descriptors \(names)); ShardFS reads plain items only")
             }
         }
         return DCPMetadata.Location(fqn: fqn, chunkOffsets: offsets, chunkIndex: chunkIndex,
@@ -219,10 +221,10 @@ private struct DCPPickledObjects {
         return try visit(heap.contents[i])
     }
 
-    enum Sequence { case list, tuple }
+    enum SequenceKind { case list, tuple }
 
     /// A list's or tuple's elements.
-    mutating func elements(_ slot: PickleSlot?, _ kind: Sequence, _ what: String, orTuple: Bool = false) throws(ShardFSError) -> [PickleSlot] {
+    mutating func elements(_ slot: PickleSlot?, _ kind: SequenceKind, _ what: String, orTuple: Bool = false) throws(ShardFSError) -> [PickleSlot] {
         if let slot, case .object(let i) = slot {
             switch heap.kinds[i] {
             case .list where kind == .list, .tuple where kind == .tuple || orTuple: return try visit(heap.contents[i])

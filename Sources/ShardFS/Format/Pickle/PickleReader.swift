@@ -1,5 +1,6 @@
 /// Reads the pickles torch.save writes (protocol 2, CPython's C pickler) and
-/// NxD's xser files, from untrusted bytes, without executing anything.
+/// NxD's xser files, from untrusted bytes, without executing anything; with
+/// `allowList: .dcpMetadata`, a DCP `.metadata` instead (DCPMetadataReader).
 ///
 /// An allow-list machine: it knows the opcodes and globals those pickles use
 /// and refuses everything else by name and byte offset. "Calling" a global

@@ -24,9 +24,13 @@ enum DCPChunks {
         func span(_ box: (rows: Range<Int>, columns: Range<Int>)) -> String {
             size.count == 1 ? "elements \(box.columns)" : "rows \(box.rows)" + (box.columns.count == (size.count == 2 ? size[1] : 1) ? "" : ", columns \(box.columns)")
         }
+        // Sorted so, boxes of one band of rows (a 1-D tensor's, or column
+        // chunks) overlap only a neighbour; row chunks only the boxes that
+        // start within their rows.
+        let oneBand = boxes.allSatisfy { $0.box.rows == boxes[0].box.rows }
         for i in boxes.indices {
             var j = i + 1
-            while j < boxes.count, boxes[j].box.rows.lowerBound < boxes[i].box.rows.upperBound {
+            while j < boxes.count, boxes[j].box.rows.lowerBound < boxes[i].box.rows.upperBound, !oneBand || j == i + 1 {
                 let a = boxes[i], b = boxes[j]
                 if a.box.columns.overlaps(b.box.columns) {
                     let rows = a.box.rows.clamped(to: b.box.rows), columns = a.box.columns.clamped(to: b.box.columns)
@@ -38,6 +42,14 @@ enum DCPChunks {
         // Without overlap, the chunks tile the tensor when they hold all its
         // elements; else the first band of rows not wholly held is named.
         let (rows, columns) = size.count == 2 ? (size[0], size[1]) : (1, size.first ?? 1)
+        var held = 0, overflow = false
+        for b in boxes where !overflow {
+            let (volume, o1) = b.box.rows.count.multipliedReportingOverflow(by: b.box.columns.count)
+            let (sum, o2) = held.addingReportingOverflow(volume)
+            (held, overflow) = (sum, o1 || o2)
+        }
+        let (total, o3) = rows.multipliedReportingOverflow(by: columns)
+        if !overflow, !o3, held == total { return }
         var edges = Set([0, rows])
         for b in boxes { edges.insert(b.box.rows.lowerBound); edges.insert(b.box.rows.upperBound) }
         let sorted = edges.sorted()

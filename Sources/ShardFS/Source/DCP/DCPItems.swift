@@ -78,7 +78,7 @@ enum DCPItems {
             if t.shape[d] > 1 && t.strides[d] != stride {
                 throw bad("holds a tensor with strides \(t.strides), not the contiguous \(contiguousStrides(t.shape)) DCP saves")
             }
-            stride *= t.shape[d]
+            stride = stride &* t.shape[d]
         }
         guard t.offset == t.storage.dataOffset else {
             throw bad("its tensor starts at element \((t.offset - t.storage.dataOffset) / t.dtype.size) of its storage, not 0: DCP saves each chunk alone")
@@ -104,7 +104,7 @@ enum DCPItems {
 
     static func contiguousStrides(_ shape: [Int]) -> [Int] {
         var strides = [Int](repeating: 1, count: shape.count)
-        for d in shape.indices.dropLast().reversed() { strides[d] = strides[d + 1] * shape[d + 1] }
+        for d in shape.indices.dropLast().reversed() { strides[d] = strides[d + 1] &* shape[d + 1] }
         return strides
     }
 }

@@ -204,7 +204,8 @@ struct DCPOptimizer {
             }
         }
 
-        var notes = [DCPOptimizer.resumeNote(step: step?.value, lr: first.lr, lastEpoch: lastEpochRequest.flatMap(number).map { Int($0) },
+        var notes = [DCPOptimizer.resumeNote(step: step?.value, lr: first.lr, initialLR: first.initialLR,
+                                             lastEpoch: lastEpochRequest.flatMap(number).map { Int($0) },
                                              trainStep: trainStepRequest.flatMap(number).map { Int($0) })]
         if let (name, value) = undecayed.first {
             notes.append("TorchTitan decayed \(name) and the other parameters of NxD's no-decay group with weight_decay \(value) (one param group); NxD's grouping (\(grouping)) resumes them with 0.0 (--optimizer-groups all keeps one group, decaying every parameter)")
@@ -241,13 +242,13 @@ struct DCPOptimizer {
     /// scheduler (and fails without the file), and returns the tag's
     /// `user_content.pt` (none here), from which NxD's examples take their
     /// global step and epoch.
-    static func resumeNote(step: Int?, lr: Double, lastEpoch: Int?, trainStep: Int?) -> String {
+    static func resumeNote(step: Int?, lr: Double, initialLR: Double?, lastEpoch: Int?, trainStep: Int?) -> String {
         let n = trainStep ?? lastEpoch ?? step
         let at = n.map { " \($0)" } ?? " N"
         return "the tag holds no scheduler.pt and no user_content.pt (a DCP folder has no NxD scheduler or user content): "
             + "NxD's load_checkpoint(..., scheduler=...) loads scheduler.pt unconditionally and fails without it, so resume with scheduler=None; "
-            + "the script's new scheduler then restarts the LR schedule from its first step (warmup included) after the first step, which runs at the carried lr \(lr), "
-            + "unless the script moves it to step\(at) (LambdaLR: last_epoch =\(at)); and load_checkpoint returns no user content, so the examples' global_step and epoch start at 0 unless the script sets them (global_step =\(at))"
+            + "the script's new scheduler then restarts the LR schedule from its first step, warmup included (the param groups carry lr \(lr), TorchTitan's at step\(at), which a scheduler built before load_checkpoint overrides at its first step), "
+            + "unless the script moves it to step\(at) (LambdaLR: last_epoch =\(at)\(initialLR.map { ", base lr \($0), TorchTitan's initial_lr" } ?? "")); and load_checkpoint returns no user content, so the examples' global_step and epoch start at 0 unless the script sets them (global_step =\(at))"
             + (step != nil && trainStep != nil && step != trainStep ? " (train_state.step is \(trainStep!), the optimizer's step \(step!): base_state carries the optimizer's)" : "")
     }
 }
