@@ -70,6 +70,27 @@ for i, (field, value) in enumerate([("num_hidden_layers", 0), ("hidden_size", 2*
                                     ("intermediate_size", 1e300)]):
     write("config", f"field-{i}.json", json.dumps({**config, field: value}))
 
+# dcpmetadata: hand-made protocol-4 pickles that must be refused. Real ones
+# (torch's, and the writer's) come from
+# Tests/ShardFSTests/Fixtures/generate_dcp_metadata_fixtures.py, which needs torch.
+def frame(body):
+    return b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body
+
+
+def short_unicode(s):
+    return b"\x8c" + bytes([len(s)]) + s.encode()
+
+
+DCP = short_unicode("torch.distributed.checkpoint.metadata") + b"\x94"
+write("dcpmetadata", "os-system", frame(short_unicode("os") + b"\x94" + short_unicode("system") + b"\x94\x93\x94"
+                                        + short_unicode("ls") + b"\x85R."))
+write("dcpmetadata", "frame-past-end", b"\x80\x04\x95" + struct.pack("<Q", 2**63) + b"N.")
+write("dcpmetadata", "frame-in-frame", frame(b"\x95" + struct.pack("<Q", 2) + b"N."))
+# Metadata() with no state, and one whose state_dict_metadata is itself (memo 3)
+write("dcpmetadata", "no-state", frame(DCP + short_unicode("Metadata") + b"\x94\x93\x94)\x81\x94."))
+write("dcpmetadata", "holds-itself", frame(DCP + short_unicode("Metadata") + b"\x94\x93\x94)\x81\x94}\x94"
+                                           + short_unicode("state_dict_metadata") + b"\x94h\x03sb."))
+
 # planner: 6 flag bytes (tp, pp, vpp, kv multiplier, bits qkv_linear|fuse_qkv|trn2, dtype), 1 defect byte, config
 def planner(name, flags, defect, cfg):
     write("planner", name, bytes(flags) + bytes([defect]) + json.dumps(cfg).encode())

@@ -38,6 +38,17 @@ struct VerifyCommand: ParsableCommand {
             reported by part 0):
 
               shardfs verify ... --part $SLURM_ARRAY_TASK_ID/16
+
+            With --format dcp, TAG is a DCP folder (a TorchTitan checkpoint, ShardFS's
+            or TorchTitan's own): its .metadata entries (kinds, dtypes, sizes), every
+            bytes item's value and every tensor element, per TorchTitan parameter.
+            The other way round, a DCP folder is a SRC like any other:
+
+              shardfs verify $TAG /fsx/ubuntu/titan/checkpoint/step-1000 \\
+                  --config $MODEL --format dcp
+              shardfs verify /fsx/ubuntu/titan/checkpoint/step-1000 $TAG \\
+                  --config $MODEL --tp-size 32 --pp-size 8 --kv-size-multiplier 4 \\
+                  --qkv-linear --fuse-qkv --dp-size 4
             """
     )
 
@@ -75,15 +86,25 @@ struct VerifyCommand: ParsableCommand {
     func run() throws {
         let (checkpoint, plan, verifier) = try reportingErrors { () throws(ShardFSError) in
             if layout.format == .hf {
-                throw ShardFSError.badLayout(flag: "--format hf", reason: "verify checks NxD rank files (pt or xser), not a Hugging Face checkpoint")
+                throw ShardFSError.badLayout(flag: "--format hf", reason: "verify checks NxD rank files (pt or xser) or a DCP folder (dcp), not a Hugging Face checkpoint")
+            }
+            if layout.format == .dcp && part != .whole {
+                throw ShardFSError.badLayout(flag: "--part", reason: "a DCP folder is checked whole")
             }
             let (checkpoint, plan) = try openAndPlan(source, sourceFlags, layout)
-            return (checkpoint, plan, try Verifier(checkpoint: checkpoint, plan: plan, tag: tag))
+            let check: VerifyCheck = layout.format == .dcp
+                ? .dcp(try DCPFolderCheck(checkpoint: checkpoint, plan: plan, folder: tag, configPath: sourceFlags.config ?? source))
+                : .rankFiles(try Verifier(checkpoint: checkpoint, plan: plan, tag: tag))
+            return (checkpoint, plan, check)
         }
         _ = checkpoint
         let display = VerifyDisplay(printLines: !json)
         let options = Verifier.Options(jobs: jobs, part: part, chunkBytes: chunkKiB << 10, configPath: sourceFlags.config ?? source)
-        let report = verifier.run(options: options, events: display.handle)
+        let report: VerifyReport
+        switch verifier {
+        case .rankFiles(let verifier): report = verifier.run(options: options, events: display.handle)
+        case .dcp(let check): report = check.run(jobs: jobs, chunkBytes: options.chunkBytes, events: display.handle)
+        }
         display.finish()
         if json {
             let document = VerifyJSON(report: report, source: source, tag: tag, plan: plan, part: part)
@@ -97,6 +118,12 @@ struct VerifyCommand: ParsableCommand {
         }
         if !report.isOK { throw ExitCode.failure }
     }
+}
+
+/// What verify checks: NxD rank files, or a DCP folder.
+enum VerifyCheck {
+    case rankFiles(Verifier)
+    case dcp(DCPFolderCheck)
 }
 
 /// The report as people read it.
