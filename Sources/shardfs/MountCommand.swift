@@ -197,7 +197,7 @@ struct MountCommand: ParsableCommand {
                                            prefetch: prefetchMiB > 0 ? prefetch : nil)
         let materialiser = try persistTo.map { directory in
             try failing { () throws(ShardFSError) in
-                try makeMaterialiser(directory: directory, checkpoint: checkpoint, plan: plan, fileSystem: fileSystem, logger: logger)
+                try makeMaterialiser(directory: directory, checkpoint: checkpoint, plan: plan, files: files, fileSystem: fileSystem, logger: logger)
             }
         }
         let summary = plan.options.summary, sourceDirectory = self.source
@@ -258,7 +258,8 @@ struct MountCommand: ParsableCommand {
 
     /// The materialiser of --persist-to, prepared (DIR claimed, finished files
     /// found) so that a refusal reaches the user before the mount exists.
-    private func makeMaterialiser(directory: String, checkpoint: Checkpoint, plan: LayoutPlan, fileSystem: MountedFileSystem,
+    private func makeMaterialiser(directory: String, checkpoint: Checkpoint, plan: LayoutPlan,
+                                  files: [(path: String, file: VirtualFile)], fileSystem: MountedFileSystem,
                                   logger: Logger) throws(ShardFSError) -> (materialiser: Materialiser, server: ServerBox) {
         let part = self.part ?? .whole
         let target = MountTable.absolute(directory)
@@ -273,12 +274,12 @@ struct MountCommand: ParsableCommand {
         options.force = force
         // Stale files are judged against the whole layout, every --part share
         // included, so daemons persisting other shares never flag each other's.
-        options.plannedPaths = plan.virtualFiles().map(\.path)
+        options.plannedPaths = files.map(\.path)
         let box = ServerBox()
         let materialiser = Materialiser(
             // A share cannot know when the others finish: a training tag's
             // `done` marker is persisted only by a daemon persisting it all.
-            checkpoint: checkpoint, files: try plan.virtualFiles(part: part),
+            checkpoint: checkpoint, files: part == .whole ? files : try plan.virtualFiles(part: part),
             options: options, logger: logger,
             readersActive: { box.server?.readersActive() ?? false },
             verified: { path, copy in

@@ -52,8 +52,34 @@ public struct DCPPlan: Sendable {
     public let files: [File]
     /// Per file, where each of its pieces is (`DCPFiles.swift`).
     public let placements: [[Placement]]
+    /// `.metadata`, pickled once.
+    public let metadataBytes: DCPMetadataBytes
     /// What the user should know to resume from it.
     public let notes: [String]
+
+    init(items: [Item], shards: Int, files: [File], placements: [[Placement]], notes: [String]) {
+        self.items = items
+        self.shards = shards
+        self.files = files
+        self.placements = placements
+        self.notes = notes
+        metadataBytes = DCPMetadataBytes([])
+    }
+
+    /// This plan with its `.metadata` pickled.
+    func withMetadata() -> DCPPlan {
+        DCPPlan(items: items, shards: shards, files: files, placements: placements, notes: notes,
+                metadataBytes: DCPMetadataBytes(metadata.pickled()))
+    }
+
+    private init(items: [Item], shards: Int, files: [File], placements: [[Placement]], notes: [String], metadataBytes: DCPMetadataBytes) {
+        self.items = items
+        self.shards = shards
+        self.files = files
+        self.placements = placements
+        self.notes = notes
+        self.metadataBytes = metadataBytes
+    }
 }
 
 extension LayoutPlanner {
@@ -134,7 +160,7 @@ extension LayoutPlanner {
         var plan = LayoutPlan(options: o, dtype: modelDType, files: [], layersOfPipelineRank: [], warnings: [])
         let files = dcpFiles(items, shards: shards)
         plan.dcp = DCPPlan(items: items, shards: shards, files: files,
-                           placements: DCPPlan.placements(items: items, files: files).map(\.placements), notes: notes)
+                           placements: DCPPlan.placements(items: items, files: files).map(\.placements), notes: notes).withMetadata()
         plan.configBytes = checkpoint.configBytes
         return plan
     }

@@ -49,9 +49,7 @@ public final class MountedFileSystem: Sendable {
         var sourcesOfInode: [UInt64: [Int]] = [:]
         for node in tree.nodes {
             guard case let .file(file) = node.kind else { continue }
-            var indexes = Set<Int>()
-            for extent in file.materialised.extents { indexes.formUnion(extent.sourceFileIndexes) }
-            sourcesOfInode[node.inode] = indexes.sorted()
+            sourcesOfInode[node.inode] = file.sourceFileIndexes
         }
         self.sourcesOfInode = sourcesOfInode
         modificationTime = checkpoint.files.map(\.modificationTime)

@@ -66,6 +66,16 @@ extension DCPPlan {
         }
     }
 
+    /// The source files piece `piece` reads: the tiles its rows overlap.
+    func sourceFiles(item: Int, chunk: Int) -> [Int] {
+        guard case let .tensor(t) = items[item].value, case let .rows(source, interleaved) = t.source else { return [] }
+        guard !source.tiles.isEmpty else { return [source.fileIndex] }
+        let rows = t.chunks[chunk]
+        let along = interleaved ? rows.lowerBound / 2..<rows.upperBound / 2 : rows
+        let oneDimensional = source.shape.count <= 1
+        return source.tiles.filter { (oneDimensional ? $0.columns : $0.rows).overlaps(along) }.map(\.fileIndex)
+    }
+
     /// The `.distcp` file `index`: its archives back to back.
     func distcpFile(_ index: Int) -> VirtualFile {
         var extents: [Extent] = []
@@ -130,11 +140,22 @@ extension DCPPlan {
     /// marker, as `done` is a tag's), last.
     public func virtualFiles(_ share: Part = .whole) -> [(path: String, file: VirtualFile)] {
         var result: [(path: String, file: VirtualFile)] = share.range(of: files.count).map { index in
-            (files[index].name, VirtualFile(size: placements[index].reduce(0) { $0 + $1.length }) { [self] in distcpFile(index) })
+            var sources = Set<Int>()
+            for piece in files[index].pieces { sources.formUnion(sourceFiles(item: piece.item, chunk: piece.chunk)) }
+            return (files[index].name, VirtualFile(size: placements[index].reduce(0) { $0 + $1.length }, sources: sources.sorted()) { [self] in
+                distcpFile(index)
+            })
         }
         if share == .whole {
-            result.append((DCPPlan.metadataPath, VirtualFile(extents: [.literal(metadata.pickled())])))
+            result.append((DCPPlan.metadataPath, VirtualFile(extents: [.literal(metadataBytes.bytes)])))
         }
         return result
     }
+}
+
+/// `.metadata`'s bytes, pickled once per plan (a 70B training state's are
+/// tens of megabytes, and a mount asks for its files more than once).
+public final class DCPMetadataBytes: Sendable {
+    public let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
 }

@@ -28,6 +28,8 @@ public struct VirtualFile: Sendable {
     public let size: Int
     private let made: Made?
     private let recipe: VirtualFileRecipe?
+    /// A recipe's source files, when its maker knows them without making it.
+    private let declaredSources: [Int]?
 
     public var extents: [Extent] { materialised.made!.extents }
     /// `starts[i]` is the file offset of `extents[i]`.
@@ -39,10 +41,21 @@ public struct VirtualFile: Sendable {
 
     /// A file made by `recipe` whenever it is read; `recipe` must give a
     /// file of `size` bytes, the same every time.
-    public init(size: Int, recipe: @escaping @Sendable () -> VirtualFile) {
+    /// `sources`, when given, are the source files its extents read (what a
+    /// mount watches for it), so that nothing needs making to know them.
+    public init(size: Int, sources: [Int]? = nil, recipe: @escaping @Sendable () -> VirtualFile) {
         self.size = size
         self.made = nil
         self.recipe = VirtualFileRecipe { recipe().materialised }
+        self.declaredSources = sources
+    }
+
+    /// The source files this file's extents read, in order.
+    public var sourceFileIndexes: [Int] {
+        if let declaredSources { return declaredSources }
+        var indexes = Set<Int>()
+        for extent in extents { indexes.formUnion(extent.sourceFileIndexes) }
+        return indexes.sorted()
     }
 
     /// A recipe file, its size taken from one making.
@@ -75,6 +88,7 @@ public struct VirtualFile: Sendable {
         self.made = Made(extents: merged, starts: starts, crcSlots: crcSlots)
         self.size = offset
         self.recipe = nil
+        self.declaredSources = nil
     }
 
     /// Index of the extent holding byte `offset` (which must be < size).
@@ -122,14 +136,30 @@ final class VirtualFileRecipe: Sendable {
 /// millisecond to make. Bounded (`capacity` files, each its extents and zip
 /// framing: tens of kilobytes), whatever the plan's size.
 final class MadeFiles: Sendable {
-    static let shared = MadeFiles(capacity: 64)
+    /// 64 files, and at most 64 MiB of them: a DCP file of a 70B state
+    /// split 64 ways is a few thousand archives, megabytes of framing.
+    static let shared = MadeFiles(capacity: 64, byteBudget: 64 << 20)
 
     private let capacity: Int
+    private let byteBudget: Int
     /// Most recent last; each recipe kept with its file, so its identity
     /// cannot be reused while it is here.
-    private let entries = Locked<[(recipe: VirtualFileRecipe, file: VirtualFile)]>([])
+    private let entries = Locked<[(recipe: VirtualFileRecipe, file: VirtualFile, cost: Int)]>([])
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(capacity: Int, byteBudget: Int = .max) {
+        self.capacity = capacity
+        self.byteBudget = byteBudget
+    }
+
+    /// About what a made file holds in memory: its literal bytes and, per
+    /// extent, the extent and its start.
+    static func cost(_ file: VirtualFile) -> Int {
+        file.extents.reduce(0) { total, extent in
+            if case let .literal(bytes) = extent { return total + bytes.count + 64 }
+            if case let .stitched(s) = extent { return total + 64 + s.segments.count * 40 }
+            return total + 64
+        }
+    }
 
     func file(_ recipe: VirtualFileRecipe) -> VirtualFile {
         let found: VirtualFile? = entries.withLock { entries in
@@ -140,9 +170,15 @@ final class MadeFiles: Sendable {
         }
         if let found { return found }
         let file = recipe.make()
+        let cost = MadeFiles.cost(file)
         entries.withLock { entries in
-            if !entries.contains(where: { $0.recipe === recipe }) { entries.append((recipe, file)) }
+            if !entries.contains(where: { $0.recipe === recipe }) { entries.append((recipe, file, cost)) }
             if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+            var total = entries.reduce(0) { $0 + $1.cost }
+            // The newest stays even alone over the budget: its reader needs it.
+            while total > byteBudget, entries.count > 1 {
+                total -= entries.removeFirst().cost
+            }
         }
         return file
     }
