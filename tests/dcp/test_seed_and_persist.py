@@ -84,3 +84,27 @@ def test_persist_to_leaves_a_folder_that_loads_metadata_last(store, tt, tmp_path
     judge.judge_dcp_load(persisted, e, tt)
     run = shardfs.run("verify", t.path, persisted, "--config", t.config, *t.spec.source_args, "--format", "dcp")
     assert run.returncode == 0, run.describe()
+
+
+def test_a_tied_model_seeds_an_output_layer_of_its_own(store, tmp_path):
+    """TorchTitan's Llama3 has no tied embedding: the seed's output.weight
+    is a copy of the embedding (the same model)."""
+    shardfs = _shardfs(store)
+    tied = tmp_path / "tied"
+    tied.mkdir()
+    cfg = json.loads((EXAMPLE / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (tied / "config.json").write_text(json.dumps(cfg))
+    hf = {}
+    for f in sorted(EXAMPLE.glob("*.safetensors")):
+        hf.update(load_file(f))
+    hf.pop("lm_head.weight")
+    from safetensors.torch import save_file
+    save_file(hf, str(tied / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "seed"
+    run = shardfs.run("convert", tied, out, "--format", "dcp")
+    assert run.returncode == 0, run.describe()
+    meta = judge.read_metadata(out)
+    sd = {k: torch.zeros(tuple(v.size)) for k, v in meta.state_dict_metadata.items()}
+    dcp.load(sd, checkpoint_id=str(out))
+    judge.assert_bitwise(sd["output.weight"], hf["model.embed_tokens.weight"].float(), "output.weight of a tied model")

@@ -91,7 +91,7 @@ extension LayoutPlanner {
 
     static func dcpPlan(checkpoint: Checkpoint, weights: LlamaWeights, options o: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
         let c = checkpoint.config
-        try TorchTitanNames.check(c, flag: "--format dcp")
+        try TorchTitanNames.check(c, flag: "--format dcp", withOptimizer: checkpoint.trainingState != nil)
         let shards = o.dcpShards ?? defaultDCPShards
         guard shards >= 1, shards <= 65_536 else {
             throw ShardFSError.badLayout(flag: "--dcp-shards", reason: "must be between 1 and 65536, not \(shards)")
@@ -151,8 +151,9 @@ extension LayoutPlanner {
         }
         for p in parameters {
             let master = masters?[p.huggingFaceName]
-            // Present: LlamaWeights has checked every tensor the config implies.
-            let tensor = master ?? checkpoint.tensors[p.huggingFaceName]!
+            // Present: LlamaWeights has checked every tensor the config implies
+            // (a tied lm_head is the embedding).
+            let tensor = master ?? (p.huggingFaceName == "lm_head.weight" ? weights.lmHead : checkpoint.tensors[p.huggingFaceName]!)
             items.append(DCPPlan.Item(fqn: p.name, path: [p.name], value: tensorValue(tensor, dtype: modelDType, heads: p.permutedHeads),
                               origin: "\(master == nil ? "" : "master weight of ")\(p.huggingFaceName)\(p.permutedHeads == nil ? "" : ", RoPE-interleaved")\(tensor.dtype == modelDType ? "" : ", \(tensor.dtype.rawValue) -> \(modelDType.rawValue)")"))
         }

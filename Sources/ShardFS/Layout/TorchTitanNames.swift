@@ -37,16 +37,19 @@ public enum TorchTitanNames {
     }
 
     /// Refuses a model TorchTitan's Llama3 cannot hold: it derives head_dim
-    /// as dim / n_heads, and has an `output` of its own (no tied embedding).
-    public static func check(_ c: ModelConfig, flag: String) throws(ShardFSError) {
+    /// as dim / n_heads, and has an `output` of its own (no tied embedding:
+    /// a tied model's weights are written with `output` a copy of the
+    /// embedding, the same model; its optimizer state, one moment for the
+    /// two, has no such copy, `withOptimizer`).
+    public static func check(_ c: ModelConfig, flag: String, withOptimizer: Bool) throws(ShardFSError) {
         guard c.hidden % c.heads == 0, c.headDim == c.hidden / c.heads else {
             throw ShardFSError.badLayout(flag: flag, reason: "TorchTitan's Llama3 takes head_dim = hidden_size / num_attention_heads (\(c.hidden / max(c.heads, 1))), and config.json says head_dim \(c.headDim)")
         }
         guard c.headDim % 2 == 0 else {
             throw ShardFSError.badLayout(flag: flag, reason: "head_dim \(c.headDim) is odd: RoPE pairs its rows")
         }
-        guard !c.tieWordEmbeddings else {
-            throw ShardFSError.badLayout(flag: flag, reason: "config.json ties the embeddings (tie_word_embeddings); TorchTitan's Llama3 has an output layer of its own")
+        guard !(c.tieWordEmbeddings && withOptimizer) else {
+            throw ShardFSError.badLayout(flag: flag, reason: "config.json ties the embeddings (tie_word_embeddings): the run kept one Adam state for the embedding and the output layer, and TorchTitan's Llama3 has an output layer of its own whose state would not be the run's; --weights-only writes the weights (output a copy of the embedding)")
         }
     }
 }
