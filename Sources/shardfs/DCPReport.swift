@@ -35,24 +35,10 @@ struct DCPReport: Encodable {
                              value: nil, origin: item.origin)
             case let .bytes(value):
                 return Entry(fqn: item.fqn, kind: "bytes", dtype: nil, shape: nil, chunks: nil,
-                             value: DCPReport.python(value), origin: item.origin)
+                             value: PickleValue.python(value), origin: item.origin)
             }
         }
         notes = plan.notes
-    }
-
-    /// A plain value as Python's repr would print it.
-    static func python(_ v: PickleValue) -> String {
-        switch v {
-        case .none: return "None"
-        case .bool(let b): return b ? "True" : "False"
-        case .int(let i): return String(i)
-        case .float(let f): return String(f)
-        case .string(let s): return "'\(s)'"
-        case .list(let items): return "[" + items.map(python).joined(separator: ", ") + "]"
-        case .tuple(let items): return "(" + items.map(python).joined(separator: ", ") + (items.count == 1 ? ",)" : ")")
-        default: return "\(v)"
-        }
     }
 
     var lines: [String] {

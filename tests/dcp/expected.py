@@ -54,7 +54,7 @@ from typing import Optional
 import torch
 
 HERE = Path(__file__).resolve().parent
-for _p in (HERE, HERE.parent / "compat"):
+for _p in (HERE, HERE.parent / "compat", HERE.parent / "zero1"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -101,26 +101,12 @@ class Absent:
 
 
 def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
-    """The Hugging Face Llama's tensors and shapes, in its state_dict order."""
+    """The Hugging Face Llama's tensors and shapes, in its state_dict order
+    (tests/zero1's one statement of them)."""
     if d.tied:
         raise TagError("tied embeddings: TorchTitan's Llama3 has a separate `output`")
-    hd = d.head_dim
-    s: "OrderedDict[str, tuple]" = OrderedDict()
-    s["model.embed_tokens.weight"] = (d.V, d.h)
-    for n in range(d.L):
-        p = f"model.layers.{n}."
-        s[p + "self_attn.q_proj.weight"] = (d.Hq * hd, d.h)
-        s[p + "self_attn.k_proj.weight"] = (d.Hkv * hd, d.h)
-        s[p + "self_attn.v_proj.weight"] = (d.Hkv * hd, d.h)
-        s[p + "self_attn.o_proj.weight"] = (d.h, d.Hq * hd)
-        s[p + "mlp.gate_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.up_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.down_proj.weight"] = (d.h, d.I)
-        s[p + "input_layernorm.weight"] = (d.h,)
-        s[p + "post_attention_layernorm.weight"] = (d.h,)
-    s["model.norm.weight"] = (d.h,)
-    s["lm_head.weight"] = (d.V, d.h)
-    return s
+    import tiny_llama
+    return tiny_llama.hf_shapes(d)
 
 
 def titan_model_args(cfg: dict) -> dict:

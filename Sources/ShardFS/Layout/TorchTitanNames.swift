@@ -70,11 +70,7 @@ extension SourceTensor {
     public func ropeInterleaved(heads: Int) -> SourceTensor {
         let (rows, columns) = RowBlock.matrixShape(shape)
         let headRows = rows / heads, half = headRows / 2
-        let size = dtype.size
-        let tiles = self.tiles.isEmpty
-            ? [TensorTile(rows: 0..<rows, columns: 0..<columns, fileIndex: fileIndex, offset: offset,
-                          rowStride: columns * size, elementStride: size)]
-            : self.tiles
+        let tiles = self.tilesOrWhole
         var result: [TensorTile] = []
         for tile in tiles {
             for h in 0..<heads {

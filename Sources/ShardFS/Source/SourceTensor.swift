@@ -38,6 +38,14 @@ public struct SourceTensor: Equatable, Sendable {
 
     public var byteCount: Int { shape.reduce(dtype.size, *) }
 
+    /// Its pieces; a contiguous tensor as one tile of the whole.
+    public var tilesOrWhole: [TensorTile] {
+        guard tiles.isEmpty else { return tiles }
+        let (rows, columns) = RowBlock.matrixShape(shape)
+        return [TensorTile(rows: 0..<rows, columns: 0..<columns, fileIndex: fileIndex, offset: offset,
+                           rowStride: columns * dtype.size, elementStride: dtype.size)]
+    }
+
     /// The source files holding the tensor's bytes.
     public var fileIndexes: [Int] { tiles.isEmpty ? [fileIndex] : tiles.map(\.fileIndex) }
 }

@@ -102,13 +102,9 @@ extension SourceTensor {
     /// half-head of the result is every other row of a source tile, a tile
     /// of twice the source's row stride; nothing is copied.
     public func rotateHalf(heads: Int) -> SourceTensor {
-        let (rows, columns) = RowBlock.matrixShape(shape)
+        let rows = RowBlock.matrixShape(shape).rows
         let d = rows / heads, half = d / 2
-        let size = dtype.size
-        let tiles = self.tiles.isEmpty
-            ? [TensorTile(rows: 0..<rows, columns: 0..<columns, fileIndex: fileIndex, offset: offset,
-                          rowStride: columns * size, elementStride: size)]
-            : self.tiles
+        let tiles = self.tilesOrWhole
         /// ceil(x / 2) for any sign.
         func halfUp(_ x: Int) -> Int { x <= 0 ? -((-x) / 2) : (x + 1) / 2 }
         var result: [TensorTile] = []
