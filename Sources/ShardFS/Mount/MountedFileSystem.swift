@@ -112,8 +112,11 @@ public final class MountedFileSystem: Sendable {
         // are read through the page cache and mostly opened whole, where a
         // 1 MiB buffer made every seek-and-read of torch.load's zip reader
         // fill a megabyte (1.65 against 0.87 ms per file warm); large files
-        // stream with direct_io, a request per read.
-        s.st_blksize = node.size >= MountedFileSystem.streamingFileBytes ? 1 << 20 : 4096
+        // stream with direct_io, a request per read; a file whose maker says
+        // how it is read (a DCP file's many archives) is buffered so.
+        var preferred: Int?
+        if case let .file(file) = node.kind { preferred = file.preferredReadSize }
+        s.st_blksize = preferred ?? (node.size >= MountedFileSystem.streamingFileBytes ? 1 << 20 : 4096)
         if node.isDirectory {
             s.st_mode = S_IFDIR | 0o555
             s.st_nlink = UInt(2 + tree.subdirectoryCount(of: inode))

@@ -30,6 +30,10 @@ public struct VirtualFile: Sendable {
     private let recipe: VirtualFileRecipe?
     /// A recipe's source files, when its maker knows them without making it.
     private let declaredSources: [Int]?
+    /// The read size a reader should buffer by (`st_blksize`), where its
+    /// maker knows better than the size alone tells: a DCP file is many
+    /// archives read one by one, a seek and a few small reads each.
+    public var preferredReadSize: Int?
 
     public var extents: [Extent] { materialised.made!.extents }
     /// `starts[i]` is the file offset of `extents[i]`.
