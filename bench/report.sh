@@ -8,7 +8,7 @@
 #   bench/report.sh            every benchmark, their default rounds (about an hour here)
 #   bench/report.sh --quick    one round each, the slow Python baselines left out (about 15 minutes)
 #   bench/report.sh --write    ... and rewrite BENCHMARKS.md's table
-#   bench/report.sh --only scale,verify    just those (convert mount xser persist verify hf cold scale package optimizer)
+#   bench/report.sh --only scale,verify    just those (convert mount xser persist verify hf cold scale package optimizer dcp)
 #
 # Needs root (FUSE mounts, drop_caches for the cold loads), GNU time, the
 # project's .venv (scripts/setup.sh), and a release build (made here).
@@ -56,6 +56,7 @@ if (( QUICK )); then
     want scale && run scale "$PYTHON" bench/scale_bench.py --quick
     want package && run package bench/package_bench.sh --quick
     want optimizer && run optimizer "$PYTHON" bench/optimizer_bench.py --rounds 1
+    want dcp && run dcp "$PYTHON" bench/dcp_bench.py --rounds 1
 else
     want convert && run convert bench/convert_bench.sh --repeat 3
     want mount && run mount bench/mount_bench.sh --repeat 3 --skip-variants
@@ -67,6 +68,7 @@ else
     want scale && run scale "$PYTHON" bench/scale_bench.py --wide
     want package && run package bench/package_bench.sh
     want optimizer && run optimizer "$PYTHON" bench/optimizer_bench.py --rounds 3
+    want dcp && run dcp "$PYTHON" bench/dcp_bench.py --rounds 3
 fi
 
 TABLE=$(
