@@ -58,7 +58,7 @@ struct ConvertCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config).")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config), or a DCP checkpoint folder (.metadata and *.distcp, as TorchTitan saves; give --config, and --dp-size for NxD output).")
     var source: String
 
     @Argument(help: "The output root (the checkpoint tag directory); rank files go to OUT/model/ (a training tag's optimizer to OUT/optim/), a Hugging Face or DCP checkpoint (--format hf, dcp) to OUT/.")

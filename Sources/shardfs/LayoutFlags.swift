@@ -199,7 +199,7 @@ func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFl
                 note("source: ZeRO-1 optimizer state at dp \(state.dpSize) (\(state.grouping)), carried: \(state.carried.map(\.path).joined(separator: ", "))")
             }
         } else if checkpoint.trainingState?.fromDCP == true {
-            note("source: DCP checkpoint, \(checkpoint.files.count) .distcp files, with its AdamW state (NxD's groups: \(checkpoint.trainingState!.grouping))")
+            note("source: DCP checkpoint, \(checkpoint.files.filter { $0.name.hasSuffix(".distcp") }.count) .distcp files, with its AdamW state (NxD's groups: \(checkpoint.trainingState!.grouping))")
         }
         for text in checkpoint.trainingState?.notes ?? [] { note("note: \(text)") }
     }

@@ -52,7 +52,7 @@ struct MountCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), or an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config).")
+    @Argument(help: "The source: a Hugging Face model directory (config.json and *.safetensors), an NxD checkpoint tag (TAG/model/ of rank files, with its optimizer in TAG/optim/ unless --weights-only; give --config), or a DCP checkpoint folder (.metadata and *.distcp, as TorchTitan saves; give --config, and --dp-size for NxD output).")
     var source: String
 
     @Argument(help: "An empty directory to mount on.")

@@ -67,8 +67,9 @@ class Saved:
 
     def optimizer_file(self, lay: Layout, tp: int, pp: int, dp_rank: int, dp: int, one_group: bool = False) -> dict:
         """What optim/dp_rank_DD_tp_rank_XX_pp_rank_ZZ.pt holds: NxD's ZeRO-1
-        state of this rank, master weights (the fp32 model) when the model
-        files are bfloat16."""
+        state of this rank, master weights (the fp32 model) whatever the
+        model files' dtype (NxD versions that load the optimizer before the
+        model resume from them)."""
         fp32 = dataclasses.replace(lay, dtype=None)
         kinds = {k: rank_state(v, self.dims, fp32, tp, pp) for k, v in self.hf.items()}
         if one_group:
@@ -88,8 +89,7 @@ class Saved:
                                "exp_avg_sq": shard(kinds["exp_avg_sq"][k], dp_rank, dp)} for i, k in enumerate(keys)},
             "shape_info": {i: list(kinds["param"][k].shape) for i, k in enumerate(keys)},
         }
-        if lay.dtype == "bfloat16":
-            out["sharded_master_weights"] = {i: shard(kinds["param"][k], dp_rank, dp) for i, k in enumerate(keys)}
+        out["sharded_master_weights"] = {i: shard(kinds["param"][k], dp_rank, dp) for i, k in enumerate(keys)}
         return out
 
 

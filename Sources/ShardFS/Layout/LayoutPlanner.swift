@@ -258,7 +258,7 @@ extension LayoutPlanner {
         o.dpSize = try state.targetDPSize(options.dpSize)
         o.dtype = options.dtype ?? state.modelDType
         var result = try plan(config: checkpoint.config, weights: weights, options: o).keepingNormsInFloat32(for: state)
-        result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state.forTarget(modelDType: result.dtype), plan: result, dpSize: o.dpSize!)
+        result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
         return result
     }
 }

@@ -41,16 +41,4 @@ extension TrainingState {
         }
         return dpSize
     }
-
-    /// The state the target's optimizer files hold, for model files in
-    /// `modelDType`: a DCP folder's state keeps `sharded_master_weights`
-    /// (the float32 model) only when the model files are narrower, as NxD's
-    /// ZeRO-1 keeps master weights for a bf16 run; an NxD tag's is as it was.
-    func forTarget(modelDType: DType) -> TrainingState {
-        guard fromDCP, modelDType == .float32, masterWeights != nil else { return self }
-        return TrainingState(dpSize: dpSize, modelDType: self.modelDType, xser: xser, grouping: grouping,
-                             keys: keys.filter { $0 != "sharded_master_weights" }, groups: groups, stateEntries: stateEntries,
-                             stateTensors: stateTensors, masterWeights: nil, carried: carried, notes: notes,
-                             sourceIndexes: sourceIndexes, fromDCP: true)
-    }
 }

@@ -6,8 +6,8 @@
 /// row order, like the weights), `step` a Python int, and param groups
 /// `{weight_decay, lr, betas, eps, correct_bias, capturable, params}` by
 /// NxD's grouping rule. The state is whole, so the target's DP size is the
-/// user's, and the master weights (the fp32 model) are kept when the
-/// target's model files are narrower (`TrainingState.fromDCP`).
+/// user's, and the master weights (the fp32 model) are always kept: NxD
+/// versions that load the optimizer before the model resume from them.
 struct DCPOptimizer {
     /// The keys of AdamW's state per parameter, in the order NxD's AdamW
     /// initialises them (and torch's, and so the folder's).
@@ -213,7 +213,7 @@ struct DCPOptimizer {
         if !entries.dataloader.isEmpty {
             notes.append("the folder's data loader state (\(entries.dataloader.count) entries: \(entries.dataloader.prefix(3).joined(separator: ", "))\(entries.dataloader.count > 3 ? ", ..." : "")) is skipped: NxD's data loading does not read TorchTitan's, so the resumed run's data order is its own")
         }
-        notes.append("the model files keep the folder's \(modelDType?.rawValue ?? "dtypes") unless --dtype says otherwise; with a narrower --dtype (bf16 training) the norms stay float32 and sharded_master_weights hold the float32 model, as NxD's ZeRO-1 keeps them")
+        notes.append("the model files keep the folder's \(modelDType?.rawValue ?? "dtypes") unless --dtype says otherwise (with bfloat16 the norms stay float32, as NxD's bf16 runs keep them); sharded_master_weights hold the float32 model whatever the dtype, so the folder's weights resume whether NxD loads the optimizer before the model (ZeRO-1 then re-shards the model it has) or after")
 
         let stateEntries: [(key: String, constant: OptimizerConstant?)] = stepped
             ? [("step", .plain(.int(step?.value ?? 0))), ("exp_avg", nil), ("exp_avg_sq", nil)] : []
