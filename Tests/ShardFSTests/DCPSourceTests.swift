@@ -281,7 +281,9 @@ import Testing
         #expect(state.sourceIndexes.count == 1 && state.sourceIndexes[0].keys.first == "model.embed_tokens.weight")
     }
 
-    @Test func planNeedsTheDPSizeAndKeepsMasterWeightsForBF16() throws {
+    /// Master weights (the fp32 model) for every target dtype: an NxD that
+    /// loads the optimizer before the model resumes from them.
+    @Test func planNeedsTheDPSizeAndAlwaysKeepsMasterWeights() throws {
         let dir = try Dir()
         try DCPSourceTests.folder(optimizer: true).write(dir)
         let source = try DCPSourceTests.open(dir)
@@ -292,8 +294,8 @@ import Testing
         o.dpSize = 2
         let fp32 = try LayoutPlanner.plan(checkpoint: source, options: o)
         #expect(fp32.dtype == .float32)
-        #expect(fp32.optimizer?.state.masterWeights == nil)
-        #expect(fp32.optimizer?.state.keys == ["state", "param_groups", "base_state", "shape_info"])
+        #expect(fp32.optimizer?.state.masterWeights?.count == 12)
+        #expect(fp32.optimizer?.state.keys == ["state", "param_groups", "base_state", "shape_info", "sharded_master_weights"])
         #expect(fp32.optimizer?.files.count == 4)
 
         o.dtype = .bfloat16

@@ -71,6 +71,7 @@ def test_the_tag_verifies_against_the_folder_as_its_source(store, tmp_path):
     assert run.returncode == 0 and "OK" in run.stdout, run.describe()
 
 
+@pytest.mark.titan
 def test_torchtitans_own_folder_of_other_values_is_read_and_every_difference_named(store, yardstick):
     """TorchTitan's own save (the same model's shapes, its own run's values,
     a dataloader entry): its .metadata matches the plan's entries (the
