@@ -32,9 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 import zlib
-from datetime import timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -112,31 +110,9 @@ def _train_and_save(job: dict, tt, mesh) -> dict:
 
 
 def main() -> None:
-    import torch.distributed as dist
+    import titan_worker
 
-    import consumers
-
-    jobs = json.loads(Path(sys.argv[1]).read_text())
-    dist.init_process_group("gloo", timeout=timedelta(seconds=120))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mesh = None
-    if world > 1:
-        from torch.distributed.device_mesh import init_device_mesh
-        mesh = init_device_mesh("cpu", (world,))
-    tt = consumers.titan_modules()
-    assert tt is not None, "TORCHTITAN_SRC is not set (or not a TorchTitan v0.2.2 source)"
-    for job in jobs:
-        out = Path(job["out"])
-        try:
-            res = _train_and_save(job, tt, mesh)
-            if rank == 0:
-                tmp = out.with_name(out.name + ".tmp")
-                torch.save(res, tmp)
-                os.replace(tmp, out)
-        except BaseException:  # noqa: BLE001 - reported to the test
-            Path(f"{out}.error{rank}").write_text(traceback.format_exc())
-        dist.barrier()
-    dist.destroy_process_group()
+    titan_worker.run_jobs(sys.argv[1], _train_and_save)
 
 
 # ---------------------------------------------------------------------------

@@ -96,8 +96,13 @@ def save(job: dict, tt, mesh) -> dict:
     return {"folder": str(scratch / "checkpoint" / "step-1")}
 
 
-def main() -> None:
-    jobs = json.loads(Path(sys.argv[1]).read_text())
+def run_jobs(jobs_file: str, job) -> None:
+    """Every job of `jobs_file` in this process group (gloo; a 1-D CPU
+    mesh when the world is larger than 1), one after another: `job(job,
+    tt, mesh)` returns what rank 0 saves at the job's `out`; a failure is
+    written beside it (`out.error<rank>`) for the test, and the next job
+    runs."""
+    jobs = json.loads(Path(jobs_file).read_text())
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     rank, world = dist.get_rank(), dist.get_world_size()
     mesh = None
@@ -106,10 +111,10 @@ def main() -> None:
         mesh = init_device_mesh("cpu", (world,))
     tt = consumers.titan_modules()
     assert tt is not None, "TORCHTITAN_SRC is not set (or not a TorchTitan v0.2.2 source)"
-    for job in jobs:
-        out = Path(job["out"])
+    for spec in jobs:
+        out = Path(spec["out"])
         try:
-            res = {"load": load, "save": save}[job["kind"]](job, tt, mesh)
+            res = job(spec, tt, mesh)
             if rank == 0:
                 tmp = out.with_name(out.name + ".tmp")
                 torch.save(res, tmp)
@@ -118,6 +123,10 @@ def main() -> None:
             Path(f"{out}.error{rank}").write_text(traceback.format_exc())
         dist.barrier()
     dist.destroy_process_group()
+
+
+def main() -> None:
+    run_jobs(sys.argv[1], lambda spec, tt, mesh: {"load": load, "save": save}[spec["kind"]](spec, tt, mesh))
 
 
 if __name__ == "__main__":
