@@ -289,7 +289,7 @@ def test_xser_help(shardfs):
     for command in ("plan", "convert", "mount"):
         run = shardfs.run(command, "--help")
         text = " ".join(run.stdout.split())
-        assert run.returncode == 0 and "--format <pt|xser|hf>" in text, run.describe()
+        assert run.returncode == 0 and "--format <pt|xser|hf|dcp>" in text, run.describe()
         assert "TensorReference" in text and "*.tensors" in text and "--save_xser" in text, run.describe()
 
 
