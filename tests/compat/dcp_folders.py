@@ -3,7 +3,7 @@
 DCP-source tests (test_dcp_source.py).
 
 The state is what TorchTitan v0.2.2's CheckpointManager saves for its
-Llama3 with AdamW (docs/formats/dcp.md, /work/shared/notes/torchtitan.md):
+Llama3 with AdamW (docs/formats/dcp.md):
 the model's parameters at the top level under TorchTitan's names,
 `optimizer.state.<fqn>.{step, exp_avg, exp_avg_sq}` and
 `optimizer.param_groups.<fqn>.<key>` as torch's flattened optimizer state

@@ -2,7 +2,7 @@
 /// weights: the rules the planner's training-state branch applies
 /// (`LayoutPlanner.plan(checkpoint:options:)`), each in one place.
 extension LayoutPlan {
-    /// NxD's bf16 runs keep their norm weights in float32 (torchtitan.md,
+    /// NxD's bf16 runs keep their norm weights in float32 (docs/formats/dcp.md,
     /// "NxD's side"): in a bfloat16 plan of a DCP folder's training state
     /// (`state.fromDCP`), a norm (`input_layernorm`,
     /// `post_attention_layernorm`, `model.norm`) whose source is float32
