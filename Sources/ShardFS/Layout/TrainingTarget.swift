@@ -3,7 +3,7 @@
 /// (`LayoutPlanner.plan(checkpoint:options:)`), each in one place.
 extension LayoutPlan {
     /// NxD's bf16 runs keep their norm weights in float32 (docs/formats/dcp.md,
-    /// "NxD's side"): in a bfloat16 plan of a DCP folder's training state
+    /// "Read as a source"): in a bfloat16 plan of a DCP folder's training state
     /// (`state.fromDCP`), a norm (`input_layernorm`,
     /// `post_attention_layernorm`, `model.norm`) whose source is float32
     /// stays float32; everything else is the plan's dtype. An NxD tag's
