@@ -58,7 +58,7 @@ enum TagTarget {
             o.dpSize = 3
             guard let plan = try? LayoutPlanner.plan(checkpoint: checkpoint, options: o) else { continue }
             for (path, file) in plan.virtualFiles() {
-                for extent in file.extents {
+                for extent in file.make().extents {
                     for index in extent.sourceFileIndexes {
                         invariant(index >= 0 && index < checkpoint.files.count, "\(path): an extent of file \(index)")
                     }

@@ -329,29 +329,56 @@ import Testing
     }
 
     /// Made recipe files are kept for the reads that follow, at most
-    /// `capacity` of them, the least recently read let go first.
+    /// `capacity` of them, the least recently read let go first; files made
+    /// at planning are never held.
     @Test func madeFilesAreKeptBoundedMostRecentLast() {
-        let made = MadeFiles(capacity: 2)
+        let made = MadeFiles<Int>(capacity: 2)
         let counts = Locked([0, 0, 0])
         let recipes = (0..<3).map { i in
-            VirtualFileRecipe {
+            PlannedFile(size: 1) {
                 counts.withLock { $0[i] += 1 }
                 return VirtualFile(extents: [.literal([UInt8(i)])])
             }
         }
-        #expect(made.file(recipes[0]).size == 1)
-        _ = made.file(recipes[1])
-        _ = made.file(recipes[0])  // kept: not made again, now the most recent
-        _ = made.file(recipes[2])  // recipes[1] is let go
+        #expect(made.file(0, recipes[0]).size == 1)
+        _ = made.file(1, recipes[1])
+        _ = made.file(0, recipes[0])  // kept: not made again, now the most recent
+        _ = made.file(2, recipes[2])  // 1 is let go
         #expect(counts.withLock { $0 } == [1, 1, 1])
-        _ = made.file(recipes[0])
-        _ = made.file(recipes[1])
+        #expect(made.count == 2)
+        _ = made.file(0, recipes[0])
+        _ = made.file(1, recipes[1])
         #expect(counts.withLock { $0 } == [1, 2, 1])
+        _ = made.file(7, PlannedFile(VirtualFile(extents: [.literal([9])])))
+        #expect(made.count == 2)
+    }
+
+    /// A byte budget lets go of the oldest files past it, but keeps the
+    /// newest even when it alone is over: its reader needs it.
+    @Test func madeFilesKeepToTheirByteBudget() {
+        // A literal of n bytes costs n + 64 (`VirtualFile.memoryCost`).
+        let made = MadeFiles<Int>(capacity: 10, byteBudget: 300)
+        let makings = Locked(0)
+        func recipe(_ bytes: Int) -> PlannedFile {
+            PlannedFile(size: bytes) {
+                makings.withLock { $0 += 1 }
+                return VirtualFile(extents: [.literal([UInt8](repeating: 1, count: bytes))])
+            }
+        }
+        _ = made.file(0, recipe(100))  // 164
+        _ = made.file(1, recipe(100))  // 328 > 300: 0 goes
+        #expect(made.count == 1)
+        _ = made.file(1, recipe(100))
+        #expect(makings.withLock { $0 } == 2)
+        _ = made.file(2, recipe(1000))  // alone over the budget, kept alone
+        #expect(made.count == 1)
+        _ = made.file(2, recipe(1000))
+        #expect(makings.withLock { $0 } == 3)
     }
 
     /// A file held as a recipe (how xser optimizer tensor files are held) is
-    /// its size alone until read; read, written and mapped to its sources it
-    /// is the file the recipe makes, and it makes it only when asked.
+    /// its size alone until made; made, read, written and mapped to its
+    /// sources it is the file the recipe makes, and it is made only when asked.
     @Test func recipeFileIsTheFileItMakes() throws {
         let dir = try TemporaryDirectory()
         let checkpoint = try Self.singleFileCheckpoint(dir, .bfloat16)
@@ -359,28 +386,32 @@ import Testing
         let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
         let made = plan.files[1].virtualFile(layout: options)
         let makings = Locked(0)
-        let recipe = VirtualFile(size: made.size) {
+        let recipe = PlannedFile(size: made.size) {
             makings.withLock { $0 += 1 }
             return plan.files[1].virtualFile(layout: options)
         }
         #expect(makings.withLock { $0 } == 0)
         #expect(recipe.size == made.size)
+        #expect(recipe.isRecipe && !PlannedFile(made).isRecipe)
         let whole = try readWhole(made, sources: checkpoint.files)
         expectSameBytes(try readWhole(recipe, sources: checkpoint.files), whole, "recipe read")
-        #expect(recipe.sourceRanges(of: 0..<recipe.size) == made.sourceRanges(of: 0..<made.size))
-        #expect(recipe.pieces(of: 100..<5000).map { $0.range } == made.pieces(of: 100..<5000).map { $0.range })
+        #expect(makings.withLock { $0 } == 1)
+        #expect(recipe.make().sourceRanges(of: 0..<recipe.size) == made.sourceRanges(of: 0..<made.size))
+        #expect(recipe.sourceFileIndexes == [0])
 
         let writer = VirtualFileWriter(reader: ExtentReader(sources: checkpoint.files))
         defer { writer.close() }
         try FileManager.default.createDirectory(atPath: dir.path + "/out", withIntermediateDirectories: true)
-        let fromRecipe = try writer.write(recipe, to: dir.path + "/out/recipe.pt")
+        let fromRecipe = try writer.write(recipe.make(), to: dir.path + "/out/recipe.pt")
         let fromMade = try writer.write(made, to: dir.path + "/out/made.pt")
         #expect(fromRecipe == fromMade)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/out/recipe.pt"))
                 == Data(contentsOf: URL(fileURLWithPath: dir.path + "/out/made.pt")))
-        #expect(makings.withLock { $0 } > 0)
-        // `recipe(_:)` takes the size from one making.
-        #expect(VirtualFile.recipe { made }.size == made.size)
+        // `recipe(_:)` takes the size from one making; declared sources are
+        // known without making.
+        #expect(PlannedFile.recipe { made }.size == made.size)
+        let declared = PlannedFile(size: 1, sources: [3, 5]) { Issue.record("made"); return VirtualFile(extents: [.zeros(1)]) }
+        #expect(declared.sourceFileIndexes == [3, 5])
     }
 }
 

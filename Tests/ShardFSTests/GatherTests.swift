@@ -14,7 +14,7 @@ import Glibc
         let dir = try ExtentReadTests.TemporaryDirectory()
         let checkpoint = try ExtentReadTests.singleFileCheckpoint(dir, .bfloat16)
         let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: LayoutOptions(tpSize: 2))
-        let file = plan.virtualFiles()[0].file
+        let file = plan.virtualFiles()[0].file.make()
         // The down_proj of layer 0 is a column cut: several rows, each narrower than its stride.
         let narrow = try #require(file.extents.indices.first { index in
             if case let .slice(s) = file.extents[index] { return s.rowCount > 1 } else { return false }

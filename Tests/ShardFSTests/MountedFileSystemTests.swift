@@ -54,7 +54,7 @@ import Glibc
             let node = try #require(fs.tree.lookup(parent: directory.inode, name: parts[1]))
             #expect(fs.attributes(node.inode)?.st_size == whole.count)
             // Every extent boundary, and random ranges up to past the end.
-            var starts = file.starts
+            var starts = file.make().starts
             for _ in 0..<60 { starts.append(Int.random(in: 0..<whole.count, using: &random)) }
             for start in starts {
                 let count = Int.random(in: 1...6000, using: &random)

@@ -22,7 +22,7 @@ import Glibc
         let copy = dir.path + "/copy.pt"
         let writer = VirtualFileWriter(reader: ExtentReader(sources: checkpoint.files))
         defer { writer.close() }
-        try writer.write(file, to: copy)
+        try writer.write(file.make(), to: copy)
         let written = [UInt8](try Data(contentsOf: URL(fileURLWithPath: copy)))
         #expect(written != whole, "the copy carries real CRCs")
         try fs.servePersisted(path, from: copy)
@@ -30,7 +30,7 @@ import Glibc
         let inode = try #require(fs.tree.node(path: path)).inode
         // Every CRC field boundary, and random ranges.
         var starts: [Int] = []
-        for field in file.crcSlots.flatMap(\.fieldOffsets) {
+        for field in file.make().crcSlots.flatMap(\.fieldOffsets) {
             for delta in [-3, 0, 2, 4] where field + delta >= 0 { starts.append(field + delta) }
         }
         var random = SplitMix64(seed: 11)

@@ -61,7 +61,7 @@ import Testing
         FileTree(files: (0..<files).map { index in
             let slice = SliceExtent(fileIndex: 0, offset: index * size, rowCount: 1, rowElements: size / 2, rowStride: size,
                                     sourceDType: .bfloat16, outputDType: .bfloat16)
-            return ("model/f\(String(format: "%03d", index))", VirtualFile(extents: [.slice(slice)]))
+            return ("model/f\(String(format: "%03d", index))", PlannedFile(VirtualFile(extents: [.slice(slice)])))
         })
     }
 
@@ -110,7 +110,7 @@ import Testing
         return Prefetcher(tree: tree, sourceSizes: [sourceSize], options: options,
                           targets: { inode, range in
                               guard case let .file(file)? = tree.node(inode)?.kind else { return [] }
-                              return file.sourceRanges(of: range).map { .source($0) }
+                              return file.make().sourceRanges(of: range).map { .source($0) }
                           },
                           advise: { recorder.advise($0) })
     }
@@ -199,7 +199,7 @@ import Testing
         let window = 4 * Self.granule
         let slice = SliceExtent(fileIndex: 0, offset: 0, rowCount: 1, rowElements: window / 2, rowStride: window,
                                 sourceDType: .bfloat16, outputDType: .bfloat16)
-        let tree = FileTree(files: [("a/x", VirtualFile(extents: [.slice(slice)])), ("b/y", VirtualFile(extents: [.slice(slice)]))])
+        let tree = FileTree(files: [("a/x", PlannedFile(VirtualFile(extents: [.slice(slice)]))), ("b/y", PlannedFile(VirtualFile(extents: [.slice(slice)])))])
         let recorder = Recorder()
         let prefetcher = Self.prefetcher(tree, window: window, recorder: recorder)
         defer { prefetcher.stop() }

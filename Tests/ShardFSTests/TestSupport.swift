@@ -56,6 +56,11 @@ func expectSameBytes(_ got: [UInt8], _ expected: [UInt8], _ what: String,
 
 // MARK: Reading virtual files
 
+/// The whole planned file, made and read in one call.
+func readWhole(_ file: PlannedFile, sources: [SourceFile] = []) throws -> [UInt8] {
+    try readWhole(file.make(), sources: sources)
+}
+
 /// The whole virtual file, read in one call.
 func readWhole(_ file: VirtualFile, sources: [SourceFile] = []) throws -> [UInt8] {
     let reader = ExtentReader(sources: sources)
@@ -114,6 +119,10 @@ struct LiteralView {
 /// nil when any byte of the range lies in a slice extent.
 func literalBytes(_ file: VirtualFile, _ range: Range<Int>) -> [UInt8]? {
     LiteralView(file).bytes(range)
+}
+
+func literalBytes(_ file: PlannedFile, _ range: Range<Int>) -> [UInt8]? {
+    literalBytes(file.make(), range)
 }
 
 // MARK: A minimal zip reader (pt-format.md, "Zip framing")

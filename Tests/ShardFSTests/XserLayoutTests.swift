@@ -75,10 +75,10 @@ import Glibc
         #expect(LayoutOptions(tpSize: 2, format: .xser).summary == "tp=2 pp=1 vpp=1 kv_mult=1 trn1 source-dtype xser")
         let dir = try Fixture.TemporaryDirectory()
         let (_, plan) = try Self.plan(dir, Self.xserTP2PP2)
-        func ids(_ files: [(path: String, file: VirtualFile)]) throws -> [String] {
+        func ids(_ files: [(path: String, file: PlannedFile)]) throws -> [String] {
             try files.map { path, file in
                 let name = TorchSaveFile.archiveName(forFileName: path) + "/.data/serialization_id"
-                return String(decoding: try TestZip.contents(try readWhole(literalOnly(file)))[name] ?? [], as: UTF8.self)
+                return String(decoding: try TestZip.contents(try readWhole(literalOnly(file.make())))[name] ?? [], as: UTF8.self)
             }
         }
         let first = try ids(plan.virtualFiles())

@@ -107,7 +107,7 @@ public struct Converter: Sendable {
     /// recorded size and CRC-32 (read back, `jobs` files at a time, in
     /// bounded memory); the entries of the others are forgotten (they are
     /// rewritten).
-    static func keepFinished(_ outputs: [(path: String, file: VirtualFile)], finished: [String: PersistManifest.FinishedFile],
+    static func keepFinished(_ outputs: [(path: String, file: PlannedFile)], finished: [String: PersistManifest.FinishedFile],
                              root: String, manifest: PersistManifest, jobs: Int,
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) -> Set<Int> {
@@ -175,7 +175,7 @@ public struct Converter: Sendable {
     /// a DCP folder's `.metadata`, as DCP's `finish` does) is written after
     /// every other file: an output is complete once it exists, so a run
     /// interrupted earlier leaves one no trainer takes for complete.
-    private func write(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
+    private func write(_ outputs: [(path: String, file: PlannedFile)], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         let markers = outputs.filter { LayoutPlan.isCompletionMarker($0.path) }
@@ -183,7 +183,7 @@ public struct Converter: Sendable {
         try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: isCancelled, events: events)
     }
 
-    private func writeAtOnce(_ outputs: [(path: String, file: VirtualFile)], root: String, manifest: PersistManifest, jobs: Int,
+    private func writeAtOnce(_ outputs: [(path: String, file: PlannedFile)], root: String, manifest: PersistManifest, jobs: Int,
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         guard !outputs.isEmpty else { return }
@@ -193,7 +193,7 @@ public struct Converter: Sendable {
                            finish: { $0.close() }) { (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
             let (path, file) = outputs[item]
             do throws(ShardFSError) {
-                let crc = try writer.write(file, to: root + "/" + path,
+                let crc = try writer.write(file.make(), to: root + "/" + path,
                                            progress: { events(.wrote(bytes: $0)) },
                                            // The other writers stop mid-file once one failed.
                                            isCancelled: { isCancelled() || failed.load(ordering: .relaxed) })

@@ -4,7 +4,7 @@
 public struct FileTree: Sendable {
     public enum Kind: Sendable {
         case directory(children: [String: UInt64], order: [String])
-        case file(VirtualFile)
+        case file(PlannedFile)
     }
 
     public struct Node: Sendable {
@@ -32,7 +32,7 @@ public struct FileTree: Sendable {
     public private(set) var nodes: [Node]
 
     /// A tree holding `files` at their relative paths (e.g. `model/x.pt`).
-    public init(files: [(path: String, file: VirtualFile)]) {
+    public init(files: [(path: String, file: PlannedFile)]) {
         var nodes: [Node] = [Node(inode: FileTree.rootInode, parent: FileTree.rootInode, name: "", kind: .directory(children: [:], order: []))]
         func add(_ name: String, under parent: UInt64, kind: Kind) -> UInt64 {
             let inode = UInt64(nodes.count + 1)

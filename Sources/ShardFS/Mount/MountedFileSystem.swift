@@ -25,6 +25,12 @@ public final class MountedFileSystem: Sendable {
     public let persisted: PersistedCopies
     /// Requests the storage ranges ahead of each open file's reader (nil: off).
     public let prefetcher: Prefetcher?
+    /// Recipe files (optimizer files, xser tensor files, DCP files) made for
+    /// the reads that follow, by inode: a file is made once for its reader's
+    /// requests, not once per request. 64 files and 64 MiB: a DCP file of
+    /// a 70B state split 64 ways is a few thousand archives, megabytes of
+    /// framing, and eight readers each keep a few files going.
+    let made = MadeFiles<UInt64>(capacity: 64, byteBudget: 64 << 20)
 
     /// A reader with its request buffer; one per concurrent request. Only
     /// ever used by one thread at a time: the pool's mutex hands it over.
@@ -41,7 +47,7 @@ public final class MountedFileSystem: Sendable {
     }
 
     /// `prefetch` nil turns reading ahead off.
-    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], maximumRead: Int = 1 << 20,
+    public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], maximumRead: Int = 1 << 20,
                 prefetch: Prefetcher.Options? = Prefetcher.Options()) {
         let tree = FileTree(files: files)
         self.tree = tree
@@ -59,7 +65,7 @@ public final class MountedFileSystem: Sendable {
         self.maximumRead = maximumRead
         let persisted = PersistedCopies(inodes: tree.nodes.count)
         self.persisted = persisted
-        let sources = checkpoint.files
+        let sources = checkpoint.files, made = self.made
         prefetcher = prefetch.map { options in
             Prefetcher(tree: tree, sourceSizes: sources.map(\.size), options: options,
                        targets: { inode, range in
@@ -67,7 +73,7 @@ public final class MountedFileSystem: Sendable {
                                return [.persisted(inode: inode, offset: range.lowerBound, count: range.count)]
                            }
                            guard let node = tree.node(inode), case let .file(file) = node.kind else { return [] }
-                           return file.sourceRanges(of: range).map { .source($0) }
+                           return made.file(inode, file).sourceRanges(of: range).map { .source($0) }
                        },
                        advise: { target in
                            switch target {
@@ -95,7 +101,7 @@ public final class MountedFileSystem: Sendable {
         guard let node = tree.node(path: path), case let .file(file) = node.kind else {
             throw ShardFSError.badSource(file: path, reason: "is not a file of this mount")
         }
-        try persisted.adopt(node.inode, file: file, path: copy)
+        try persisted.adopt(node.inode, file: made.file(node.inode, file), path: copy)
     }
 
     /// `stat` of an inode, as the kernel is told it.
@@ -177,7 +183,7 @@ public final class MountedFileSystem: Sendable {
             }
             context.reader.touchedSources = []
             defer { context.reader.touchedSources = nil }
-            let read = try context.reader.read(file, at: offset, into: buffer)
+            let read = try context.reader.read(made.file(inode, file), at: offset, into: buffer)
             for index in (context.reader.touchedSources ?? []).sorted() {
                 if let problem = watch.check(index) { return .failure(.sourceChanged(source: watch.sources[index].name, problem: problem)) }
             }

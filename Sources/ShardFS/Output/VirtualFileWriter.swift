@@ -50,7 +50,6 @@ public struct VirtualFileWriter {
                       progress: (Int) -> Void = { _ in },
                       pace: () -> Void = {},
                       isCancelled: () -> Bool = { false }) throws(ShardFSError) -> UInt32 {
-        let file = file.materialised
         let temporary = VirtualFileWriter.temporaryPath(for: path)
         let fd: FileDescriptor
         do {

@@ -40,7 +40,7 @@ public final class Materialiser: Sendable {
 
     public let options: Options
     /// This part's files, at their paths relative to DIR.
-    public let files: [(path: String, file: VirtualFile)]
+    public let files: [(path: String, file: PlannedFile)]
     private let checkpoint: Checkpoint
     private var sources: [SourceFile] { checkpoint.files }
     private let target: TargetDirectory
@@ -59,7 +59,7 @@ public final class Materialiser: Sendable {
     /// `readersActive` tells whether the mount is serving reads right now;
     /// `verified` is called with the path (relative, as in `files`) and the
     /// copy's full path of each file persisted and read back intact.
-    public init(checkpoint: Checkpoint, files: [(path: String, file: VirtualFile)], options: Options, logger: Logger,
+    public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], options: Options, logger: Logger,
                 readersActive: @escaping @Sendable () -> Bool,
                 verified: @escaping @Sendable (_ path: String, _ copy: String) -> Void) {
         self.options = options
@@ -165,7 +165,7 @@ public final class Materialiser: Sendable {
         do throws(ShardFSError) {
             try makeParent(of: target)
             manifest.forget(path)
-            let crc = try writer.write(file, to: target, progress: { count in wrote(count) }, pace: { pace() },
+            let crc = try writer.write(file.make(), to: target, progress: { count in wrote(count) }, pace: { pace() },
                                        isCancelled: { cancelled.load(ordering: .relaxed) })
             try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
             state.withLock { $0.filesDone += 1 }

@@ -1,5 +1,5 @@
 /// The files a DCP plan becomes: the one place that turns `DCPPlan` into
-/// `(path, VirtualFile)` pairs (beside `PlanFiles.swift`), which convert and
+/// `(path, PlannedFile)` pairs (beside `PlanFiles.swift`), which convert and
 /// mount consume unchanged (docs/formats/dcp.md, "Files").
 ///
 /// A `.distcp` file is `torch.save` archives back to back, one per piece:
@@ -81,7 +81,7 @@ extension DCPPlan {
         var extents: [Extent] = []
         var slots: [CRCSlot] = []
         for (piece, placement) in zip(files[index].pieces, placements[index]) {
-            let archive = self.archive(item: piece.item, chunk: piece.chunk).materialised
+            let archive = self.archive(item: piece.item, chunk: piece.chunk)
             extents += archive.extents
             slots += archive.crcSlots.map { slot in
                 CRCSlot(data: slot.data.lowerBound + placement.offset..<slot.data.upperBound + placement.offset,
@@ -147,18 +147,16 @@ extension DCPPlan {
     /// recipe made when read; `.metadata`, which makes the folder a
     /// checkpoint, only with the whole (it is the folder's completion
     /// marker, as `done` is a tag's), last.
-    public func virtualFiles(_ share: Part = .whole) -> [(path: String, file: VirtualFile)] {
-        var result: [(path: String, file: VirtualFile)] = share.range(of: files.count).map { index in
+    public func virtualFiles(_ share: Part = .whole) -> [(path: String, file: PlannedFile)] {
+        var result: [(path: String, file: PlannedFile)] = share.range(of: files.count).map { index in
             var sources = Set<Int>()
             for piece in files[index].pieces { sources.formUnion(sourceFiles(item: piece.item, chunk: piece.chunk)) }
-            var file = VirtualFile(size: placements[index].reduce(0) { $0 + $1.length }, sources: sources.sorted()) { [self] in
-                distcpFile(index)
-            }
-            file.preferredReadSize = DCPPlan.preferredReadSize
+            let file = PlannedFile(size: placements[index].reduce(0) { $0 + $1.length }, sources: sources.sorted(),
+                                   preferredReadSize: DCPPlan.preferredReadSize) { [self] in distcpFile(index) }
             return (files[index].name, file)
         }
         if share == .whole {
-            result.append((DCPPlan.metadataPath, VirtualFile(extents: [.literal(metadataBytes.bytes)])))
+            result.append((DCPPlan.metadataPath, PlannedFile(VirtualFile(extents: [.literal(metadataBytes.bytes)]))))
         }
         return result
     }

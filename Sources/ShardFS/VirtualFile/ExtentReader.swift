@@ -33,7 +33,6 @@ public final class ExtentReader {
     /// Fills `buffer` with the file's bytes from `offset` on; returns the byte
     /// count written (short only at end of file).
     public func read(_ file: VirtualFile, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ShardFSError) -> Int {
-        let file = file.materialised
         var written = 0
         for piece in file.pieces(of: offset..<offset + buffer.count) {
             let out = UnsafeMutableRawBufferPointer(rebasing: buffer[written..<written + piece.range.count])

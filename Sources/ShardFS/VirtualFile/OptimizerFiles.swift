@@ -5,21 +5,21 @@
 extension OptimizerPlan {
     /// The optimizer files of rank files (tp, pp) in `ranks`, in `layout`'s
     /// format (pt or xser).
-    /// A pt file is a recipe (`VirtualFile.recipe`): 1,024 of them, each
+    /// A pt file is a recipe (`PlannedFile.recipe`): 1,024 of them, each
     /// the framing of a few hundred records, held at once took 130 MB.
-    func virtualFiles(ranks: Set<[Int]>, layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
+    func virtualFiles(ranks: Set<[Int]>, layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
         let state = self.state
         return files.filter { ranks.contains([$0.tpRank, $0.ppRank]) }.flatMap { file in
             layout.format == .xser ? file.xserFiles(state: state, layout: layout)
-                : [(file.path, VirtualFile.recipe { file.virtualFile(state: state, layout: layout) })]
+                : [(file.path, PlannedFile.recipe { file.virtualFile(state: state, layout: layout) })]
         }
     }
 
     /// The files carried from the source as they are. `done` comes last, as
     /// NxD writes it: a tag is complete once it exists.
-    var carriedFiles: [(path: String, file: VirtualFile)] {
+    var carriedFiles: [(path: String, file: PlannedFile)] {
         let sorted = state.carried.filter { $0.path != "done" } + state.carried.filter { $0.path == "done" }
-        return sorted.map { ($0.path, VirtualFile(extents: [.literal($0.bytes)])) }
+        return sorted.map { ($0.path, PlannedFile(VirtualFile(extents: [.literal($0.bytes)]))) }
     }
 }
 
@@ -105,35 +105,17 @@ extension OptimizerFile {
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path))
     }
 
-    /// This file as NxD's trainer saves it with xser (xser.md): the state
-    /// dict with a `TensorReference` for each tensor at `path`, their dtypes
-    /// and shapes at `path.info.pt`, each tensor alone in `path.tensors/`.
-    /// The tensor files (a few hundred per optimizer file, 300,000 for a
-    /// 70B run) are recipes, made again where they are read.
-    func xserFiles(state: TrainingState, layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
-        let seed = layout.summary + " "
-        func file(_ path: String, pickle: [UInt8], storages: [[Extent]]) -> (path: String, file: VirtualFile) {
-            (path, TorchSaveFile.file(fileName: path, pickle: pickle, storages: storages,
-                                      serializationID: TorchSaveFile.serializationID(seed: seed + path)))
-        }
+    /// This file as NxD's trainer saves it with xser (`XserFiles`): the
+    /// state dict with a `TensorReference` for each tensor.
+    func xserFiles(state: TrainingState, layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
         let (statePickle, sources) = pickle(state: state)
         var tensors: [(description: TensorDescription, id: Int)] = []
         let references = statePickle.pickle { p, n, tensor, id in
             p.tensorReference(tid: n)
             tensors.append((tensor, id))
         }
-        var result = [
-            file(path, pickle: references, storages: []),
-            file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(tensors.map(\.description)), storages: []),
-        ]
-        for (tid, tensor) in tensors.enumerated() {
-            let tensorPath = RankFile.xserTensorPath(path, tid: tid), source = sources[tensor.id]
-            result.append((tensorPath, VirtualFile.recipe { [self] in
-                TorchSaveFile.file(fileName: tensorPath, pickle: PickleWriter.singleTensor(description(of: source)),
-                                   storages: [storage(of: source)],
-                                   serializationID: TorchSaveFile.serializationID(seed: seed + tensorPath))
-            }))
-        }
-        return result
+        let order = tensors.map { sources[$0.id] }
+        return XserFiles.group(path: path, references: references, descriptions: tensors.map(\.description),
+                               seed: layout.summary + " ") { [self] tid in storage(of: order[tid]) }
     }
 }

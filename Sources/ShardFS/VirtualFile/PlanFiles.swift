@@ -10,11 +10,11 @@ extension LayoutPlan {
     /// A training tag's plan adds the optimizer files of those rank files
     /// (every data-parallel rank of each), and, with the first rank file,
     /// the files carried as they are, `done` last.
-    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: VirtualFile)] {
+    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: PlannedFile)] {
         let files = files ?? self.files
         switch options.format {
         case .pt, .xser:
-            var result = options.format == .pt ? files.map { ($0.path, $0.virtualFile(layout: options)) }
+            var result = options.format == .pt ? files.map { ($0.path, PlannedFile($0.virtualFile(layout: options))) }
                                                : files.flatMap { $0.xserFiles(layout: options) }
             if let optimizer {
                 result += optimizer.virtualFiles(ranks: Set(files.map { [$0.tpRank, $0.ppRank] }), layout: options)
@@ -25,7 +25,7 @@ extension LayoutPlan {
             return dcp?.virtualFiles() ?? []
         case .hf:
             let tensors = huggingFaceTensors.map { HFTensor(name: $0.key, dtype: $0.dtype, shape: $0.shape, storage: $0.storage) }
-            return [("config.json", VirtualFile(extents: [.literal(configBytes)]))]
+            return [("config.json", PlannedFile(VirtualFile(extents: [.literal(configBytes)])))]
                 + HuggingFaceShards.files(tensors, maxShardSize: options.maxShardSize)
         }
     }
@@ -36,7 +36,7 @@ extension LayoutPlan {
     /// (pt, xser) or of a DCP folder's `.distcp` files; a Hugging Face
     /// checkpoint is written whole. A completion marker (`isCompletionMarker`)
     /// belongs to the whole only: a share cannot know when the others finish.
-    public func virtualFiles(part: Part) throws(ShardFSError) -> [(path: String, file: VirtualFile)] {
+    public func virtualFiles(part: Part) throws(ShardFSError) -> [(path: String, file: PlannedFile)] {
         guard part != .whole else { return virtualFiles() }
         try LayoutPlan.checkPart(part, format: options.format)
         switch options.format {
@@ -79,24 +79,12 @@ extension RankFile {
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + fileName))
     }
 
-    /// This rank file as NxD's trainer saves it with xser (xser.md): the
-    /// reference dict at `path`, then `path.info.pt`, then one file per
-    /// tensor, in tid order. Each is a `torch.save` file over the same
-    /// extents the pt file uses; only literals (pickles, zip framing) are new.
-    public func xserFiles(layout: LayoutOptions) -> [(path: String, file: VirtualFile)] {
-        func file(_ path: String, pickle: [UInt8], storages: [[Extent]]) -> (path: String, file: VirtualFile) {
-            // Each file its own id: the seed holds the layout and the path.
-            (path, TorchSaveFile.file(fileName: path, pickle: pickle, storages: storages,
-                                      serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path)))
-        }
-        var result = [
-            file(path, pickle: PickleWriter.tensorReferences(keys: tensors.map(\.key)), storages: []),
-            file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(tensors.map(\.torchDescription)), storages: []),
-        ]
-        for (tid, tensor) in tensors.enumerated() {
-            result.append(file(RankFile.xserTensorPath(path, tid: tid),
-                               pickle: PickleWriter.singleTensor(tensor.torchDescription), storages: [tensor.storage]))
-        }
-        return result
+    /// This rank file as NxD's trainer saves it with xser (`XserFiles`):
+    /// each tensor file over the same extents the pt file uses; only
+    /// literals (pickles, zip framing) are new.
+    public func xserFiles(layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
+        let tensors = self.tensors
+        return XserFiles.group(path: path, references: PickleWriter.tensorReferences(keys: tensors.map(\.key)),
+                               descriptions: tensors.map(\.torchDescription), seed: layout.summary + " ") { tensors[$0].storage }
     }
 }

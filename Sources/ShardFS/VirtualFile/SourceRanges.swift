@@ -67,7 +67,7 @@ extension VirtualFile {
     /// The source bytes behind bytes `range` of this file, in file order,
     /// adjacent ranges of one source merged. Literal extents need none.
     public func sourceRanges(of range: Range<Int>) -> [SourceRange] {
-        let file = materialised, extents = file.extents
+        let file = self
         var ranges: [SourceRange] = []
         for piece in file.pieces(of: range) {
             let next: [SourceRange]

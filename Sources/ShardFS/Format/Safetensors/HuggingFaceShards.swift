@@ -26,15 +26,15 @@ public enum HuggingFaceShards {
     /// decides which shard each lands in (nothing else): `model.state_dict()`
     /// order for a model built from its config, `dotNaturalOrder(_:)` for one
     /// loaded with `from_pretrained` (see there).
-    public static func files(_ tensors: [HFTensor], maxShardSize: Int) -> [(path: String, file: VirtualFile)] {
+    public static func files(_ tensors: [HFTensor], maxShardSize: Int) -> [(path: String, file: PlannedFile)] {
         let split = Split(tensors.map(\.byteCount), maxShardSize: maxShardSize)
-        var result: [(path: String, file: VirtualFile)] = []
+        var result: [(path: String, file: PlannedFile)] = []
         for (shard, indices) in split.shards.enumerated() {
-            result.append((split.fileName(shard), SafetensorsFile.file(indices.map { tensors[$0] }, metadata: [("format", "pt")])))
+            result.append((split.fileName(shard), PlannedFile(SafetensorsFile.file(indices.map { tensors[$0] }, metadata: [("format", "pt")]))))
         }
         if split.isSharded {
             let index = indexJSON(tensors, split: split)
-            result.append((indexFileName, VirtualFile(extents: [.literal(index)])))
+            result.append((indexFileName, PlannedFile(VirtualFile(extents: [.literal(index)]))))
         }
         return result
     }

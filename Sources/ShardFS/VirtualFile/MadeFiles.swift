@@ -1,0 +1,63 @@
+/// Recipe files made most recently by one reader (a mount), kept for the
+/// reads that follow: a mount is asked for a file once per request (1 MiB),
+/// and an optimizer file of a few hundred tensors takes a fraction of a
+/// millisecond to make. Bounded by `capacity` files and `byteBudget` bytes
+/// of extents and framing, whatever the plan's size; keyed by whatever
+/// names a file to its owner (a mount's inode).
+public final class MadeFiles<Key: Hashable & Sendable>: Sendable {
+    private struct Entry {
+        let file: VirtualFile
+        let cost: Int
+        var lastUse: UInt64
+    }
+
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        var clock: UInt64 = 0
+        var total = 0
+    }
+
+    public let capacity: Int
+    public let byteBudget: Int
+    private let state = Locked(State())
+
+    public init(capacity: Int, byteBudget: Int = .max) {
+        self.capacity = max(1, capacity)
+        self.byteBudget = byteBudget
+    }
+
+    /// The file `key` names, made by `planned` unless it is held: a file made
+    /// at planning is returned as it is and never held.
+    public func file(_ key: Key, _ planned: PlannedFile) -> VirtualFile {
+        guard planned.isRecipe else { return planned.make() }
+        let found: VirtualFile? = state.withLock { s in
+            guard s.entries[key] != nil else { return nil }
+            s.clock += 1
+            s.entries[key]!.lastUse = s.clock
+            return s.entries[key]!.file
+        }
+        if let found { return found }
+        // Made outside the lock: readers of other files do not wait on it.
+        let file = planned.make()
+        let cost = file.memoryCost
+        state.withLock { s in
+            s.clock += 1
+            // Another reader may have made it meanwhile: theirs is kept.
+            guard s.entries[key] == nil else { return }
+            s.total += cost
+            s.entries[key] = Entry(file: file, cost: cost, lastUse: s.clock)
+            // The oldest go first; the newest stays even alone over the
+            // budget: its reader needs it. Eviction scans at most `capacity`
+            // entries, and only when one is added.
+            while s.entries.count > capacity || (s.total > byteBudget && s.entries.count > 1) {
+                guard let oldest = s.entries.min(by: { $0.value.lastUse < $1.value.lastUse }) else { break }
+                s.total -= oldest.value.cost
+                s.entries[oldest.key] = nil
+            }
+        }
+        return file
+    }
+
+    /// Files held now (for tests).
+    public var count: Int { state.withLock { $0.entries.count } }
+}

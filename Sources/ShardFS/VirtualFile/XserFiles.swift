@@ -1,0 +1,33 @@
+/// The one writer of NxD's xser form (docs/formats/xser.md), for rank files
+/// and optimizer files alike: at `path` the pickle naming each tensor by a
+/// `TensorReference`, `path.info.pt` with every tensor's dtype and shape,
+/// and each tensor alone in `path.tensors/tensor_<tid>.pt`, in tid order.
+enum XserFiles {
+    /// The group of files for `path`. `references` is the pickle at `path`;
+    /// tensor `tid` is described by `descriptions[tid]` and holds
+    /// `storage(tid)`. The tensor files (300,000 for a 70B run's state) are
+    /// recipes, made where they are read. `seed` starts every file's
+    /// serialization id (the layout), the file's path ends it, so each file
+    /// has its own and the same layout always the same bytes.
+    static func group(path: String, references: [UInt8], descriptions: [TensorDescription], seed: String,
+                      storage: @escaping @Sendable (Int) -> [Extent]) -> [(path: String, file: PlannedFile)] {
+        var result = [
+            (path, PlannedFile(file(path, pickle: references, storages: [], seed: seed))),
+            (RankFile.xserInfoPath(path),
+             PlannedFile(file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(descriptions), storages: [], seed: seed))),
+        ]
+        result.reserveCapacity(2 + descriptions.count)
+        for (tid, description) in descriptions.enumerated() {
+            let tensorPath = RankFile.xserTensorPath(path, tid: tid)
+            result.append((tensorPath, PlannedFile.recipe {
+                file(tensorPath, pickle: PickleWriter.singleTensor(description), storages: [storage(tid)], seed: seed)
+            }))
+        }
+        return result
+    }
+
+    private static func file(_ path: String, pickle: [UInt8], storages: [[Extent]], seed: String) -> VirtualFile {
+        TorchSaveFile.file(fileName: path, pickle: pickle, storages: storages,
+                           serializationID: TorchSaveFile.serializationID(seed: seed + path))
+    }
+}
