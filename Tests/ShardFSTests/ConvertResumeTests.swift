@@ -39,6 +39,36 @@ import Glibc
         #expect(try JSONDecoder().decode(PersistManifest.Layout.self, from: none.json) == none)
     }
 
+    /// The layout is written and compared a piece at a time: the pieces
+    /// make the whole document, and a rerun's layout is recognised by its
+    /// bytes, any other byte (or one more, or one fewer) is not.
+    @Test func layoutIsWrittenAndComparedInPieces() throws {
+        let sources = (0..<500).map { SourceFingerprint(name: "optim/x.pt.tensors/tensor_\($0).pt", size: $0, mtimeNanoseconds: 7, headerCRC32: 9) }
+        let layout = PersistManifest.Layout(layout: "tp=2", sources: sources)
+        var pieces: [[UInt8]] = []
+        try layout.writeJSON(pieceBytes: 1000) { pieces.append($0) }
+        #expect(pieces.count > 10)
+        let whole = pieces.flatMap { $0 }
+        #expect(try JSONDecoder().decode(PersistManifest.Layout.self, from: Data(whole)) == layout)
+
+        let dir = try Dir()
+        let manifest = PersistManifest(directory: dir.path)
+        #expect(!manifest.layoutFileHolds(layout))
+        #expect(try manifest.claim(layout, force: false).isEmpty)
+        #expect(manifest.layoutFileHolds(layout))
+        let path = dir.path + "/.shardfs/layout.json"
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(whole))
+        var other = sources
+        other[400] = SourceFingerprint(name: other[400].name, size: 401, mtimeNanoseconds: 7, headerCRC32: 9)
+        #expect(!manifest.layoutFileHolds(PersistManifest.Layout(layout: "tp=2", sources: other)))
+        #expect(!manifest.layoutFileHolds(PersistManifest.Layout(layout: "tp=2", sources: Array(sources.dropLast()))))
+        try (Data(whole) + Data([0x20])).write(to: URL(fileURLWithPath: path))
+        #expect(!manifest.layoutFileHolds(layout))
+        // Equal but written otherwise (an older writer's spacing): decoded, and accepted.
+        try JSONEncoder.init().encode(layout).write(to: URL(fileURLWithPath: path))
+        #expect(try manifest.claim(layout, force: false).isEmpty)
+    }
+
     @Test func familiesHoldTheirFilesOnly() {
         let ranks = TargetFamily.rankFiles, hf = TargetFamily.huggingFace
         #expect(ranks.holds("model/dp_rank_00_tp_rank_03_pp_rank_00.pt"))

@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -27,10 +28,12 @@ public struct PersistManifest: Sendable {
         /// The document `JSONDecoder` reads back, keys sorted, one source a
         /// line, written directly: `JSONEncoder` took 260 MB for the
         /// 300,000 fingerprints of a 70B-count xser training tag (its
-        /// optimizer's tensor files), this takes the document's size.
-        var json: Data {
+        /// optimizer's tensor files). Given to `emit` in pieces of about
+        /// `pieceBytes`, so that neither writing it nor comparing a file with
+        /// it holds the whole (50 MB for that tag).
+        func writeJSON(pieceBytes: Int = 1 << 20, _ emit: ([UInt8]) throws(ShardFSError) -> Void) throws(ShardFSError) {
             var out: [UInt8] = []
-            out.reserveCapacity(64 + layout.utf8.count + sources.count * (96 + (sources.first?.name.utf8.count ?? 0)))
+            out.reserveCapacity(pieceBytes + 4096)
             out.append(contentsOf: "{\"layout\": ".utf8)
             out += JSONText.serde(layout)
             out.append(contentsOf: ", \"sources\": [".utf8)
@@ -38,9 +41,20 @@ public struct PersistManifest: Sendable {
                 out.append(contentsOf: "\(index == 0 ? "" : ",")\n  {\"headerCRC32\": \(source.headerCRC32), \"mtimeNanoseconds\": \(source.mtimeNanoseconds), \"name\": ".utf8)
                 out += JSONText.serde(source.name)
                 out.append(contentsOf: ", \"size\": \(source.size)}".utf8)
+                if out.count >= pieceBytes {
+                    try emit(out)
+                    out.removeAll(keepingCapacity: true)
+                }
             }
             out.append(contentsOf: "\n], \"version\": \(version)}\n".utf8)
-            return Data(out)
+            try emit(out)
+        }
+
+        /// The whole document (small layouts, tests).
+        var json: Data {
+            var data = Data()
+            try? writeJSON { data.append(contentsOf: $0) }
+            return data
         }
     }
 
@@ -87,6 +101,9 @@ public struct PersistManifest: Sendable {
     /// which forgets the old one and its finished files (returned, so the
     /// caller can remove those it will not rewrite).
     public func claim(_ layout: Layout, force: Bool) throws(ShardFSError) -> [FinishedFile] {
+        // The common case, a rerun of the same layout, compared as bytes
+        // without holding either document; any other is decoded.
+        if layoutFileHolds(layout) { return [] }
         if let existing = try readLayout() {
             if existing == layout { return [] }
             guard force else {
@@ -121,10 +138,31 @@ public struct PersistManifest: Sendable {
         }
     }
 
+    /// Whether `layout.json` holds exactly the bytes `layout` writes, read
+    /// a piece at a time.
+    func layoutFileHolds(_ layout: Layout) -> Bool {
+        guard let fd = try? FileDescriptor.open(FilePath(layoutPath), .readOnly, options: [.closeOnExec]) else { return false }
+        defer { try? fd.close() }
+        var same = true, offset = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        try? layout.writeJSON { (piece) throws(ShardFSError) in
+            guard same else { return }
+            if buffer.count < piece.count { buffer = [UInt8](repeating: 0, count: piece.count) }
+            let read = buffer.withUnsafeMutableBytes { bytes in
+                (try? fd.readExactly(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<piece.count]),
+                                     path: layoutPath, name: layoutPath)) != nil
+            }
+            same = read && buffer.prefix(piece.count).elementsEqual(piece)
+            offset += piece.count
+        }
+        var extra: UInt8 = 0
+        let more = (try? withUnsafeMutableBytes(of: &extra) { try fd.read(fromAbsoluteOffset: Int64(offset), into: $0) }) ?? 1
+        return same && more == 0
+    }
+
     private func writeLayout(_ layout: Layout) throws(ShardFSError) {
-        let data = layout.json
         // link() fails if another writer got there first: then theirs must match.
-        let temporary = try writeTemporary(data, near: layoutPath)
+        let temporary = try writeTemporary(near: layoutPath) { (emit) throws(ShardFSError) in try layout.writeJSON(emit) }
         defer { unlink(temporary) }
         if link(temporary, layoutPath) != 0 {
             guard errno == EEXIST else { throw ShardFSError.io(path: layoutPath, operation: "link", errno: errno) }
@@ -184,7 +222,7 @@ public struct PersistManifest: Sendable {
         let path = finishedDirectory + "/" + Self.entryName(entry.path)
         let data: Data
         do { data = try JSONEncoder.sorted.encode(entry) } catch { throw ShardFSError.io(path: path, operation: "encode", errno: EINVAL) }
-        let temporary = try writeTemporary(data, near: path, durable: false)
+        let temporary = try writeTemporary(near: path, durable: false) { (emit) throws(ShardFSError) in try emit([UInt8](data)) }
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
@@ -197,22 +235,25 @@ public struct PersistManifest: Sendable {
         unlink(finishedDirectory + "/" + Self.entryName(path))
     }
 
-    /// Writes `data` under a temporary name beside `path` (fsynced if `durable`).
-    private func writeTemporary(_ data: Data, near path: String, durable: Bool = true) throws(ShardFSError) -> String {
+    /// Writes what `produce` emits under a temporary name beside `path`
+    /// (fsynced if `durable`).
+    private func writeTemporary(near path: String, durable: Bool = true,
+                                _ produce: (([UInt8]) throws(ShardFSError) -> Void) throws(ShardFSError) -> Void) throws(ShardFSError) -> String {
         let temporary = VirtualFileWriter.temporaryPath(for: path)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ShardFSError.io(path: temporary, operation: "create", errno: errno) }
         defer { close(fd) }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count else {
-            let code = written < 0 ? errno : ENOSPC
+        do throws(ShardFSError) {
+            try produce { (piece) throws(ShardFSError) in
+                let written = piece.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                guard written == piece.count else {
+                    throw ShardFSError.io(path: temporary, operation: "write", errno: written < 0 ? errno : ENOSPC)
+                }
+            }
+            guard !durable || fsync(fd) == 0 else { throw ShardFSError.io(path: temporary, operation: "fsync", errno: errno) }
+        } catch {
             unlink(temporary)
-            throw ShardFSError.io(path: temporary, operation: "write", errno: code)
-        }
-        guard !durable || fsync(fd) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw ShardFSError.io(path: temporary, operation: "fsync", errno: code)
+            throw error
         }
         return temporary
     }

@@ -28,9 +28,9 @@ struct ZeroOptimizerFile: Sendable {
         /// `shape_info[i]`: the parameter's TP-local shape.
         let shape: [Int]
         /// `base_state[i]` in file order; empty when the optimizer has not stepped.
-        let state: [(key: String, entry: Entry)]
+        var state: [(key: String, entry: Entry)]
         /// `sharded_master_weights[i]`.
-        let master: Shard?
+        var master: Shard?
     }
 
     /// One of `param_groups`, with its parameter indices.
@@ -46,7 +46,7 @@ struct ZeroOptimizerFile: Sendable {
     let keys: [String]
     let groups: [Group]
     /// By index: 0 ..< count, the order of the groups' `params`.
-    let parameters: [Parameter]
+    var parameters: [Parameter]
 
     /// The top-level keys torch_xla's optimizer writes; anything else (the
     /// expert-parallel offsets of NxD's MoE optimizer, for one) is refused.

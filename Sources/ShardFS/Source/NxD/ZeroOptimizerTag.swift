@@ -50,8 +50,9 @@ struct ZeroOptimizerTag: Sendable {
         parsed.reverse()
         var files: [SourceFile] = [], fingerprints: [SourceFingerprint] = [], optimizerFiles: [ZeroOptimizerFile] = []
         optimizerFiles.reserveCapacity(parsed.count)
-        while let file = parsed.popLast() {
-            optimizerFiles.append(file.file.numbering(from: base + files.count))
+        while var file = parsed.popLast() {
+            file.file.renumber(from: base + files.count)
+            optimizerFiles.append(file.file)
             files += file.files
             fingerprints += file.fingerprints
         }
@@ -166,7 +167,7 @@ struct ZeroOptimizerTag: Sendable {
 
     /// One file read, its shards numbered within `files`.
     struct Parsed: Sendable {
-        let file: ZeroOptimizerFile
+        var file: ZeroOptimizerFile
         let files: [SourceFile]
         let fingerprints: [SourceFingerprint]
     }
@@ -352,16 +353,15 @@ struct ZeroOptimizerTag: Sendable {
 }
 
 extension ZeroOptimizerFile {
-    /// The same file with its shards' file indexes moved up by `base`.
-    func numbering(from base: Int) -> ZeroOptimizerFile {
+    /// Moves its shards' file indexes up by `base`, in place: a 70B run's
+    /// 100,000 parameters copied to renumber them took 40 MB at once.
+    mutating func renumber(from base: Int) {
         func moved(_ shard: Shard) -> Shard { Shard(file: shard.file + base, tensor: shard.tensor) }
-        return ZeroOptimizerFile(
-            dp: dp, tp: tp, pp: pp, path: path, keys: keys, groups: groups,
-            parameters: parameters.map { p in
-                Parameter(shape: p.shape, state: p.state.map { entry in
-                    if case .shard(let s) = entry.entry { return (entry.key, .shard(moved(s))) }
-                    return entry
-                }, master: p.master.map(moved))
-            })
+        for p in parameters.indices {
+            for e in parameters[p].state.indices {
+                if case .shard(let shard) = parameters[p].state[e].entry { parameters[p].state[e].entry = .shard(moved(shard)) }
+            }
+            if let master = parameters[p].master { parameters[p].master = moved(master) }
+        }
     }
 }
