@@ -16,7 +16,7 @@ public struct OptimizerGroupSettings: Equatable, Sendable {
 /// What a training tag holds beside its weights, read as a source: the
 /// ZeRO-1 optimizer's state with each state tensor assembled under the
 /// Hugging Face name of its parameter (as the weights are), and the files
-/// that do not depend on the layout, carried as they are (zero1.md).
+/// that do not depend on the layout, carried as they are (docs/formats/zero1.md).
 public struct TrainingState: Sendable {
     /// The source's data-parallel size.
     public let dpSize: Int

@@ -105,7 +105,7 @@ extension OptimizerFile {
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + path))
     }
 
-    /// This file as NxD's trainer saves it with xser (xser.md): the state
+    /// This file as NxD's trainer saves it with xser (docs/formats/xser.md): the state
     /// dict with a `TensorReference` for each tensor at `path`, their dtypes
     /// and shapes at `path.info.pt`, each tensor alone in `path.tensors/`.
     /// The tensor files (a few hundred per optimizer file, 300,000 for a

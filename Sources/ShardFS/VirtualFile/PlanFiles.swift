@@ -79,7 +79,7 @@ extension RankFile {
                                   serializationID: TorchSaveFile.serializationID(seed: layout.summary + " " + fileName))
     }
 
-    /// This rank file as NxD's trainer saves it with xser (xser.md): the
+    /// This rank file as NxD's trainer saves it with xser (docs/formats/xser.md): the
     /// reference dict at `path`, then `path.info.pt`, then one file per
     /// tensor, in tid order. Each is a `torch.save` file over the same
     /// extents the pt file uses; only literals (pickles, zip framing) are new.
