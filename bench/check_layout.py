@@ -2,7 +2,7 @@
 """Check NxD rank files against the HF source, tensor for tensor.
 
 Independent of python_pipeline.py and of ShardFS: the expected content of
-every rank file is the project's one reference of nxd-layout.md,
+every rank file is the project's one reference of docs/formats/nxd-layout.md,
 tests/compat/reference.py (`rank_state`, the same code the compatibility
 tests judge ShardFS by), over the source's tensors loaded lazily. Checks, per
 file: key order, dtype, shape and exact values; and that OUT/model holds

@@ -5,7 +5,7 @@ a deterministic fill pattern written in a few places so that reads are cheap
 to check yet not all zeros.
 
 The directory looks like a `huggingface-cli download` of the model:
-config.json (Llama-3-8B, or Llama-3-70B from ../shared/fixtures), and
+config.json (Llama-3-8B's or Llama-3-70B's, as the hub ships them), and
 model-0000i-of-0000N.safetensors shards (8B: 4, 70B: 30) split as HF splits a
 state dict (greedy in state-dict order, 5 GB per shard), each with a header
 as the safetensors library writes it (`__metadata__` first, then tensors
@@ -34,7 +34,6 @@ Only the standard library is needed.
 """
 import argparse
 import json
-from pathlib import Path
 import os
 import shutil
 import struct
@@ -74,9 +73,8 @@ LLAMA_3_8B_CONFIG = {
     "vocab_size": 128256,
 }
 
-# shared/ lies beside the repository (on our machines and in CI).
-LLAMA_3_70B_FIXTURE = str(Path(__file__).resolve().parents[2] / "shared/fixtures/llama-3-70b/config.json")
-# The same fields, in case the fixture is not on this machine.
+# Llama-3-70B's config.json: Llama-3-8B's with the 70B sizes (field for
+# field the file the hub ships).
 LLAMA_3_70B_CONFIG = dict(LLAMA_3_8B_CONFIG, hidden_size=8192, intermediate_size=28672,
                           num_attention_heads=64, num_hidden_layers=80, num_key_value_heads=8)
 
@@ -92,14 +90,7 @@ GENERATION_CONFIG = {
 
 
 def load_config(model):
-    if model == "8b":
-        return dict(LLAMA_3_8B_CONFIG)
-    try:
-        with open(LLAMA_3_70B_FIXTURE) as f:
-            return json.load(f)
-    except OSError:
-        print(f"note: {LLAMA_3_70B_FIXTURE} not found, using the built-in Llama-3-70B config", file=sys.stderr)
-        return dict(LLAMA_3_70B_CONFIG)
+    return dict(LLAMA_3_8B_CONFIG if model == "8b" else LLAMA_3_70B_CONFIG)
 
 
 def tensor_plan(cfg):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write an NxD training tag with ZeRO-1 optimizer state of a model's real
 shapes and synthetic values, as NxD's `save_checkpoint` lays it out
-(zero1.md): model/ (by `shardfs convert` of a Hugging Face checkpoint, in a
+(docs/formats/zero1.md): model/ (by `shardfs convert` of a Hugging Face checkpoint, in a
 layout without --fuse-qkv, whose key order is the trainer's), optim/ with one
 file per (dp, tp, pp), scheduler.pt, user_content.pt and the markers.
 

@@ -4,7 +4,7 @@ from NxD rank files to a Hugging Face checkpoint.
 
 torch.load every rank file (all in memory at once, as NxD's
 `convert_checkpoints.py --convert_to_full_state` does), merge them into the
-full state dict by inverting nxd-layout.md (Q/O head order, fused qkv split by
+full state dict by inverting docs/formats/nxd-layout.md (Q/O head order, fused qkv split by
 the real per-rank sizes, K/V of each replica set the first copy, gate_up
 split, row- and column-parallel concatenation), then write it with
 `safetensors.torch.save_file(..., metadata={"format": "pt"})` as

@@ -10,7 +10,7 @@ Step 2 (NxD's `convert_checkpoints.py --convert_from_full_state`):
     OUT/model/dp_rank_00_tp_rank_{tt:02d}_pp_rank_{pp:02d}.pt
 
 Step 2 re-implements the converter's behaviour as restated in
-../shared/spec/nxd-layout.md (class CheckpointConverterBase), including its
+docs/formats/nxd-layout.md (class CheckpointConverterBase), including its
 costs: each rank is built from the full tensors (K/V repeated, Q/O heads
 reshuffled over the whole matrix) and every piece is cloned before saving, as
 the converter does. Without torch_xla this writes plain torch.save files

@@ -162,7 +162,7 @@ def tag_seeds():
         optimizer_seeds(micro, shapes, Path(work))
 
 
-# tag with ZeRO-1 optimizer state (zero1.md): the micro Llama's training tag
+# tag with ZeRO-1 optimizer state (docs/formats/zero1.md): the micro Llama's training tag
 # written by tests/compat/optimizer_tags.py (needs torch: skipped without).
 def optimizer_seeds(micro, shapes, work):
     import sys

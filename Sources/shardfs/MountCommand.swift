@@ -94,8 +94,8 @@ struct MountCommand: ParsableCommand {
     var prefetchMiB = 64
 
     @Option(help: ArgumentHelp(
-        "Also write every rank file to DIR/model/ in the background, as `shardfs convert SRC DIR` would.",
-        discussion: "Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/; a daemon started again on the same DIR keeps the finished files and writes the rest. Reads through the mount keep priority, and each file, once persisted and read back intact, is served from DIR. `shardfs status MNT` shows the progress.",
+        "Also write every file the mount serves to DIR in the background, as `shardfs convert SRC DIR` would (rank files to DIR/model/, a training tag's optimizer to DIR/optim/ with its carried files).",
+        discussion: "Files are written crash-safe (temporary name, fsync, rename) and recorded in DIR/.shardfs/; a daemon started again on the same DIR keeps the finished files and writes the rest. Reads through the mount keep priority, and each file, once persisted and read back intact, is served from DIR. `shardfs status MNT` shows the progress. A training tag's done marker (a DCP folder's .metadata) is written last, and only by a daemon persisting the whole layout: with --part, run `shardfs convert SRC DIR` once every share is done (it keeps the finished files). From a Hugging Face model no marker is written.",
         valueName: "DIR"))
     var persistTo: String?
 
@@ -165,7 +165,7 @@ struct MountCommand: ParsableCommand {
             if let job = ProcessInfo.processInfo.environment["SLURM_JOB_ID"] {
                 // Measured under proctrack/cgroup: the step's cgroup holds the
                 // daemon, so Slurm kills it when the step ends, leaving a dead mount.
-                Console.error("shardfs: note: in Slurm job \(job) this background daemon ends with the job step that started it; to serve the whole job, run `srun --ntasks-per-node=1 --overlap shardfs mount ... --foreground &` and unmount before the job ends (README: \"Mounting in a Slurm job\")")
+                Console.error("shardfs: note: in Slurm job \(job) this background daemon ends with the job step that started it; to serve the whole job, run `srun --ntasks-per-node=1 --overlap shardfs mount ... --foreground &` and unmount before the job ends (docs/cluster.md: \"Mounting in a Slurm job\")")
             }
             return
         }

@@ -53,6 +53,11 @@ struct PlanReport: Encodable {
         let columns: [Int]
         /// True when the block is the whole source tensor.
         let whole: Bool
+        /// The source tensor is 1-D (a norm): `rows` is then always [0, 1],
+        /// and the text shows the range of `columns` alone.
+        var oneDimensional = false
+
+        private enum CodingKeys: String, CodingKey { case tensor, file, rows, columns, whole }
     }
     /// A file of the xser format besides the rank file itself.
     struct Companion: Encodable {
@@ -106,15 +111,17 @@ struct PlanReport: Encodable {
     /// in pieces, each piece's file and the part of the block it holds.
     static func sources(_ b: RowBlock, files: [SourceFile]) -> [Source] {
         let whole = b == RowBlock(whole: b.tensor)
+        let oneDimensional = b.tensor.shape.count == 1
         guard !b.tensor.tiles.isEmpty else {
             return [Source(tensor: b.tensor.name, file: files[b.tensor.fileIndex].name,
-                           rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound], whole: whole)]
+                           rows: [b.rows.lowerBound, b.rows.upperBound], columns: [b.columns.lowerBound, b.columns.upperBound], whole: whole,
+                           oneDimensional: oneDimensional)]
         }
         return b.tensor.tiles.compactMap { tile in
             let rows = tile.rows.clamped(to: b.rows), columns = tile.columns.clamped(to: b.columns)
             guard !rows.isEmpty, !columns.isEmpty else { return nil }
             return Source(tensor: b.tensor.name, file: files[tile.fileIndex].name, rows: [rows.lowerBound, rows.upperBound],
-                          columns: [columns.lowerBound, columns.upperBound], whole: false)
+                          columns: [columns.lowerBound, columns.upperBound], whole: false, oneDimensional: oneDimensional)
         }
     }
 
@@ -164,9 +171,14 @@ struct PlanReport: Encodable {
             + (l.qkvLinear ? ", qkv-linear" : "") + (l.fuseQKV ? ", fuse-qkv" : "") + ", \(l.hwBackend), \(l.dtype)"
     }
 
+    /// Each source as `tensor (file)` when whole, else with its range:
+    /// `[r0:r1, c0:c1]` of a matrix (the columns of its rows, as a matrix
+    /// [dim 0, the rest]), `[c0:c1]` of a 1-D tensor.
     static func describe(_ sources: [Source]) -> String {
         sources.map { s in
-            s.whole ? "\(s.tensor) (\(s.file))" : "\(s.tensor)[\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])] (\(s.file))"
+            if s.whole { return "\(s.tensor) (\(s.file))" }
+            let range = s.oneDimensional ? "\(s.columns[0]):\(s.columns[1])" : "\(s.rows[0]):\(s.rows[1]), \(s.columns[0]):\(s.columns[1])"
+            return "\(s.tensor)[\(range)] (\(s.file))"
         }.joined(separator: " + ")
     }
 

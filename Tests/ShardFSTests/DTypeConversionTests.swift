@@ -1,7 +1,7 @@
 import Testing
 @testable import ShardFS
 
-/// Element conversion with torch's rounding (nxd-layout.md, "Output dtype":
+/// Element conversion with torch's rounding (docs/formats/nxd-layout.md, "Output dtype":
 /// widening exact, narrowing round-to-nearest-even). Expected bit patterns are
 /// worked out by hand.
 @Suite struct DTypeConversionTests {

@@ -93,7 +93,7 @@ import Testing
         return out
     }
 
-    /// The rank file of (tp r, pp) as key -> elements, by hand from nxd-layout.md
+    /// The rank file of (tp r, pp) as key -> elements, by hand from docs/formats/nxd-layout.md
     /// (T = 2: embed/lm_head rows 8r..., q rows 4r..., k/v rows 2r..., o columns
     /// 4r..., gate/up rows 6r..., down columns 6r...).
     static func expectedTensors(tp r: Int, layers: [Int], first: Bool, last: Bool) -> [(String, [Int])] {

@@ -1,7 +1,7 @@
 import Testing
 @testable import ShardFS
 
-/// Pickle opcodes and memo numbering worked out by hand from pt-format.md
+/// Pickle opcodes and memo numbering worked out by hand from docs/formats/pt.md
 /// ("data.pkl"), for the cases the torch.save fixtures cannot reach cheaply.
 @Suite struct PickleWriterTests {
     /// The bytes `write` adds after `PROTO 2`.
@@ -64,7 +64,7 @@ import Testing
         #expect(PickleWriter.stateDict([]) == [0x80, 0x02, 0x7D, 0x71, 0x00, 0x2E])
     }
 
-    /// One tensor, every opcode by hand from the template in pt-format.md.
+    /// One tensor, every opcode by hand from the template in docs/formats/pt.md.
     @Test func singleTensorTemplate() {
         let pickle = PickleWriter.stateDict([("w", TensorDescription(dtype: .bfloat16, shape: [2, 3]))])
         var e: [UInt8] = [0x80, 0x02, 0x7D, 0x71, 0]                                 // PROTO 2, EMPTY_DICT, BINPUT 0

@@ -1,13 +1,13 @@
 import Testing
 @testable import ShardFS
 
-/// The layout planner against nxd-layout.md, on fabricated tensors (no files:
+/// The layout planner against docs/formats/nxd-layout.md, on fabricated tensors (no files:
 /// file index 0, made-up offsets). Every expected cut is written from the
 /// spec's formulas.
 @Suite struct PlannerTests {
     // MARK: Fixtures
 
-    /// The tensors of a Llama checkpoint for `c` ("Inputs" in nxd-layout.md).
+    /// The tensors of a Llama checkpoint for `c` ("Inputs" in docs/formats/nxd-layout.md).
     static func llamaTensors(_ c: ModelConfig, dtype: DType = .bfloat16, lmHead: Bool = true) -> [String: SourceTensor] {
         let h = c.hidden, d = c.headDim
         var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [c.vocab, h])]

@@ -3,7 +3,7 @@ import Testing
 
 // Helpers for the reader tests (ZipDirectory, PickleReader, TorchSaveReader):
 // in-memory files, element decoding, and a zip builder written from the
-// zip framing of pt-format.md alone.
+// zip framing of docs/formats/pt.md alone.
 
 /// A read closure over an in-memory file. The readers must check bounds
 /// before reading, so a read outside the file is a test failure (and a
@@ -46,7 +46,7 @@ func torchSaveFile(_ fileName: String, pickle: [UInt8], storages: [[UInt8]]) thr
                                      serializationID: String(repeating: "1", count: 40)))
 }
 
-/// A zip archive built field by field (pt-format.md, "Zip framing"), with
+/// A zip archive built field by field (docs/formats/pt.md, "Zip framing"), with
 /// knobs to make it wrong in one way at a time.
 struct ZipBuilder {
     struct Entry {

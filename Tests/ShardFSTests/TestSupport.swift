@@ -4,7 +4,7 @@ import Testing
 
 // Helpers shared by the test files. Nothing here calls the code under test to
 // compute an expected value: byte builders, the zip reader and the refusal
-// helper are written from the specs (pt-format.md, nxd-layout.md) alone.
+// helper are written from the specs (docs/formats/pt.md, docs/formats/nxd-layout.md) alone.
 
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
@@ -125,7 +125,7 @@ func literalBytes(_ file: PlannedFile, _ range: Range<Int>) -> [UInt8]? {
     literalBytes(file.make(), range)
 }
 
-// MARK: A minimal zip reader (pt-format.md, "Zip framing")
+// MARK: A minimal zip reader (docs/formats/pt.md, "Zip framing")
 
 struct ZipEntry {
     let name: String

@@ -1,7 +1,7 @@
 import Testing
 @testable import ShardFS
 
-/// Byte equality of the xser files (xser.md) with real `torch.save` output:
+/// Byte equality of the xser files (docs/formats/xser.md) with real `torch.save` output:
 /// the fixtures are torch.save of a dict of TensorReference objects (a
 /// stand-in class under torch_xla's module name), of an `.info.pt` dict, and
 /// of a single tensor (Fixtures/generate_torch_save_fixtures.py, torch 2.13,
@@ -11,7 +11,7 @@ import Testing
 @Suite struct XserFixtureTests {
     struct Fixture {
         let fileName: String
-        /// The archive name pt-format.md gives for `fileName` (restated by hand).
+        /// The archive name docs/formats/pt.md gives for `fileName` (restated by hand).
         let archive: String
         let bytes: [UInt8]
         let storageCount: Int
@@ -44,7 +44,7 @@ import Testing
     static let tensorF32 = Fixture(fileName: TorchSaveFixtureData.xserTensorF32FileName, archive: "tensor_12",
                                    bytes: decodeBase64(TorchSaveFixtureData.xserTensorF32), storageCount: 1)
 
-    /// Checks the record order of pt-format.md ("Records, in order"; no
+    /// Checks the record order of docs/formats/pt.md ("Records, in order"; no
     /// `data/` records in a file without storages) and returns the pickle,
     /// the storages and the serialization id.
     func unpack(_ f: Fixture) throws -> (pickle: [UInt8], storages: [[UInt8]], serializationID: String) {
@@ -73,7 +73,7 @@ import Testing
     @Test func referenceDict() throws {
         try checkRebuild(Self.references, pickle: PickleWriter.tensorReferences(keys: Self.referenceKeys))
         let (pickle, _, _) = try unpack(Self.references)
-        // The first value, as xser.md spells it: GLOBAL the class, BINPUT 2,
+        // The first value, as docs/formats/xser.md spells it: GLOBAL the class, BINPUT 2,
         // EMPTY_TUPLE, NEWOBJ, BINPUT 3, EMPTY_DICT, BINPUT 4, 'tid', BINPUT 5,
         // BININT1 0, SETITEM, BUILD.
         let first: [UInt8] = [0x63] + bytes("torch_xla.utils.serialization\nTensorReference\n") + [0x71, 2, 0x29, 0x81, 0x71, 3,
@@ -101,7 +101,7 @@ import Testing
     @Test func infoDict() throws {
         try checkRebuild(Self.info, pickle: PickleWriter.tensorInfo(Self.infoTensors))
         let (pickle, _, _) = try unpack(Self.info)
-        // xser.md: a dtype is GLOBAL 'torch\nbfloat16\n'; a size GLOBAL 'torch\nSize\n'
+        // docs/formats/xser.md: a dtype is GLOBAL 'torch\nbfloat16\n'; a size GLOBAL 'torch\nSize\n'
         // applied (REDUCE) to a 1-tuple holding the shape tuple: (2, 3) -> TUPLE2, BINPUT, TUPLE1, BINPUT, REDUCE.
         #expect(contains(pickle, [0x63] + bytes("torch\nbfloat16\n")))
         #expect(contains(pickle, [0x63] + bytes("torch\nSize\n") + [0x71, 5, 0x4B, 2, 0x4B, 3, 0x86, 0x71, 6, 0x85, 0x71, 7, 0x52]))

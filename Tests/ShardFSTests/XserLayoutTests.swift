@@ -6,7 +6,7 @@ import Testing
 import Glibc
 #endif
 
-/// The xser format wired through the one engine (xser.md): the files a plan
+/// The xser format wired through the one engine (docs/formats/xser.md): the files a plan
 /// becomes, their paths and order, each tensor file's bytes (computed by hand
 /// in ExtentReadTests from the known source values), serialization ids, and
 /// the same list driving the mount's tree, `--part` and convert.

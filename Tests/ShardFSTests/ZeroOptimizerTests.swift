@@ -2,7 +2,7 @@ import Testing
 @testable import ShardFS
 
 /// The ZeRO-1 optimizer state as a source and as an output, piece by piece,
-/// with expectations worked out by hand from zero1.md and the pickle
+/// with expectations worked out by hand from docs/formats/zero1.md and the pickle
 /// opcodes (the compatibility suite judges whole files with torch_xla's own
 /// optimizer).
 @Suite struct ZeroOptimizerTests {
@@ -58,7 +58,7 @@ import Testing
     // MARK: The optimizer's pickle
 
     /// Two parameters in two groups, a tensor step, master weights: read
-    /// back, it is the dict zero1.md describes, its tensors numbered in
+    /// back, it is the dict docs/formats/zero1.md describes, its tensors numbered in
     /// pickle order (storages "0".."5": step, exp_avg of each, then masters).
     @Test func anOptimizerStateReadsBackAsZero1Describes() throws {
         let t = TensorDescription(dtype: .float32, shape: [2, 3])

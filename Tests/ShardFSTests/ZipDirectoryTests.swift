@@ -7,7 +7,7 @@ import Testing
 @Suite struct ZipDirectoryTests {
     static let views = decodeBase64(TorchLoadFixtureData.views)
 
-    /// The records of views.pt as pt-format.md orders them, with the sizes
+    /// The records of views.pt as docs/formats/pt.md orders them, with the sizes
     /// of what the generator saved (10 float32s; "1", "64", "little", "3\n",
     /// 40 digits), and offsets as the test's own zip reader finds them.
     @Test func realTorchSaveFile() throws {

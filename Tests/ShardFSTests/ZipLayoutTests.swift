@@ -1,7 +1,7 @@
 import Testing
 @testable import ShardFS
 
-/// Zip framing (pt-format.md, "Zip framing"), with every offset and field
+/// Zip framing (docs/formats/pt.md, "Zip framing"), with every offset and field
 /// computed by hand here. Records past 4 GiB use `.slice` extents: only the
 /// literal extents (headers, descriptors, directory) are inspected, so no
 /// source data is ever read.

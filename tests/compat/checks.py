@@ -25,7 +25,7 @@ def calculate_storage_offsets():
 
 
 def load_variants(path: Path) -> dict:
-    """torch.load in every way pt-format.md promises to support."""
+    """torch.load in every way docs/formats/pt.md promises to support."""
     out = {}
     errors = []
     for name, kw, ctx in (
@@ -99,7 +99,7 @@ def check_values(path: Path, expected) -> None:
 
 
 def check_bytes(path: Path, expected, scratch: Path) -> None:
-    """pt-format.md's equality: resave of the loaded dict (CRC-32 on) equals
+    """docs/formats/pt.md's equality: resave of the loaded dict (CRC-32 on) equals
     the file except the serialization id; and so does torch.save of the
     reference dict itself. Also real CRCs and a 40-digit id."""
     sid = serialization_id(path)

@@ -1,4 +1,4 @@
-"""Training tags with ZeRO-1 optimizer state (zero1.md), written from Python
+"""Training tags with ZeRO-1 optimizer state (docs/formats/zero1.md), written from Python
 with plain torch, and the state any layout must hold, computed
 independently of ShardFS.
 

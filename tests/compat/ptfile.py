@@ -1,4 +1,4 @@
-"""Helpers to compare .pt files byte for byte (pt-format.md) and to explain
+"""Helpers to compare .pt files byte for byte (docs/formats/pt.md) and to explain
 where two files differ (which zip record / region, and for data.pkl which
 pickle opcode)."""
 

@@ -1,4 +1,4 @@
-"""The project's one reference of the NxD layout (nxd-layout.md) in torch ops,
+"""The project's one reference of the NxD layout (docs/formats/nxd-layout.md) in torch ops,
 independent of ShardFS: the compatibility tests judge ShardFS by it, and
 bench/check_layout.py checks rank files with it. (The benchmark baselines,
 bench/python_pipeline.py and python_merge.py, restate the layout on purpose:
@@ -11,7 +11,7 @@ equal to embed_tokens) and a layout, `rank_state` returns, for one
 (tp_rank, pp_rank), the ordered dict key -> tensor that the rank file
 must hold, in the spec's key order and the output dtype. Tensors are
 contiguous clones that own their storage (so torch.save of the result is the
-byte reference of pt-format.md).
+byte reference of docs/formats/pt.md).
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_rank_file_values(conversions, ckpts, case_id, tp, pp):
 
 @pytest.mark.parametrize("case_id,tp,pp", list(_file_params()))
 def test_rank_file_bytes(conversions, ckpts, case_id, tp, pp, tmp_path):
-    """Byte equality with torch.save (pt-format.md), real CRC-32s."""
+    """Byte equality with torch.save (docs/formats/pt.md), real CRC-32s."""
     c = CASE_BY_ID[case_id]
     conv = conversions.converted_ok(c.ckpt, c.args)
     f = conv.out / "model" / rank_file_name(tp, pp)

@@ -577,7 +577,7 @@ TRAINER_TAGS = [
     TrainerTag("old-naming-fuse-vpp2-f32", "uneven", L(tp=2, pp=2, vpp=2, fuse_qkv=True, **QL), "old",
                o_colmajor=True),
     # NxD's offline converter with --save_xser 1 on CPU tensors: plain files
-    # plus an empty P.tensors/ folder each (xser.md), o_proj column-major
+    # plus an empty P.tensors/ folder each (docs/formats/xser.md), o_proj column-major
     TrainerTag("converter-save-xser-empty-folders", "gqa", L(tp=2, pp=2, fuse_qkv=True, **QL), "converter_xser",
                o_colmajor=True),
     # xser as the trainer writes it, float32

@@ -1,4 +1,4 @@
-"""A training tag's whole state resharded (zero1.md): `shardfs convert` and
+"""A training tag's whole state resharded (docs/formats/zero1.md): `shardfs convert` and
 `mount` of a tag with ZeRO-1 optimizer state into another TP/PP/DP layout,
 judged against the state computed independently (optimizer_tags.py) by
 torch.load: every optimizer file's structure and every value, the model

@@ -1,5 +1,5 @@
 """Self-checks of the pure-Python parts (no shardfs binary needed): the
-reference against hand-worked examples of nxd-layout.md, the checkpoint
+reference against hand-worked examples of docs/formats/nxd-layout.md, the checkpoint
 builders, the safetensors writer and the byte-comparison helpers."""
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def test_byte_compare_helpers(tmp_path):
         assert z.testzip() is None
     off, n = serialization_id_span(x)
     assert x.read_bytes()[off : off + n] == sid_x
-    # every record starts at a multiple of 64 and the names are as pt-format.md lists
+    # every record starts at a multiple of 64 and the names are as docs/formats/pt.md lists
     names = [m.name for m in zip_layout(x).members]
     assert names == ["f/data.pkl", "f/.format_version", "f/.storage_alignment", "f/byteorder",
                      "f/data/0", "f/data/1", "f/version", "f/.data/serialization_id"]

@@ -1,4 +1,4 @@
-"""`--format xser` (xser.md): for every rank file P, P (a dict of
+"""`--format xser` (docs/formats/xser.md): for every rank file P, P (a dict of
 torch_xla TensorReference objects), P.info.pt (dtype and shape per tid) and
 P.tensors/tensor_<tid>.pt (each tensor alone), each a torch.save file.
 

@@ -76,7 +76,7 @@ def zip64_extra(extra: bytes):
 
 
 def check_reference_framing(ref: Path, stem: str) -> None:
-    """pt-format.md's zip64 rules hold for torch.save's own file (guards the
+    """docs/formats/pt.md's zip64 rules hold for torch.save's own file (guards the
     premise of the comparison)."""
     lay = zip_layout(ref)
     by = {m.name: m for m in lay.members}

@@ -3,7 +3,7 @@ converter write them (as sources for `shardfs convert TAG ... --format hf`),
 and byte-level rewrites of torch.save files for the bad-input tests.
 
 Each rank's tensors come from reference.py's `rank_state` (the forward
-layout of nxd-layout.md); what differs from ShardFS's own output is only how
+layout of docs/formats/nxd-layout.md); what differs from ShardFS's own output is only how
 they are stored:
 
 - plain files as the trainer saves `model.state_dict()`: an `OrderedDict`
@@ -13,7 +13,7 @@ they are stored:
   larger storage (a view of the whole, uncut tensor, as a converter that
   saves `narrow`ed slices writes it);
 - the older naming `model/tp_rank_YY_pp_rank_ZZ/checkpoint.pt`;
-- xser as the trainer writes it (xser.md): P holds TensorReference
+- xser as the trainer writes it (docs/formats/xser.md): P holds TensorReference
   objects, P.info.pt their dtype and shape, P.tensors/tensor_<tid>.pt each
   tensor alone;
 - next to `model/`, what a trainer's tag also holds and a reader must
@@ -162,7 +162,7 @@ def write_plain_tag(tag: Path, states: dict, *, old_naming: bool = False, empty_
     """torch.save of store((tp, pp), rank state) per rank; -> paths written.
     empty_tensors_dirs: also an empty P.tensors/ folder per rank file, as
     NxD's offline converter leaves with --save_xser 1 on CPU tensors
-    (xser.md): still a plain tag."""
+    (docs/formats/xser.md): still a plain tag."""
     paths = []
     for (t, p), st in states.items():
         rel = old_rank_path(t, p) if old_naming else new_rank_path(t, p)
@@ -176,7 +176,7 @@ def write_plain_tag(tag: Path, states: dict, *, old_naming: bool = False, empty_
 
 
 def write_xser_tag(tag: Path, states: dict) -> list[str]:
-    """The trainer's xser layout (xser.md) for every rank."""
+    """The trainer's xser layout (docs/formats/xser.md) for every rank."""
     ref_cls = tensor_reference_class()
     paths = []
     for (t, p), st in states.items():

@@ -110,7 +110,7 @@ def test_resume_in_a(lab, run):
 @pytest.mark.parametrize("run", RUNS, ids=ids)
 def test_real_files(lab, run):
     """What torch_xla's ZeroRedundancyOptimizer and NxD's save wrote
-    (the facts of spec/zero1.md that a resharder relies on)."""
+    (the facts of docs/formats/zero1.md that a resharder relies on)."""
     tag = need(lab.a, run)["tag"]
     lay, dp = run.layout, run.dp
     names = {p.name for p in (tag / "optim").iterdir() if p.name.endswith(".pt") and "info" not in p.name}
@@ -253,7 +253,7 @@ def test_shardfs_files_equal_reference(lab, case):
     bad = []
     for f in files:
         if f.startswith("model/"):
-            # The model files as the converter orders them (nxd-layout.md: a
+            # The model files as the converter orders them (docs/formats/nxd-layout.md: a
             # fused weight_qkv comes after lm_head), the reference's as the
             # trainer's state_dict does; load_state_dict is blind to the
             # order, so they are compared by name, an xser file with its

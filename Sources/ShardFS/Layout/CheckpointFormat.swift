@@ -1,4 +1,4 @@
-/// How the files of a layout are written: NxD rank files (xser.md), or a
+/// How the files of a layout are written: NxD rank files (docs/formats/xser.md), or a
 /// Hugging Face checkpoint.
 public enum CheckpointFormat: String, CaseIterable, Sendable, Codable {
     /// One `torch.save` file per rank: the dict of tensors.

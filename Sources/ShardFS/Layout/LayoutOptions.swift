@@ -1,5 +1,5 @@
 /// The Trainium generation a layout is for. It changes only the order of
-/// attention heads under `qkvLinear` (nxd-layout.md, "How each tensor is cut").
+/// attention heads under `qkvLinear` (docs/formats/nxd-layout.md, "How each tensor is cut").
 public enum HardwareBackend: String, CaseIterable, Sendable, Codable {
     case trn1, trn2
 }

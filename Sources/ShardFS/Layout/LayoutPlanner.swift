@@ -1,5 +1,5 @@
 /// Turns a checked model and a layout into the list of rank files, exactly as
-/// `../shared/spec/nxd-layout.md` describes NxD's converter. Every layout the
+/// `docs/formats/nxd-layout.md` describes NxD's converter. Every layout the
 /// spec refuses is refused here, before anything is read or written.
 public enum LayoutPlanner {
     public static func plan(config c: ModelConfig, weights w: LlamaWeights, options o: LayoutOptions) throws(ShardFSError) -> LayoutPlan {
@@ -110,7 +110,7 @@ public enum LayoutPlanner {
     }
 }
 
-/// The cuts of nxd-layout.md for one model and layout, with the layout's
+/// The cuts of docs/formats/nxd-layout.md for one model and layout, with the layout's
 /// validity checked once up front.
 struct TensorCutter {
     let config: ModelConfig

@@ -42,7 +42,7 @@ public struct OptimizerFile: Equatable, Sendable {
 
 /// The optimizer files of a layout: for every (dp, tp, pp), the state NxD's
 /// ZeRO-1 optimizer would hold, and `save_checkpoint` write, had the run
-/// been in this layout from the start (zero1.md).
+/// been in this layout from the start (docs/formats/zero1.md).
 public struct OptimizerPlan: Sendable {
     public let dpSize: Int
     public let state: TrainingState

@@ -18,7 +18,7 @@ import Glibc
 ///   writers on other nodes never race on an update.
 ///
 /// Nothing is written into DIR itself but the files of the layout: a `done`
-/// file in a tag makes the trainer resume from it (nxd-layout.md).
+/// file in a tag makes the trainer resume from it (docs/formats/nxd-layout.md).
 public struct PersistManifest: Sendable {
     public struct Layout: Codable, Equatable, Sendable {
         public var version = 1

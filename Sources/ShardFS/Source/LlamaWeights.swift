@@ -1,5 +1,5 @@
 /// The tensors of a Llama (or Mistral) checkpoint, named and shape-checked
-/// against its config (nxd-layout.md, "Inputs"). Anything the layout does not
+/// against its config (docs/formats/nxd-layout.md, "Inputs"). Anything the layout does not
 /// know (a bias, an unknown name) is refused here, by name, so the planner
 /// only ever sees a complete, consistent model.
 public struct LlamaWeights: Sendable {

@@ -1,5 +1,5 @@
 /// The fields of a Hugging Face `config.json` that decide the layout
-/// (nxd-layout.md, "Inputs").
+/// (docs/formats/nxd-layout.md, "Inputs").
 public struct ModelConfig: Equatable, Sendable {
     public static let supportedArchitectures = ["LlamaForCausalLM", "MistralForCausalLM"]
 

@@ -1,6 +1,6 @@
 /// How a training script split its parameters into the optimizer's param
 /// groups, in `named_parameters()` order: what turns a ZeRO-1 optimizer's
-/// parameter index back into a parameter name (zero1.md, "Index ->
+/// parameter index back into a parameter name (docs/formats/zero1.md, "Index ->
 /// parameter"). The files hold only indices and shapes; the rule is the
 /// script's.
 public enum OptimizerGrouping: Equatable, Sendable, CustomStringConvertible {

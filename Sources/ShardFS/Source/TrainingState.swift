@@ -16,7 +16,7 @@ public struct OptimizerGroupSettings: Equatable, Sendable {
 /// What a training tag holds beside its weights, read as a source: the
 /// ZeRO-1 optimizer's state with each state tensor assembled under the
 /// Hugging Face name of its parameter (as the weights are), and the files
-/// that do not depend on the layout, carried as they are (zero1.md).
+/// that do not depend on the layout, carried as they are (docs/formats/zero1.md).
 public struct TrainingState: Sendable {
     /// The source's data-parallel size.
     public let dpSize: Int
@@ -47,8 +47,8 @@ public struct TrainingState: Sendable {
     public let sourceIndexes: [(tp: Int, pp: Int, keys: [String])]
     /// Read from a DCP folder (`Source/DCP/`), not an NxD tag: the state is
     /// whole (`dpSize` 1) and says nothing of the NxD run to resume, so the
-    /// target's DP size must be given, and `masterWeights` (the fp32 model)
-    /// are written only when the target's model files are not float32
-    /// (`LayoutPlanner`'s training-state branch).
+    /// target's DP size must be given; `masterWeights` (the fp32 model) are
+    /// written whatever the target's dtype (`DCPOptimizer`; docs/formats/dcp.md,
+    /// "Read as a source").
     public var fromDCP = false
 }

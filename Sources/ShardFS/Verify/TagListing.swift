@@ -30,7 +30,7 @@ struct TagListing {
 
     /// A verdict per entry of TAG/model the layout does not name. An empty
     /// `P.tensors/` beside a plain rank file P is not one: NxD's converter
-    /// leaves them with --save_xser 1 (xser.md), and readers take such a tag
+    /// leaves them with --save_xser 1 (docs/formats/xser.md), and readers take such a tag
     /// for plain files.
     var extras: [FileVerdict] {
         let expected = expectedNames

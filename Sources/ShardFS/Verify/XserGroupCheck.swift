@@ -1,6 +1,6 @@
 import Foundation
 
-/// An xser rank file's group (xser.md) against the rank file the layout
+/// An xser rank file's group (docs/formats/xser.md) against the rank file the layout
 /// plans: `P`'s references (keys in order), `P.info.pt` (each entry equal to
 /// its tensor file's dtype and shape: the ranks that do not read a tensor
 /// build zeros from it), every `P.tensors/tensor_<tid>.pt` a reference names

@@ -6,8 +6,8 @@ Run with the project's venv (torch 2.13 cpu):
 
     .venv/bin/python Tests/ShardFSTests/Fixtures/generate_torch_save_fixtures.py
 
-Each fixture is torch.save(dict) with CRC-32 off (pt-format.md, "The equality
-to test"); the xser ones (xser.md) are torch.save of a dict of TensorReference
+Each fixture is torch.save(dict) with CRC-32 off (docs/formats/pt.md, "The equality
+to test"); the xser ones (docs/formats/xser.md) are torch.save of a dict of TensorReference
 objects (a stand-in class under torch_xla's module name), of an .info.pt dict,
 and of a single tensor. The file name passed to torch.save decides the
 archive name inside the zip; the tests use the same names. The serialization id is
@@ -60,7 +60,7 @@ def fixtures():
 
 class TensorReference:
     """A stand-in for torch_xla.utils.serialization.TensorReference, the class
-    NxD's xser writes (xser.md): one attribute, `tid`. install_tensor_reference
+    NxD's xser writes (docs/formats/xser.md): one attribute, `tid`. install_tensor_reference
     makes it importable under torch_xla's module name, so that torch.save
     pickles it exactly as the trainer's own."""
 

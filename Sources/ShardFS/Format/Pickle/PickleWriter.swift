@@ -152,8 +152,8 @@ public struct PickleWriter {
     /// uses) writes it: `EMPTY_DICT`; a dict of exactly one item as a bare
     /// `SETITEM`; otherwise `MARK ... SETITEMS` batches of up to 1000 items,
     /// going on while the last batch was full (so 1000 items end with an
-    /// empty `MARK SETITEMS`). pt-format.md states the pure-Python pickler's
-    /// rule (a lone last item as `SETITEM`), which torch.save does not follow.
+    /// empty `MARK SETITEMS`), as docs/formats/pt.md states; the pure-Python
+    /// pickler's rule (a lone last item as `SETITEM`) is not torch.save's.
     public mutating func dict<Item>(_ items: [Item], _ writeItem: (inout PickleWriter, Item) -> Void) {
         op(PickleWriter.emptyDict)
         put()

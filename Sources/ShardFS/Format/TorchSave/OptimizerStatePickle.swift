@@ -1,5 +1,5 @@
 /// `data.pkl` of a ZeRO-1 optimizer file as NxD's `save_checkpoint` writes
-/// it (zero1.md): torch_xla's `ZeroRedundancyOptimizer.state_dict()` after
+/// it (docs/formats/zero1.md): torch_xla's `ZeroRedundancyOptimizer.state_dict()` after
 /// NxD's move to CPU, which makes lists of its tuples and `torch.Size`s.
 ///
 /// ```

@@ -1,4 +1,4 @@
-/// The `data.pkl` records `torch.save` writes for tensors (pt-format.md,
+/// The `data.pkl` records `torch.save` writes for tensors (docs/formats/pt.md,
 /// "data.pkl"): `torch._utils._rebuild_tensor_v2` applied to a persistent
 /// storage id, offset 0, size, contiguous stride, `requires_grad=False` and an
 /// empty `OrderedDict` of backward hooks.

@@ -1,4 +1,4 @@
-/// The records of a `torch.save` archive, in torch's order (pt-format.md,
+/// The records of a `torch.save` archive, in torch's order (docs/formats/pt.md,
 /// "Records, in order"), around a pickle and its storages.
 public enum TorchSaveFile {
     /// The archive's top folder: the file's basename up to its last `.`.

@@ -1,5 +1,5 @@
 /// Reads untrusted torch.save files as NxD checkpoints hold them: plain rank
-/// files (a dict of tensors) and the xser layout (xser.md: a dict of tensor
+/// files (a dict of tensors) and the xser layout (docs/formats/xser.md: a dict of tensor
 /// references, its `.info.pt`, and one file per tensor). Reads the zip
 /// structure and `data.pkl` only, never tensor data: every tensor comes back
 /// located, its bytes checked to lie inside its storage record.

@@ -1,4 +1,4 @@
-/// The `data.pkl` records of the three kinds of xser file (xser.md), as
+/// The `data.pkl` records of the three kinds of xser file (docs/formats/xser.md), as
 /// `torch.save` writes them. Pinned against real torch.save output by the
 /// xser fixtures (Tests/ShardFSTests/Fixtures).
 extension PickleWriter {

@@ -7,7 +7,7 @@ struct ZipDirectoryLocation: Equatable {
 
 /// Finds and checks the end records of a zip archive: the end record
 /// (`PK\5\6`) and, when present, the zip64 locator (`PK\6\7`) and zip64 end
-/// record (`PK\6\6`), which torch.save writes in every file (pt-format.md).
+/// record (`PK\6\6`), which torch.save writes in every file (docs/formats/pt.md).
 /// Reads only the end of the file.
 enum ZipEndRecords {
     static let endSignature: UInt64 = 0x0605_4B50

@@ -1,5 +1,5 @@
 /// The zip framing `torch.save` writes (miniz in streaming mode, zip64
-/// enabled), as pt-format.md describes it: stored records whose data starts
+/// enabled), as docs/formats/pt.md describes it: stored records whose data starts
 /// on a 64-byte boundary (an `FB` padding extra), data descriptors, a central
 /// directory, and always a zip64 end record and locator.
 ///

@@ -1,6 +1,6 @@
 /// A TorchTitan checkpoint's AdamW (`optimizer.state.*`,
 /// `optimizer.param_groups.*`), LR scheduler and train state, read as what
-/// NxD's ZeRO-1 optimizer keeps (zero1.md; docs/formats/dcp.md, "Read as a source"): a
+/// NxD's ZeRO-1 optimizer keeps (docs/formats/zero1.md; docs/formats/dcp.md, "Read as a source"): a
 /// `TrainingState` whose state tensors are the parameters' `exp_avg` and
 /// `exp_avg_sq` under Hugging Face names (wq's and wk's in Hugging Face's
 /// row order, like the weights), `step` a Python int, and param groups

@@ -1,6 +1,6 @@
 /// The layout an NxD checkpoint was written in, read back from its rank
 /// files and `config.json`, and its Hugging Face tensors as tiles of those
-/// files (nxd-layout.md, inverted).
+/// files (docs/formats/nxd-layout.md, inverted).
 ///
 /// Inversion reuses the forward planner: once TP, PP, virtual PP, the KV
 /// multiplier, qkv_linear, fuse_qkv and the backend are inferred, the plan of

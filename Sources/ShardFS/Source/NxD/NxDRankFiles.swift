@@ -8,7 +8,7 @@ import Foundation
 /// bytes. Reads the zip directories and pickles only, never tensor data.
 ///
 /// Names: `dp_rank_00_tp_rank_YY_pp_rank_ZZ.pt` (plain, or xser when
-/// `P.tensors/` holds the tensors: xser.md), or the older
+/// `P.tensors/` holds the tensors: docs/formats/xser.md), or the older
 /// `tp_rank_YY_pp_rank_ZZ/checkpoint.pt`. Everything else in the tag
 /// (`optim/`, `scheduler.pt`, `user_content.pt`, `done`, `checkpoint`) is
 /// not read.
@@ -30,7 +30,7 @@ struct NxDRankFiles {
     /// An xser tag saved with ZeRO-1 master weights and
     /// `avoid_saving_lower_precision_weights`: the rank files and their
     /// `.info.pt` name every key, but no tensor file was written (the master
-    /// weights in `optim/` are the model; zero1.md).
+    /// weights in `optim/` are the model; docs/formats/zero1.md).
     let dataOmitted: Bool
     /// tp-major, as the converter orders files.
     let ranks: [Rank]
@@ -65,7 +65,7 @@ struct NxDRankFiles {
                     reason: "missing: the tag has tp ranks 0..\(tpSize - 1) and pp ranks 0..\(ppSize - 1), so every pair needs a rank file")
             }
         }
-        // xser when a rank file's tensors live in P.tensors/ (xser.md). NxD's
+        // xser when a rank file's tensors live in P.tensors/ (docs/formats/xser.md). NxD's
         // converter with --save_xser leaves an empty P.tensors/ beside plain
         // files: only a folder holding tensor files counts. A trainer that
         // omitted the model's data left P.info.pt and an empty P.tensors/.

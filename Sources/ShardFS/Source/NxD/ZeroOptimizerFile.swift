@@ -1,5 +1,5 @@
 /// One ZeRO-1 optimizer file of a training tag (`optim/dp_rank_DD_tp_rank_XX_pp_rank_ZZ.pt`,
-/// zero1.md), read down to located shards: what torch_xla's
+/// docs/formats/zero1.md), read down to located shards: what torch_xla's
 /// `ZeroRedundancyOptimizer.state_dict()` held on that rank, after NxD's
 /// move to CPU. Reads the zip directories and pickles (and the few bytes of
 /// a tensor `step`), never the state's data.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The ZeRO-1 optimizer state of a training tag (`TAG/optim/`, zero1.md):
+/// The ZeRO-1 optimizer state of a training tag (`TAG/optim/`, docs/formats/zero1.md):
 /// every (dp, tp, pp) file read, checked against the others and against the
 /// model's rank files, each parameter index named, and each state tensor of
 /// each parameter (`exp_avg`, `exp_avg_sq`, the master weight) as a piece
