@@ -8,6 +8,7 @@ and the handshake's timeout firing on a binary that never says it serves
 script and the README's example against the package's types."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -106,7 +107,6 @@ def test_plan_takes_paths_and_logs_warnings(shardfs, caplog):
     by_path = api.plan(Path(EXAMPLE), **TP2PP2)
     r = shardfs.run("plan", EXAMPLE, *LAYOUT, "--json")
     assert r.returncode == 0, r.describe()
-    import json
     assert by_path == json.loads(r.stdout) == api.plan(str(EXAMPLE), **TP2PP2)
     assert sorted(Path(f["path"]).name for f in by_path["files"]) == sorted(RANK_FILES)
     assert not records(caplog, logging.WARNING)

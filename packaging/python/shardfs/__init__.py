@@ -258,15 +258,15 @@ class _Running:
     """A started command: its stdout collected, each stderr line logged as it
     comes and kept, by threads of their own (neither pipe can fill and block it)."""
 
-    def __init__(self, args: Sequence[str], *, stdout: bool = True, stderr: bool = True, stderr_to: Optional[IO[bytes]] = None,
-                 new_session: bool = False) -> None:
+    def __init__(self, args: Sequence[str], *, stdout: bool = True, stderr: bool = True,
+                 stderr_to: Optional[IO[bytes]] = None) -> None:
         self.command = [binary(), *args]
         self.process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if stdout else stderr_to,
-            stderr=subprocess.PIPE if stderr else (subprocess.STDOUT if stderr_to is not None else None),
-            start_new_session=new_session)
+            stderr=subprocess.PIPE if stderr else (subprocess.STDOUT if stderr_to is not None else None))
         self.stdout_chunks: List[bytes] = []
-        self.stderr_lines: Deque[str] = deque(maxlen=5000)  # a daemon's log is kept to its end
+        # The last lines only: a daemon in the foreground logs for as long as it serves.
+        self.stderr_lines: Deque[str] = deque(maxlen=5000)
         self.threads: List[threading.Thread] = []
         if self.process.stdout is not None:
             self._thread(self._read_stdout, self.process.stdout)
