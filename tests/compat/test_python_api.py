@@ -428,9 +428,10 @@ def test_mypy_strict_on_a_users_script(tmp_path):
     assert r.returncode == 1 and '"filez"' in r.stdout and 'Argument 1 to "plan"' in r.stdout, r.stdout + r.stderr
 
 
-def test_readme_example_type_checks(tmp_path):
-    text = (API / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks, "packaging/python/README.md has no python example"
+@pytest.mark.parametrize("readme", ["packaging/python/README.md", "README.md"])
+def test_readme_example_type_checks(tmp_path, readme):
+    """The Python examples of the wheel's README and the repository's, as a user copies them."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / readme).read_text(), re.S)
+    assert blocks, f"{readme} has no python example"
     r = mypy(tmp_path, "readme.py", "\n".join(blocks))
     assert r.returncode == 0, r.stdout + r.stderr
