@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ShardFS needs to build and test on a fresh Debian machine:
 # libfuse3 and pkg-config from Debian, and a Python venv (.venv) with torch,
-# safetensors, transformers and pytest for the compatibility tests and demo, and
-# auditwheel and check-wheel-contents, which judge the wheel.
+# safetensors, transformers and pytest for the compatibility tests and demo,
+# auditwheel and check-wheel-contents, which judge the wheel, and mypy, which
+# judges the Python API's types.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,13 @@ if ! .venv/bin/python -c 'import torch, safetensors, transformers, pytest, audit
     .venv/bin/pip install -q safetensors transformers pytest numpy
     # The wheel's judges (tests/compat/test_wheel.py).
     .venv/bin/pip install -q auditwheel check-wheel-contents
+fi
+
+# mypy judges the Python API's types (tests/compat/test_python_api.py runs
+# mypy --strict on a user's script and on packaging/python/README.md's example).
+if ! .venv/bin/python -c 'import mypy' 2>/dev/null; then
+    echo "setup: installing mypy into .venv" >&2
+    .venv/bin/pip install -q mypy
 fi
 
 # TorchTitan v0.2.2 (not on PyPI) judges tests/dcp where TORCHTITAN_SRC names

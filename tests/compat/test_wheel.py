@@ -2,7 +2,7 @@
 (scripts/wheel.sh), judged by pip and by real wheel tools, and used as a user
 would, from a fresh venv with the Swift toolchain out of reach: the command
 on the venv's PATH, the Python API mounting with a context manager (left by
-an exception too), torch.load through the mount, and `pip uninstall`
+an exception too; the Mount's status and log), torch.load through the mount, and `pip uninstall`
 leaving no file behind."""
 from __future__ import annotations
 
@@ -106,8 +106,9 @@ print("plan", len(plan["files"]))
 with shardfs.mount({str(EXAMPLE)!r}, {str(mnt)!r}, tp_size=2, pp_size=2) as m:
     keys = subprocess.run([{sys.executable!r}, "-c",
         "import sys, torch; print(len(torch.load(sys.argv[1], weights_only=True, mmap=True)))",
-        m + "/model/{RANK_FILES[0]}"], check=True, capture_output=True, text=True).stdout.strip()
+        str(m.path / "model" / {RANK_FILES[0]!r})], check=True, capture_output=True, text=True).stdout.strip()
     print("loaded", keys)
+    print("status", m.status()["files"], m.log_path is not None and m.log_path.exists())
 print("mounted after", " " + {str(mnt)!r} + " " in open("/proc/self/mounts").read())
 try:
     with shardfs.mount({str(EXAMPLE)!r}, {str(mnt2)!r}, tp_size=2):
@@ -139,7 +140,7 @@ python {base}/use.py
         assert re.search(rf"^shardfs {re.escape(VERSION)} \(commit ", lines, re.M), describe(r)
         assert all(name in lines for name in RANK_FILES), describe(r)
         assert "shardfs.mount.1" in lines, "man pages not installed under the venv's share/\n" + describe(r)
-        assert "plan 4\n" in lines and "loaded " in lines, describe(r)
+        assert "plan 4\n" in lines and "loaded " in lines and "status 4 True\n" in lines, describe(r)
         assert "mounted after False\n" in lines, describe(r)
         assert "raised boom\n" in lines and "mounted after raise False\n" in lines, describe(r)
         assert "refused 1 True\n" in lines, describe(r)
