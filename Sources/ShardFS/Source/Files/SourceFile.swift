@@ -10,8 +10,10 @@ import Glibc
 /// file if it was closed meanwhile, and refuses it (`sourceChanged`) if it is
 /// no longer the same file. Safe to use from any thread.
 public final class SourceFile: Sendable {
-    /// The name relative to the source directory, as the index or tag names it.
-    public let name: String
+    /// The name relative to the source directory, as the index or tag names
+    /// it; held compactly (`SourceName`).
+    public let sourceName: SourceName
+    public var name: String { sourceName.string }
     /// The directory as given: one string all of a checkpoint's files share
     /// (a 70B training tag in xser is 330,000 files; a path of each held
     /// took 47 MB).
@@ -30,8 +32,13 @@ public final class SourceFile: Sendable {
 
     /// Opens `directory/name` to learn what it is (the handle stays in the
     /// budget: a header parse usually follows).
-    public init(directory: String, name: String, budget: OpenFiles = .shared) throws(ShardFSError) {
-        self.name = name
+    public convenience init(directory: String, name: String, budget: OpenFiles = .shared) throws(ShardFSError) {
+        try self.init(directory: directory, sourceName: SourceName(name), budget: budget)
+    }
+
+    public init(directory: String, sourceName: SourceName, budget: OpenFiles = .shared) throws(ShardFSError) {
+        self.sourceName = sourceName
+        let name = sourceName.string
         self.directory = directory
         self.budget = budget
         id = SourceFile.nextID.add(1, ordering: .relaxed).newValue

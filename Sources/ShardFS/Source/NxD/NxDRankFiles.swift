@@ -239,7 +239,12 @@ struct NxDRankFiles {
 
     static func open(tag: String, path: String, files: inout [SourceFile], containment: inout SourceContainment,
                      missing: String? = nil) throws(ShardFSError) -> (index: Int, file: SourceFile) {
-        let file = try openFile(tag: tag, path: path, containment: &containment, missing: missing)
+        try open(tag: tag, name: SourceName(path), files: &files, containment: &containment, missing: missing)
+    }
+
+    static func open(tag: String, name: SourceName, files: inout [SourceFile], containment: inout SourceContainment,
+                     missing: String? = nil) throws(ShardFSError) -> (index: Int, file: SourceFile) {
+        let file = try openFile(tag: tag, name: name, containment: &containment, missing: missing)
         files.append(file)
         return (files.count - 1, file)
     }
@@ -247,9 +252,15 @@ struct NxDRankFiles {
     /// Opens a file of the tag; `missing` says why it must exist when it does not.
     static func openFile(tag: String, path: String, containment: inout SourceContainment,
                          missing: String? = nil) throws(ShardFSError) -> SourceFile {
+        try openFile(tag: tag, name: SourceName(path), containment: &containment, missing: missing)
+    }
+
+    static func openFile(tag: String, name: SourceName, containment: inout SourceContainment,
+                         missing: String? = nil) throws(ShardFSError) -> SourceFile {
+        let path = name.string
         try containment.check(path)
         do {
-            return try SourceFile(directory: tag, name: path)
+            return try SourceFile(directory: tag, sourceName: name)
         } catch {
             if let missing, case let .io(_, _, code) = error, code == ENOENT { throw ShardFSError.badSource(file: path, reason: missing) }
             throw error
@@ -289,7 +300,7 @@ struct NxDRankFiles {
             guard let described = info[tid] else {
                 throw ShardFSError.badSource(file: infoPath, reason: "has no entry for tensor \(tid) (\(key))")
             }
-            let (index, file) = try open(tag: tag, path: tensorPath, files: &rank.files, containment: &containment,
+            let (index, file) = try open(tag: tag, name: SourceName(xserTensor: tid, of: path), files: &rank.files, containment: &containment,
                                          missing: "missing: \(path) names tensor \(tid) (\(key))")
             let bytes = try HeadAndTail(file)
             rank.fingerprints.append(try SourceFingerprint(file, bytes: bytes))

@@ -43,7 +43,7 @@ struct ZeroOptimizerTag: Sendable {
         let isXser = xser, dp = dpSize
         var parsed = try WorkerPool.map(items: names.count, workers: WorkerPool.cores) { (item: Int) throws(ShardFSError) -> Parsed in
             var containment = try SourceContainment(directory: tag)
-            return try ZeroOptimizerTag.read(tag: tag, name: names[item], xser: isXser, containment: &containment)
+            return try ZeroOptimizerTag.read(tag: tag, name: names[item], xser: isXser, containment: &containment, lean: true)
         }
         // Each parse is let go once renumbered: 1,024 files of a 70B run's
         // state are tens of megabytes, and two copies of them at once more.
@@ -172,9 +172,28 @@ struct ZeroOptimizerTag: Sendable {
         let fingerprints: [SourceFingerprint]
     }
 
-    static func read(tag: String, name: Name, xser: Bool, containment: inout SourceContainment) throws(ShardFSError) -> Parsed {
+    /// `lean` keeps of each shard what resharding needs: its key and record
+    /// names dropped, its shape and strides one array per distinct value. A
+    /// 70B run's state is 250,000 shards, each four small allocations
+    /// otherwise; verify, which names records in its findings, reads one
+    /// file at a time and keeps them.
+    static func read(tag: String, name: Name, xser: Bool, containment: inout SourceContainment,
+                     lean: Bool = false) throws(ShardFSError) -> Parsed {
         var files: [SourceFile] = [], fingerprints: [SourceFingerprint] = []
         var readers: [HeadAndTail] = []
+        var arrays: [[Int]: [Int]] = [:]
+        func shard(_ index: Int, _ t: LocatedTensor) -> ZeroOptimizerFile.Shard {
+            guard lean else { return ZeroOptimizerFile.Shard(file: index, tensor: t) }
+            func interned(_ values: [Int]) -> [Int] {
+                if let kept = arrays[values] { return kept }
+                arrays[values] = values
+                return values
+            }
+            let record = ZipRecord(name: "", dataOffset: t.storage.dataOffset, size: t.storage.size, crc32: t.storage.crc32,
+                                   localHeaderOffset: t.storage.localHeaderOffset)
+            return ZeroOptimizerFile.Shard(file: index, tensor: LocatedTensor(
+                key: "", dtype: t.dtype, shape: interned(t.shape), strides: interned(t.strides), offset: t.offset, storage: record))
+        }
         func scalar(_ shard: ZeroOptimizerFile.Shard) throws(ShardFSError) -> [UInt8] {
             try readers[shard.file].read(shard.tensor.offset, shard.tensor.dtype.size)
         }
@@ -188,7 +207,7 @@ struct ZeroOptimizerTag: Sendable {
                 dp: name.dp, tp: name.tp, pp: name.pp, path: name.path, root: archive.root,
                 tensor: { (value, what) throws(ShardFSError) in
                     guard case .tensor(let t) = value else { return nil }
-                    return ZeroOptimizerFile.Shard(file: index, tensor: try archive.locate(t, key: what, name: what))
+                    return shard(index, try archive.locate(t, key: what, name: what))
                 }, scalar: scalar)
             return Parsed(file: parsed, files: files, fingerprints: fingerprints)
         }
@@ -208,7 +227,7 @@ struct ZeroOptimizerTag: Sendable {
                 guard let described = info[tid] else {
                     throw ShardFSError.badSource(file: infoPath, reason: "has no entry for tensor \(tid) (\(what))")
                 }
-                let (index, file) = try NxDRankFiles.open(tag: tag, path: tensorPath, files: &files, containment: &local,
+                let (index, file) = try NxDRankFiles.open(tag: tag, name: SourceName(xserTensor: tid, of: name.path), files: &files, containment: &local,
                                                           missing: "missing: \(name.path) names tensor \(tid) (\(what))")
                 let bytes = try HeadAndTail(file)
                 readers.append(bytes)
@@ -218,7 +237,7 @@ struct ZeroOptimizerTag: Sendable {
                     throw ShardFSError.badSource(
                         file: tensorPath, reason: "holds \(tensor.dtype) \(tensor.shape) but \(infoPath) says \(described.dtype) \(described.shape) for \(what)")
                 }
-                return ZeroOptimizerFile.Shard(file: index, tensor: tensor)
+                return shard(index, tensor)
             }, scalar: scalar)
         return Parsed(file: parsed, files: files, fingerprints: fingerprints)
     }
