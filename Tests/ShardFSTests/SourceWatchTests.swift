@@ -47,6 +47,25 @@ import Glibc
         #expect(watch.problem(2500) == "written to")
     }
 
+    /// Two sources that are one entry (a file named twice, or through a link
+    /// of the Hugging Face cache) are both reported when it changes.
+    @Test func sourcesSharingAnEntryAreAllReported() throws {
+        let dir = try Dir()
+        var sources = try Self.sources(dir, directories: 2, perDirectory: 3)
+        sources.append(try SourceFile(directory: dir.path, name: "d1/t1"))
+        #expect(symlink(dir.path + "/d0/t2", dir.path + "/link") == 0)
+        sources.append(try SourceFile(directory: dir.path, name: "link"))
+        let watch = SourceWatch(sources: sources, sweepInterval: 3600)
+        watch.tick(milliseconds: 0)
+        for path in ["/d1/t1", "/d0/t2"] {
+            let fd = open(dir.path + path, O_WRONLY)
+            #expect(pwrite(fd, [UInt8(2)], 1, 3) == 1)
+            close(fd)
+        }
+        watch.tick(milliseconds: 1000)
+        #expect(watch.takeNewlyBroken() == [2, 4, 6, 7])
+    }
+
     @Test func renamesAndRemovalsAreReported() throws {
         let dir = try Dir()
         let sources = try Self.sources(dir, directories: 2, perDirectory: 50)

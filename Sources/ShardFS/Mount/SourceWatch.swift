@@ -39,8 +39,12 @@ public final class SourceWatch: Sendable {
     private struct Watcher {
         var events: DirectoryEvents?
         var started = false
-        /// Per inotify watch, its sources by entry name.
-        var sourcesByWatch: [Int32: [String: [Int]]] = [:]
+        /// Per inotify watch, its sources by entry name: the first source of
+        /// that name, any others in `alsoNamed` (a name two sources share,
+        /// as links of the Hugging Face cache can). One number per source,
+        /// not a list: a 70B-count xser tag is 350,000 sources.
+        var sourcesByWatch: [Int32: [String: Int]] = [:]
+        var alsoNamed: [Int: [Int]] = [:]
         /// The next source the sweep stats.
         var cursor = 0
         var lastSweep = 0.0
@@ -163,8 +167,8 @@ public final class SourceWatch: Sendable {
     private func handle(_ event: DirectoryEvents.Event) {
         let indexes: [Int] = watcher.withLock { w in
             guard let byName = w.sourcesByWatch[event.directory] else { return [] }
-            if event.isDirectoryGone { return byName.values.flatMap { $0 } }
-            return byName[event.name] ?? []
+            let first: [Int] = event.isDirectoryGone ? Array(byName.values) : byName[event.name].map { [$0] } ?? []
+            return first.flatMap { [$0] + (w.alsoNamed[$0] ?? []) }
         }
         for index in indexes where problem(index) == nil {
             // A write may keep size and (within a clock tick) mtime: it is a change all the same.
@@ -183,7 +187,10 @@ public final class SourceWatch: Sendable {
         w.started = true
         w.lastSweep = SourceWatch.now()
         guard useEvents, let events = DirectoryEvents() else { return }
-        var byDirectory: [String: [String: [Int]]] = [:]
+        var byDirectory: [String: [String: Int]] = [:]
+        // Sources come folder by folder (an xser file's tensor files): one
+        // string per folder, not per source.
+        var directory = ""
         for (index, source) in sources.enumerated() {
             var path = source.path
             var info = stat()
@@ -192,14 +199,26 @@ public final class SourceWatch: Sendable {
                 free(resolved)
             }
             let slash = path.lastIndex(of: "/")
-            let directory = slash.map { String(path[..<$0]) } ?? "."
+            let folder = slash.map { path[..<$0] } ?? "."
+            if folder != directory[...] { directory = String(folder) }
             let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-            byDirectory[directory.isEmpty ? "/" : directory, default: [:]][name, default: []].append(index)
+            let key = directory.isEmpty ? "/" : directory
+            if let first = byDirectory[key, default: [:]][name] {
+                w.alsoNamed[first, default: []].append(index)
+            } else {
+                byDirectory[key, default: [:]][name] = index
+            }
         }
         for (directory, names) in byDirectory {
             let watch = events.watch(directory)
             if watch >= 0 {
-                w.sourcesByWatch[watch, default: [:]].merge(names) { $0 + $1 }
+                // Two directories may be one watch (a link): their names join.
+                var joined: [(Int, Int)] = []
+                w.sourcesByWatch[watch, default: [:]].merge(names) { first, other in
+                    joined.append((first, other))
+                    return first
+                }
+                for (first, other) in joined { w.alsoNamed[first, default: []].append(other) }
             } else {
                 w.unwatched += 1
             }
