@@ -376,6 +376,27 @@ import Testing
         #expect(makings.withLock { $0 } == 3)
     }
 
+    /// A group's members are sized once, at planning, and each made by its
+    /// number only when asked; a mount keeps them as it keeps any recipe.
+    @Test func groupMembersAreMadeByTheirNumber() throws {
+        let makings = Locked([Int]())
+        let group = RecipeGroup(count: 3) { i in
+            makings.withLock { $0.append(i) }
+            return VirtualFile(extents: [.literal([UInt8](repeating: UInt8(i), count: i + 1))])
+        }
+        #expect(group.sizes == [1, 2, 3])
+        makings.withLock { $0 = [] }
+        let files = (0..<3).map { PlannedFile(group, member: $0) }
+        #expect(files.map(\.size) == [1, 2, 3])
+        #expect(files.allSatisfy { $0.isRecipe })
+        #expect(makings.withLock { $0 } == [])
+        #expect(literalBytes(files[2], 0..<3) == [2, 2, 2])
+        let made = MadeFiles<Int>(capacity: 4)
+        _ = made.file(1, files[1])
+        _ = made.file(1, files[1])
+        #expect(makings.withLock { $0 } == [2, 1])
+    }
+
     /// A file held as a recipe (how xser optimizer tensor files are held) is
     /// its size alone until made; made, read, written and mapped to its
     /// sources it is the file the recipe makes, and it is made only when asked.

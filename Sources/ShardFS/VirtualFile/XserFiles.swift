@@ -17,11 +17,11 @@ enum XserFiles {
              PlannedFile(file(RankFile.xserInfoPath(path), pickle: PickleWriter.tensorInfo(descriptions), storages: [], seed: seed))),
         ]
         result.reserveCapacity(2 + descriptions.count)
-        for (tid, description) in descriptions.enumerated() {
-            let tensorPath = RankFile.xserTensorPath(path, tid: tid)
-            result.append((tensorPath, PlannedFile.recipe {
-                file(tensorPath, pickle: PickleWriter.singleTensor(description), storages: [storage(tid)], seed: seed)
-            }))
+        let tensors = RecipeGroup(count: descriptions.count) { tid in
+            file(RankFile.xserTensorPath(path, tid: tid), pickle: PickleWriter.singleTensor(descriptions[tid]), storages: [storage(tid)], seed: seed)
+        }
+        for tid in descriptions.indices {
+            result.append((RankFile.xserTensorPath(path, tid: tid), PlannedFile(tensors, member: tid)))
         }
         return result
     }
