@@ -53,6 +53,15 @@ import Testing
                             sourceLayout: LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true, backend: .trn1, dtype: .bfloat16))
     }
 
+    @Test func qkvLinearAtTPOneAsNxDsTrainerSavesIt() throws {
+        // T = 1 < Hkv = 2, m = 1 (the trainer's layout, not the converter's):
+        // one rank holds both KV heads; trn1 and trn2 place them alike.
+        for backend in HardwareBackend.allCases {
+            try expectRoundTrip(LayoutOptions(tpSize: 1, qkvLinear: true, backend: backend),
+                                sourceLayout: LayoutOptions(tpSize: 1, qkvLinear: true, backend: .trn1, dtype: .bfloat16))
+        }
+    }
+
     @Test func replicatedKVHeadsOnTrn1AndTrn2() throws {
         for backend in HardwareBackend.allCases {
             try expectRoundTrip(LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: backend), backend: backend,

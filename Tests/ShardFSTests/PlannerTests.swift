@@ -241,6 +241,50 @@ import Testing
         }
     }
 
+    /// trn1, m = 1, T dividing Hkv (as NxD's trainer, `GQAQKVColumnParallelLinear`,
+    /// trains; its converter refuses): Hq = 8, Hkv = 4, h = 32, d = 4, T = 2.
+    /// Rank r holds KV heads 2r, 2r+1 (K/V rows 8r ..< 8r+8) and their Q heads
+    /// 4r ... 4r+3 (Q rows and O columns 16r ..< 16r+16), cut contiguously.
+    /// (NxD's converter formula g = (r % Hkv) * (T / Hkv) + r / Hkv would give
+    /// rank 1 Q heads 0 ... 3, KV head 0's, with KV heads 2 and 3.)
+    @Test func trn1MultiplierOneSeveralKVHeadsPerRank() throws {
+        let c = ModelConfig(layers: 1, hidden: 32, heads: 8, kvHeads: 4, intermediate: 16, vocab: 8, dtype: .float32)
+        for fused in [false, true] {
+            let plan = try Self.plan(c, LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: fused, backend: .trn1))
+            #expect(plan.files.count == 2)
+            for file in plan.files {
+                let r = file.tpRank
+                let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.key, Self.actual($0)) })
+                let q = Span(Self.layer(0, "self_attn.q_proj.weight"), 16 * r..<16 * r + 16, 0..<32)
+                let k = Span(Self.layer(0, "self_attn.k_proj.weight"), 8 * r..<8 * r + 8, 0..<32)
+                let v = Span(Self.layer(0, "self_attn.v_proj.weight"), 8 * r..<8 * r + 8, 0..<32)
+                if fused {
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_qkv")] == Expected(
+                        key: Self.layer(0, "self_attn.qkv_proj.weight_qkv"), shape: [32, 32], spans: [q, k, v]))
+                } else {
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_q")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_q"), shape: [16, 32], spans: [q]))
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_k")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_k"), shape: [8, 32], spans: [k]))
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_v")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_v"), shape: [8, 32], spans: [v]))
+                }
+                #expect(tensors[Self.layer(0, "self_attn.o_proj.weight")] == Expected(
+                    key: Self.layer(0, "self_attn.o_proj.weight"), shape: [32, 16], spans: [Span(Self.layer(0, "self_attn.o_proj.weight"), 0..<32, 16 * r..<16 * r + 16)]))
+            }
+        }
+    }
+
+    /// trn1, m = 1, T = 1 (a single rank holds every head, Hkv = 4 > T):
+    /// every projection whole, under the qkv_linear names.
+    @Test func trn1MultiplierOneAtTPOne() throws {
+        let c = ModelConfig(layers: 1, hidden: 32, heads: 8, kvHeads: 4, intermediate: 16, vocab: 8, dtype: .float32)
+        let plan = try Self.plan(c, LayoutOptions(tpSize: 1, qkvLinear: true, backend: .trn1))
+        let file = try #require(plan.files.first)
+        let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.key, Self.actual($0)) })
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_q")]?.spans == [Span(Self.layer(0, "self_attn.q_proj.weight"), 0..<32, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_k")]?.spans == [Span(Self.layer(0, "self_attn.k_proj.weight"), 0..<16, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_v")]?.spans == [Span(Self.layer(0, "self_attn.v_proj.weight"), 0..<16, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.o_proj.weight")]?.spans == [Span(Self.layer(0, "self_attn.o_proj.weight"), 0..<32, 0..<32)])
+    }
+
     /// h = 16, Hq = 4, Hkv = 2, d = 4, I = 32, V = 64.
     static let small = ModelConfig(layers: 2, hidden: 16, heads: 4, kvHeads: 2, intermediate: 32, vocab: 64, dtype: .bfloat16)
 
@@ -362,10 +406,15 @@ import Testing
     }
 
     @Test func refusesTrn1WhenKVHeadsTimesMultiplierIsNotTP() {
+        // Hkv = 2, T = 4: m = 1 leaves T not dividing Hkv; m = 4 gives 8 != 4.
         for m in [1, 4] {
-            expectRefusal(mentioning: ["--kv-size-multiplier"]) { () throws(ShardFSError) in
+            expectRefusal(mentioning: ["--kv-size-multiplier", "use --kv-size-multiplier 2"]) { () throws(ShardFSError) in
                 try Self.plan(Self.small, LayoutOptions(tpSize: 4, kvSizeMultiplier: m, qkvLinear: true, backend: .trn1))
             }
+        }
+        // Hkv = 8, T = 4, m = 2: a multiplier above 1 needs Hkv x m == T.
+        expectRefusal(mentioning: ["--kv-size-multiplier", "use --kv-size-multiplier 1"]) { () throws(ShardFSError) in
+            try Self.plan(Self.gqa, LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: .trn1))
         }
     }
 
