@@ -153,14 +153,12 @@ def validate(d: Dims, lay: Layout) -> None:
         if d.Hq % T:
             raise LayoutError("Hq % T")
         m = lay.kv_mult
-        if lay.backend == "trn1":
-            if d.Hkv * m != T:
-                raise LayoutError("trn1 needs Hkv*m == T")
-        elif lay.backend == "trn2":
-            if not (d.Hkv * m == T or (m == 1 and d.Hkv % T == 0)):
-                raise LayoutError("trn2 needs Hkv*m == T or (m == 1 and Hkv % T == 0)")
-        else:
+        if lay.backend not in ("trn1", "trn2"):
             raise LayoutError(lay.backend)
+        # NxD's converter: Hkv*m == T; its trainer (GQAQKVColumnParallelLinear)
+        # also trains with m == 1 and T dividing Hkv, on either backend.
+        if not (d.Hkv * m == T or (m == 1 and d.Hkv % T == 0)):
+            raise LayoutError(f"{lay.backend} needs Hkv*m == T or (m == 1 and Hkv % T == 0)")
 
 
 # ---------------------------------------------------------------------------
@@ -175,10 +173,14 @@ def _cut(t: torch.Tensor, dim: int, r: int, T: int) -> torch.Tensor:
 
 
 def q_heads_of_rank(d: Dims, lay: Layout, r: int) -> list[int]:
-    """Q (and O) head indices held by tensor rank r under qkv_linear."""
+    """Q (and O) head indices held by tensor rank r under qkv_linear: on trn1
+    with KV heads replicated (m > 1, Hkv*m == T), the converter's shuffle
+    that gives rank r the Q heads of KV head r % Hkv; else (trn2, or m == 1,
+    where the trainer's GQAQKVColumnParallelLinear cuts Q contiguously)
+    heads r*n ... r*n+n-1."""
     T = lay.tp
     n = d.Hq // T
-    if lay.backend == "trn1":
+    if lay.backend == "trn1" and lay.kv_mult > 1:
         i, j = r // d.Hkv, r % d.Hkv
         g = j * (T // d.Hkv) + i
     else:
