@@ -540,3 +540,92 @@ import Testing
         expectRefusal(mentioning: ["torch_dtype"]) { () throws(ShardFSError) in try ModelConfig(json: Self.config(["torch_dtype": "\"int8\""])) }
     }
 }
+
+/// Each tensor's dtype in the target (`LayoutPlan.typedAsTheSource`): an NxD
+/// tag's own dtypes per tensor unless `--dtype` says otherwise; a Hugging
+/// Face model's one dtype. Sources are fabricated (no files: the plan reads
+/// none): the small model of PlannerTests, its tensors bf16 but the norms
+/// fp32, as NxD's bf16 runs keep them.
+@Suite struct SourceDTypeTests {
+    static let c = PlannerTests.small
+
+    static func isNorm(_ name: String) -> Bool { name.hasSuffix("norm.weight") }
+
+    /// A checkpoint of `c` whose tensors (and, as an NxD tag, model files)
+    /// are bf16 with float32 norms.
+    static func checkpoint(nxd: Bool, held: [String: DType]? = nil) -> Checkpoint {
+        var tensors = PlannerTests.llamaTensors(c)
+        for (name, t) in tensors where isNorm(name) {
+            tensors[name] = SourceTensor(name: name, dtype: .float32, shape: t.shape, fileIndex: 0, offset: t.offset)
+        }
+        var config = c
+        config.dtype = nil
+        return Checkpoint(directory: "/nonexistent", config: config, configBytes: [], files: [], tensors: tensors,
+                          sourceLayout: nxd ? LayoutOptions() : nil, fingerprints: [],
+                          modelDTypes: nxd ? (held ?? tensors.mapValues(\.dtype)) : nil)
+    }
+
+    static func dtypes(_ plan: LayoutPlan) -> [String: DType] {
+        var result: [String: DType] = [:]
+        for file in plan.files { for t in file.tensors { result[t.key] = t.dtype } }
+        for t in plan.huggingFaceTensors { result[t.key] = t.dtype }
+        return result
+    }
+
+    @Test func anNxDTagKeepsEachTensorsDType() throws {
+        let source = Self.checkpoint(nxd: true)
+        for format in [CheckpointFormat.pt, .xser] {
+            let plan = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true, format: format))
+            let got = Self.dtypes(plan)
+            // 2 layers x 2 norms + model.norm float32; the other 2 + 2 x 6 keys bf16.
+            #expect(got.filter { $0.value == .float32 }.keys.sorted() == [
+                "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"])
+            #expect(got.filter { $0.value == .bfloat16 }.count == 14)
+            #expect(plan.dtype == .bfloat16)
+        }
+        let hf = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(format: .hf))
+        // Hugging Face names: 21 tensors, the 5 norms float32.
+        #expect(Self.dtypes(hf).filter { $0.value == .float32 }.count == 5 && Self.dtypes(hf).count == 21)
+    }
+
+    @Test func dtypeGivenTypesEveryTensor() throws {
+        let source = Self.checkpoint(nxd: true)
+        for d in [DType.bfloat16, .float32] {
+            let plan = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, dtype: d))
+            #expect(Set(Self.dtypes(plan).values) == [d])
+        }
+    }
+
+    /// The model read from master weights (float32 tensors) takes the dtypes
+    /// the model files name: bf16, norms float32.
+    @Test func theModelFilesDTypesNotTheTensorsStorage() throws {
+        var held: [String: DType] = [:]
+        for (name, _) in PlannerTests.llamaTensors(Self.c) { held[name] = Self.isNorm(name) ? .float32 : .bfloat16 }
+        let master = Checkpoint(directory: "/nonexistent", config: Self.c, configBytes: [], files: [],
+                                tensors: PlannerTests.llamaTensors(Self.c, dtype: .float32), sourceLayout: LayoutOptions(),
+                                fingerprints: [], modelDTypes: held)
+        let got = Self.dtypes(try LayoutPlanner.plan(checkpoint: master, options: LayoutOptions(tpSize: 2)))
+        #expect(got.filter { $0.value == .float32 }.count == 5 && got.filter { $0.value == .bfloat16 }.count == 14)
+    }
+
+    @Test func aHuggingFaceModelHasOneDType() throws {
+        // config.json's torch_dtype (bf16 here) for every tensor, as NxD's converter.
+        var tensors = PlannerTests.llamaTensors(Self.c)
+        for (name, t) in tensors where Self.isNorm(name) {
+            tensors[name] = SourceTensor(name: name, dtype: .float32, shape: t.shape, fileIndex: 0, offset: t.offset)
+        }
+        let hf = Checkpoint(directory: "/nonexistent", config: Self.c, configBytes: [], files: [], tensors: tensors,
+                            sourceLayout: nil, fingerprints: [])
+        #expect(Set(Self.dtypes(try LayoutPlanner.plan(checkpoint: hf, options: LayoutOptions(tpSize: 2))).values) == [.bfloat16])
+    }
+
+    @Test func aFusedTensorOfMixedDTypesAsksForOne() {
+        var held = Self.checkpoint(nxd: true).modelDTypes!
+        held["model.layers.0.self_attn.k_proj.weight"] = .float32
+        let source = Self.checkpoint(nxd: true, held: held)
+        expectRefusal(mentioning: ["--dtype", "model.layers.0.self_attn.qkv_proj.weight_qkv", "bfloat16 and float32"]) { () throws(ShardFSError) in
+            try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true))
+        }
+    }
+}

@@ -244,18 +244,34 @@ extension LayoutPlanner {
                 flag: "--dp-size", reason: "\(dpSize): the data-parallel size applies to NxD's optimizer files, and \(checkpoint.trainingState == nil ? "the source has none (only an NxD training tag with optim/ has)" : "--format \(options.format.rawValue) writes none")")
         }
         try options.checkApplicable()
-        if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
+        if options.format == .hf {
+            return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options).typedAsTheSource(checkpoint, requested: options.dtype)
+        }
         if options.format == .dcp { return try dcpPlan(checkpoint: checkpoint, weights: weights, options: options) }
-        guard let state = checkpoint.trainingState else { return try plan(config: checkpoint.config, weights: weights, options: options) }
+        // The plan's one dtype is then kept or not per tensor
+        // (`typedAsTheSource`); an NxD tag whose tensors mix dtypes (a bf16
+        // run's float32 norms) is named by the dtype most of them have.
+        let mostHeld = checkpoint.modelDTypes.flatMap(LayoutPlanner.mostCommon)
+        var o = options
+        guard let state = checkpoint.trainingState else {
+            if o.dtype == nil && checkpoint.config.dtype == nil && Set((checkpoint.modelDTypes ?? [:]).values).count > 1 { o.dtype = mostHeld }
+            return try plan(config: checkpoint.config, weights: weights, options: o).typedAsTheSource(checkpoint, requested: options.dtype)
+        }
         // A training tag: the weights, then the optimizer files at the
         // requested DP size (by default the tag's own). The weights stay in
-        // the dtype the run trained in (by default), as its save would
+        // the dtypes the run trained in (by default), as its save would
         // write them in the new layout.
-        var o = options
         o.dpSize = try state.targetDPSize(options.dpSize)
-        o.dtype = options.dtype ?? state.modelDType
-        var result = try plan(config: checkpoint.config, weights: weights, options: o).keepingNormsInFloat32(for: state)
+        o.dtype = options.dtype ?? state.modelDType ?? mostHeld
+        var result = try plan(config: checkpoint.config, weights: weights, options: o).typedAsTheSource(checkpoint, requested: options.dtype)
         result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
         return result
+    }
+
+    /// The dtype most tensors of `dtypes` have (ties: the first by name).
+    static func mostCommon(_ dtypes: [String: DType]) -> DType? {
+        var count: [DType: Int] = [:]
+        for d in dtypes.values { count[d, default: 0] += 1 }
+        return count.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
     }
 }
