@@ -203,8 +203,8 @@ def _kv(t: torch.Tensor, d: Dims, lay: Layout, r: int) -> torch.Tensor:
     return _cut(full, 0, r, lay.tp)
 
 
-def _final(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.to(dtype).clone(memory_format=torch.contiguous_format)
+def _final(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return t.to(dtype or t.dtype).clone(memory_format=torch.contiguous_format)
 
 
 def rank_state(
@@ -212,7 +212,8 @@ def rank_state(
 ) -> "OrderedDict[str, torch.Tensor]":
     validate(d, lay)
     T, r = lay.tp, tp_rank
-    out_dtype = DTYPES[lay.dtype] if lay.dtype else sd["model.embed_tokens.weight"].dtype
+    # lay.dtype, else each tensor its own (a bf16 run's float32 norms stay float32)
+    out_dtype = DTYPES[lay.dtype] if lay.dtype else None
     hd = d.head_dim
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     fused: "OrderedDict[str, torch.Tensor]" = OrderedDict()
