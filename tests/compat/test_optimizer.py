@@ -206,6 +206,35 @@ def test_a_bf16_run_keeps_its_float32_norms(shardfs, bf16_run, tmp_path, model_d
         assert got[k].dtype == torch.bfloat16 and torch.equal(got[k], v.bfloat16()), k
 
 
+@pytest.mark.mount
+def test_mount_serves_the_trainers_layout_with_float32_norms(shardfs, mounts, bf16_run, tmp_path):
+    """Through the mount, in xser: the bf16 run's TP 1 qkv_linear tag (the
+    trainer's layout, both KV heads on the one rank) as TP 2 at DP 3: the
+    same bytes as convert, each tensor in its dtype (the norms float32)."""
+    tag = bf16_run.write_tag(tmp_path / "tag", Layout(qkv_linear=True, dtype="bfloat16"), 2)
+    flags = ["--config", str(EXAMPLE), "--tp-size", "2", "--qkv-linear", "--dp-size", "3", "--format", "xser"]
+    out = tmp_path / "out"
+    assert shardfs.run("convert", tag, out, *flags).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.mount(tag, mnt, *flags)
+    served = files_under(mnt)
+    assert served == [p for p in files_under(out) if not p.startswith(".shardfs")]
+    for rel in served:
+        want = (out / rel).read_bytes() if "/" not in rel else zero_crcs((out / rel).read_bytes(), rel)
+        assert (mnt / rel).read_bytes() == want, rel
+    lay = Layout(tp=2, qkv_linear=True)
+    for tp in range(2):
+        got = load(mnt / "model" / f"dp_rank_00_tp_rank_{tp:02d}_pp_rank_00.pt", True)
+        want = bf16_run_model(bf16_run, lay, tp, 0)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+        for d in range(3):
+            path = mnt / "optim" / f"dp_rank_{d:02d}_tp_rank_{tp:02d}_pp_rank_00.pt"
+            assert_same(load(path, True), bf16_run.optimizer_file(lay, tp, 0, d, 3), path.name)
+
+
 def test_data_pkl_is_what_torch_save_writes(shardfs, tags, state, tmp_path):
     """The pickle of each optimizer file is byte for byte torch.save's for
     the dict torch.load returns (floats, bools, None, lists, int keys)."""
