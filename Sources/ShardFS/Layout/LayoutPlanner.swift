@@ -268,7 +268,7 @@ extension LayoutPlanner {
         return result
     }
 
-    /// The dtype most tensors of `dtypes` have (ties: the first by name).
+    /// The dtype most tensors of `dtypes` have (ties: the dtype first by name).
     static func mostCommon(_ dtypes: [String: DType]) -> DType? {
         var count: [DType: Int] = [:]
         for d in dtypes.values { count[d, default: 0] += 1 }
