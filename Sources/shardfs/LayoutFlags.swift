@@ -24,7 +24,13 @@ struct LayoutFlags: ParsableArguments {
     var virtualPPSize: Int = 1
 
     @Option(name: .customLong("kv-size-multiplier"),
-            help: "Times each KV head is replicated under --qkv-linear (converter: --kv_size_multiplier).")
+            help: ArgumentHelp(
+                "Times each KV head is replicated under --qkv-linear (converter: --kv_size_multiplier).",
+                discussion: """
+                    With --qkv-linear, num_key_value_heads x multiplier must equal --tp-size (as NxD's \
+                    converter needs), or the multiplier be 1 with --tp-size dividing num_key_value_heads \
+                    (each rank whole KV heads and their Q heads, as NxD's trainer also trains).
+                    """))
     var kvSizeMultiplier: Int = 1
 
     @Flag(name: .customLong("qkv-linear"),

@@ -53,6 +53,45 @@ import Testing
                             sourceLayout: LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true, backend: .trn1, dtype: .bfloat16))
     }
 
+    @Test func qkvLinearAtTPOneAsNxDsTrainerSavesIt() throws {
+        // T = 1 < Hkv = 2, m = 1 (the trainer's layout, not the converter's):
+        // one rank holds both KV heads; trn1 and trn2 place them alike.
+        for backend in HardwareBackend.allCases {
+            try expectRoundTrip(LayoutOptions(tpSize: 1, qkvLinear: true, backend: backend),
+                                sourceLayout: LayoutOptions(tpSize: 1, qkvLinear: true, backend: .trn1, dtype: .bfloat16))
+        }
+    }
+
+    /// A bf16 tag whose norms are float32 (as NxD's bf16 runs keep them),
+    /// written at TP 1 with qkv_linear: read back, each Hugging Face tensor's
+    /// dtype is the tag's, and a plan of another layout keeps them (the
+    /// norms float32, the rest bf16) unless --dtype says otherwise.
+    @Test func aTagsFloat32NormsStayFloat32() throws {
+        let dir = try Dir()
+        let model = try ExtentReadTests.singleFileCheckpoint(dir, .bfloat16)
+        func isNorm(_ key: String) -> Bool { key.hasSuffix("norm.weight") }
+        let plain = try LayoutPlanner.plan(checkpoint: model, options: LayoutOptions(qkvLinear: true))
+        let files = plain.files.map { file in
+            RankFile(tpRank: file.tpRank, ppRank: file.ppRank, tensors: file.tensors.map { t in
+                isNorm(t.key) ? PlannedTensor(key: t.key, dtype: .float32, shape: t.shape, blocks: t.blocks) : t
+            })
+        }
+        let mixed = LayoutPlan(options: plain.options, dtype: .bfloat16, files: files, layersOfPipelineRank: plain.layersOfPipelineRank, warnings: [])
+        try Converter(checkpoint: model, plan: mixed).run(root: dir.path + "/tag", jobs: 2)
+        let source = try NxDSourceTests.openTag(dir.path + "/tag", model)
+        // 2 layers x 2 norms + model.norm float32; every other tensor bf16.
+        let held = try #require(source.modelDTypes)
+        #expect(held.count == model.tensors.count)
+        #expect(held.filter { $0.value == .float32 }.keys.sorted() == model.tensors.keys.filter(isNorm).sorted())
+        #expect(held.filter { $0.value == .bfloat16 }.count == model.tensors.count - 5)
+        let plan = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true))
+        for file in plan.files {
+            for t in file.tensors { #expect(t.dtype == (isNorm(t.key) ? .float32 : .bfloat16), "\(t.key)") }
+        }
+        let narrowed = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true, dtype: .bfloat16))
+        #expect(narrowed.files.allSatisfy { $0.tensors.allSatisfy { $0.dtype == .bfloat16 } })
+    }
+
     @Test func replicatedKVHeadsOnTrn1AndTrn2() throws {
         for backend in HardwareBackend.allCases {
             try expectRoundTrip(LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: backend), backend: backend,

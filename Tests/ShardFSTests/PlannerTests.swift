@@ -241,6 +241,50 @@ import Testing
         }
     }
 
+    /// trn1, m = 1, T dividing Hkv (as NxD's trainer, `GQAQKVColumnParallelLinear`,
+    /// trains; its converter refuses): Hq = 8, Hkv = 4, h = 32, d = 4, T = 2.
+    /// Rank r holds KV heads 2r, 2r+1 (K/V rows 8r ..< 8r+8) and their Q heads
+    /// 4r ... 4r+3 (Q rows and O columns 16r ..< 16r+16), cut contiguously.
+    /// (NxD's converter formula g = (r % Hkv) * (T / Hkv) + r / Hkv would give
+    /// rank 1 Q heads 0 ... 3, KV head 0's, with KV heads 2 and 3.)
+    @Test func trn1MultiplierOneSeveralKVHeadsPerRank() throws {
+        let c = ModelConfig(layers: 1, hidden: 32, heads: 8, kvHeads: 4, intermediate: 16, vocab: 8, dtype: .float32)
+        for fused in [false, true] {
+            let plan = try Self.plan(c, LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: fused, backend: .trn1))
+            #expect(plan.files.count == 2)
+            for file in plan.files {
+                let r = file.tpRank
+                let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.key, Self.actual($0)) })
+                let q = Span(Self.layer(0, "self_attn.q_proj.weight"), 16 * r..<16 * r + 16, 0..<32)
+                let k = Span(Self.layer(0, "self_attn.k_proj.weight"), 8 * r..<8 * r + 8, 0..<32)
+                let v = Span(Self.layer(0, "self_attn.v_proj.weight"), 8 * r..<8 * r + 8, 0..<32)
+                if fused {
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_qkv")] == Expected(
+                        key: Self.layer(0, "self_attn.qkv_proj.weight_qkv"), shape: [32, 32], spans: [q, k, v]))
+                } else {
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_q")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_q"), shape: [16, 32], spans: [q]))
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_k")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_k"), shape: [8, 32], spans: [k]))
+                    #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_v")] == Expected(key: Self.layer(0, "self_attn.qkv_proj.weight_v"), shape: [8, 32], spans: [v]))
+                }
+                #expect(tensors[Self.layer(0, "self_attn.o_proj.weight")] == Expected(
+                    key: Self.layer(0, "self_attn.o_proj.weight"), shape: [32, 16], spans: [Span(Self.layer(0, "self_attn.o_proj.weight"), 0..<32, 16 * r..<16 * r + 16)]))
+            }
+        }
+    }
+
+    /// trn1, m = 1, T = 1 (a single rank holds every head, Hkv = 4 > T):
+    /// every projection whole, under the qkv_linear names.
+    @Test func trn1MultiplierOneAtTPOne() throws {
+        let c = ModelConfig(layers: 1, hidden: 32, heads: 8, kvHeads: 4, intermediate: 16, vocab: 8, dtype: .float32)
+        let plan = try Self.plan(c, LayoutOptions(tpSize: 1, qkvLinear: true, backend: .trn1))
+        let file = try #require(plan.files.first)
+        let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.key, Self.actual($0)) })
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_q")]?.spans == [Span(Self.layer(0, "self_attn.q_proj.weight"), 0..<32, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_k")]?.spans == [Span(Self.layer(0, "self_attn.k_proj.weight"), 0..<16, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.qkv_proj.weight_v")]?.spans == [Span(Self.layer(0, "self_attn.v_proj.weight"), 0..<16, 0..<32)])
+        #expect(tensors[Self.layer(0, "self_attn.o_proj.weight")]?.spans == [Span(Self.layer(0, "self_attn.o_proj.weight"), 0..<32, 0..<32)])
+    }
+
     /// h = 16, Hq = 4, Hkv = 2, d = 4, I = 32, V = 64.
     static let small = ModelConfig(layers: 2, hidden: 16, heads: 4, kvHeads: 2, intermediate: 32, vocab: 64, dtype: .bfloat16)
 
@@ -362,10 +406,15 @@ import Testing
     }
 
     @Test func refusesTrn1WhenKVHeadsTimesMultiplierIsNotTP() {
+        // Hkv = 2, T = 4: m = 1 leaves T not dividing Hkv; m = 4 gives 8 != 4.
         for m in [1, 4] {
-            expectRefusal(mentioning: ["--kv-size-multiplier"]) { () throws(ShardFSError) in
+            expectRefusal(mentioning: ["--kv-size-multiplier", "use --kv-size-multiplier 2"]) { () throws(ShardFSError) in
                 try Self.plan(Self.small, LayoutOptions(tpSize: 4, kvSizeMultiplier: m, qkvLinear: true, backend: .trn1))
             }
+        }
+        // Hkv = 8, T = 4, m = 2: a multiplier above 1 needs Hkv x m == T.
+        expectRefusal(mentioning: ["--kv-size-multiplier", "use --kv-size-multiplier 1"]) { () throws(ShardFSError) in
+            try Self.plan(Self.gqa, LayoutOptions(tpSize: 4, kvSizeMultiplier: 2, qkvLinear: true, backend: .trn1))
         }
     }
 
@@ -489,5 +538,94 @@ import Testing
         expectRefusal(mentioning: ["hidden_size"]) { () throws(ShardFSError) in try ModelConfig(json: Self.config(["hidden_size": "0"])) }
         expectRefusal(mentioning: ["config.json"]) { () throws(ShardFSError) in try ModelConfig(json: bytes("{")) }
         expectRefusal(mentioning: ["torch_dtype"]) { () throws(ShardFSError) in try ModelConfig(json: Self.config(["torch_dtype": "\"int8\""])) }
+    }
+}
+
+/// Each tensor's dtype in the target (`LayoutPlan.typedAsTheSource`): an NxD
+/// tag's own dtypes per tensor unless `--dtype` says otherwise; a Hugging
+/// Face model's one dtype. Sources are fabricated (no files: the plan reads
+/// none): the small model of PlannerTests, its tensors bf16 but the norms
+/// fp32, as NxD's bf16 runs keep them.
+@Suite struct SourceDTypeTests {
+    static let c = PlannerTests.small
+
+    static func isNorm(_ name: String) -> Bool { name.hasSuffix("norm.weight") }
+
+    /// A checkpoint of `c` whose tensors (and, as an NxD tag, model files)
+    /// are bf16 with float32 norms.
+    static func checkpoint(nxd: Bool, held: [String: DType]? = nil) -> Checkpoint {
+        var tensors = PlannerTests.llamaTensors(c)
+        for (name, t) in tensors where isNorm(name) {
+            tensors[name] = SourceTensor(name: name, dtype: .float32, shape: t.shape, fileIndex: 0, offset: t.offset)
+        }
+        var config = c
+        config.dtype = nil
+        return Checkpoint(directory: "/nonexistent", config: config, configBytes: [], files: [], tensors: tensors,
+                          sourceLayout: nxd ? LayoutOptions() : nil, fingerprints: [],
+                          modelDTypes: nxd ? (held ?? tensors.mapValues(\.dtype)) : nil)
+    }
+
+    static func dtypes(_ plan: LayoutPlan) -> [String: DType] {
+        var result: [String: DType] = [:]
+        for file in plan.files { for t in file.tensors { result[t.key] = t.dtype } }
+        for t in plan.huggingFaceTensors { result[t.key] = t.dtype }
+        return result
+    }
+
+    @Test func anNxDTagKeepsEachTensorsDType() throws {
+        let source = Self.checkpoint(nxd: true)
+        for format in [CheckpointFormat.pt, .xser] {
+            let plan = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true, format: format))
+            let got = Self.dtypes(plan)
+            // 2 layers x 2 norms + model.norm float32; the other 2 + 2 x 6 keys bf16.
+            #expect(got.filter { $0.value == .float32 }.keys.sorted() == [
+                "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"])
+            #expect(got.filter { $0.value == .bfloat16 }.count == 14)
+            #expect(plan.dtype == .bfloat16)
+        }
+        let hf = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(format: .hf))
+        // Hugging Face names: 21 tensors, the 5 norms float32.
+        #expect(Self.dtypes(hf).filter { $0.value == .float32 }.count == 5 && Self.dtypes(hf).count == 21)
+    }
+
+    @Test func dtypeGivenTypesEveryTensor() throws {
+        let source = Self.checkpoint(nxd: true)
+        for d in [DType.bfloat16, .float32] {
+            let plan = try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, dtype: d))
+            #expect(Set(Self.dtypes(plan).values) == [d])
+        }
+    }
+
+    /// The model read from master weights (float32 tensors) takes the dtypes
+    /// the model files name: bf16, norms float32.
+    @Test func theModelFilesDTypesNotTheTensorsStorage() throws {
+        var held: [String: DType] = [:]
+        for (name, _) in PlannerTests.llamaTensors(Self.c) { held[name] = Self.isNorm(name) ? .float32 : .bfloat16 }
+        let master = Checkpoint(directory: "/nonexistent", config: Self.c, configBytes: [], files: [],
+                                tensors: PlannerTests.llamaTensors(Self.c, dtype: .float32), sourceLayout: LayoutOptions(),
+                                fingerprints: [], modelDTypes: held)
+        let got = Self.dtypes(try LayoutPlanner.plan(checkpoint: master, options: LayoutOptions(tpSize: 2)))
+        #expect(got.filter { $0.value == .float32 }.count == 5 && got.filter { $0.value == .bfloat16 }.count == 14)
+    }
+
+    @Test func aHuggingFaceModelHasOneDType() throws {
+        // config.json's torch_dtype (bf16 here) for every tensor, as NxD's converter.
+        var tensors = PlannerTests.llamaTensors(Self.c)
+        for (name, t) in tensors where Self.isNorm(name) {
+            tensors[name] = SourceTensor(name: name, dtype: .float32, shape: t.shape, fileIndex: 0, offset: t.offset)
+        }
+        let hf = Checkpoint(directory: "/nonexistent", config: Self.c, configBytes: [], files: [], tensors: tensors,
+                            sourceLayout: nil, fingerprints: [])
+        #expect(Set(Self.dtypes(try LayoutPlanner.plan(checkpoint: hf, options: LayoutOptions(tpSize: 2))).values) == [.bfloat16])
+    }
+
+    @Test func aFusedTensorOfMixedDTypesAsksForOne() {
+        var held = Self.checkpoint(nxd: true).modelDTypes!
+        held["model.layers.0.self_attn.k_proj.weight"] = .float32
+        let source = Self.checkpoint(nxd: true, held: held)
+        expectRefusal(mentioning: ["--dtype", "model.layers.0.self_attn.qkv_proj.weight_qkv", "bfloat16 and float32"]) { () throws(ShardFSError) in
+            try LayoutPlanner.plan(checkpoint: source, options: LayoutOptions(tpSize: 2, qkvLinear: true, fuseQKV: true))
+        }
     }
 }

@@ -37,6 +37,10 @@ LAYER_ORDER = [
 POSITION = {k: (0 if k.endswith("weight_qkv") else i) for i, k in enumerate(LAYER_ORDER)}
 
 
+def is_norm(key: str) -> bool:
+    return key == "model.norm.weight" or key.endswith(("input_layernorm.weight", "post_attention_layernorm.weight"))
+
+
 def named_parameters_order(keys) -> list:
     def rank(k):
         if k == "model.embed_tokens.weight":
@@ -70,8 +74,13 @@ class TrainingState:
     """The Hugging Face-level state of a model: weights (fp32), exp_avg,
     exp_avg_sq; and what any layout's files hold of it."""
 
-    def __init__(self, sd: dict, cfg: dict, seed: int = 0, step=7):
+    def __init__(self, sd: dict, cfg: dict, seed: int = 0, step=7, norms_fp32: bool = False):
         self.weights = {k: v.float() for k, v in sd.items()}
+        # NxD's bf16 runs keep the norm weights float32 in their model files
+        # (LlamaRMSNorm's weight is made float32, the linear layers in the
+        # run's dtype: modeling_llama_nxd.py); True: the model files do so
+        # whatever the layout's dtype.
+        self.norms_fp32 = norms_fp32
         g = torch.Generator().manual_seed(seed)
         self.exp_avg = {k: torch.randn(v.shape, generator=g) for k, v in self.weights.items()}
         self.exp_avg_sq = {k: torch.rand(v.shape, generator=g) for k, v in self.weights.items()}
@@ -90,6 +99,9 @@ class TrainingState:
         model = rank_state(self.weights, self.dims, lay, tp, pp)  # in lay.dtype (the model's)
         keys, sizes = optimizer_order(model)
         fp32 = dataclasses.replace(lay, dtype=None)  # the optimizer's state is fp32 whatever the model's dtype
+        if self.norms_fp32:
+            whole = rank_state(self.weights, self.dims, fp32, tp, pp)
+            model = {k: whole[k] if is_norm(k) else v for k, v in model.items()}
         kinds = {"exp_avg": rank_state(self.exp_avg, self.dims, fp32, tp, pp),
                  "exp_avg_sq": rank_state(self.exp_avg_sq, self.dims, fp32, tp, pp),
                  "master": rank_state(self.weights, self.dims, fp32, tp, pp)}

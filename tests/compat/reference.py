@@ -153,14 +153,12 @@ def validate(d: Dims, lay: Layout) -> None:
         if d.Hq % T:
             raise LayoutError("Hq % T")
         m = lay.kv_mult
-        if lay.backend == "trn1":
-            if d.Hkv * m != T:
-                raise LayoutError("trn1 needs Hkv*m == T")
-        elif lay.backend == "trn2":
-            if not (d.Hkv * m == T or (m == 1 and d.Hkv % T == 0)):
-                raise LayoutError("trn2 needs Hkv*m == T or (m == 1 and Hkv % T == 0)")
-        else:
+        if lay.backend not in ("trn1", "trn2"):
             raise LayoutError(lay.backend)
+        # NxD's converter: Hkv*m == T; its trainer (GQAQKVColumnParallelLinear)
+        # also trains with m == 1 and T dividing Hkv, on either backend.
+        if not (d.Hkv * m == T or (m == 1 and d.Hkv % T == 0)):
+            raise LayoutError(f"{lay.backend} needs Hkv*m == T or (m == 1 and Hkv % T == 0)")
 
 
 # ---------------------------------------------------------------------------
@@ -175,10 +173,14 @@ def _cut(t: torch.Tensor, dim: int, r: int, T: int) -> torch.Tensor:
 
 
 def q_heads_of_rank(d: Dims, lay: Layout, r: int) -> list[int]:
-    """Q (and O) head indices held by tensor rank r under qkv_linear."""
+    """Q (and O) head indices held by tensor rank r under qkv_linear: on trn1
+    with KV heads replicated (m > 1, Hkv*m == T), the converter's shuffle
+    that gives rank r the Q heads of KV head r % Hkv; else (trn2, or m == 1,
+    where the trainer's GQAQKVColumnParallelLinear cuts Q contiguously)
+    heads r*n ... r*n+n-1."""
     T = lay.tp
     n = d.Hq // T
-    if lay.backend == "trn1":
+    if lay.backend == "trn1" and lay.kv_mult > 1:
         i, j = r // d.Hkv, r % d.Hkv
         g = j * (T // d.Hkv) + i
     else:
@@ -201,8 +203,8 @@ def _kv(t: torch.Tensor, d: Dims, lay: Layout, r: int) -> torch.Tensor:
     return _cut(full, 0, r, lay.tp)
 
 
-def _final(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.to(dtype).clone(memory_format=torch.contiguous_format)
+def _final(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return t.to(dtype or t.dtype).clone(memory_format=torch.contiguous_format)
 
 
 def rank_state(
@@ -210,7 +212,8 @@ def rank_state(
 ) -> "OrderedDict[str, torch.Tensor]":
     validate(d, lay)
     T, r = lay.tp, tp_rank
-    out_dtype = DTYPES[lay.dtype] if lay.dtype else sd["model.embed_tokens.weight"].dtype
+    # lay.dtype, else each tensor its own (a bf16 run's float32 norms stay float32)
+    out_dtype = DTYPES[lay.dtype] if lay.dtype else None
     hd = d.head_dim
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     fused: "OrderedDict[str, torch.Tensor]" = OrderedDict()

@@ -61,11 +61,15 @@ CASES = [
     Case("gqa-tp8-qkvlin-fuse-m4-trn2-f16", "gqa",
          L(tp=8, kv_mult=4, fuse_qkv=True, backend="trn2", dtype="float16", **QL)),
     Case("gqa-tp1-qkvlin-trn2", "gqa", L(tp=1, backend="trn2", **QL)),
+    # trn1, m=1, Hkv % T == 0 with Hkv > T: the layout NxD's trainer trains in
+    # (its converter refuses it): whole KV heads per rank, Q heads contiguous
+    Case("gqa-tp1-qkvlin-trn1", "gqa", L(tp=1, **QL)),
     Case("gqa-tp2-qkvlin-fuse-trn2", "gqa", L(tp=2, fuse_qkv=True, backend="trn2", **QL)),
     # --- MHA, bf16, single file
     Case("mha-tp2-pp2", "mha", L(tp=2, pp=2)),
     Case("mha-tp4-qkvlin-trn1", "mha", L(tp=4, **QL)),
     Case("mha-tp2-qkvlin-trn2", "mha", L(tp=2, backend="trn2", **QL)),  # m=1, Hkv % T == 0
+    Case("mha-tp2-qkvlin-fuse-trn1", "mha", L(tp=2, fuse_qkv=True, **QL)),  # m=1, Hkv % T == 0 (the trainer's)
     Case("mha-tp4-qkvlin-fuse-trn2-f32", "mha", L(tp=4, fuse_qkv=True, backend="trn2", dtype="float32", **QL)),
     # --- tied embeddings (no lm_head.weight in the files)
     Case("tied-tp1", "tied", L()),
@@ -77,6 +81,7 @@ CASES = [
          L(tp=32, pp=2, kv_mult=4, fuse_qkv=True, **QL), ("--jobs", "2")),
     Case("r64x8-tp16-qkvlin-m2-trn2-f32", "r64x8", L(tp=16, kv_mult=2, backend="trn2", dtype="float32", **QL)),
     Case("r64x8-tp4-qkvlin-trn2", "r64x8", L(tp=4, backend="trn2", **QL)),  # m=1, Hkv % T == 0
+    Case("r64x8-tp4-qkvlin-trn1", "r64x8", L(tp=4, **QL)),  # m=1, Hkv % T == 0 (the trainer's): 2 KV heads a rank
     # --- 5 layers, float32 source (edge values in model.norm), uneven stages
     Case("uneven-pp2", "uneven", L(pp=2)),
     Case("uneven-tp2-pp3-bf16", "uneven", L(tp=2, pp=3, dtype="bfloat16")),

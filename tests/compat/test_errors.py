@@ -313,8 +313,6 @@ ERRORS = [
         also_plan=True, layout=Layout(pp=3, vpp=2)),
     Err("trn1-hkv2-m1-tp4", SHARDED, None, ("--tp-size", "4", "--qkv-linear"), names=HEADS, also_plan=True,
         layout=Layout(tp=4, qkv_linear=True)),
-    Err("trn1-hkv2-m1-tp1", SHARDED, None, ("--qkv-linear",), names=HEADS, also_plan=True,
-        layout=Layout(tp=1, qkv_linear=True)),
     Err("trn1-hq8-tp16-m8", SHARDED, None, ("--tp-size", "16", "--kv-size-multiplier", "8", "--qkv-linear"),
         names=HEADS, also_plan=True, layout=Layout(tp=16, kv_mult=8, qkv_linear=True)),
     Err("trn1-hkv2-m4-tp4", SHARDED, None, ("--tp-size", "4", "--kv-size-multiplier", "4", "--qkv-linear"),

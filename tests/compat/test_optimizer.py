@@ -9,6 +9,7 @@ are judged in tests/zero1."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from checks import files_under
 from conftest import REPO
 from mounting import zero_crcs
-from optimizer_tags import TrainingState, assert_same, load
+from optimizer_tags import TrainingState, assert_same, is_norm, load
 from reference import Layout, rank_state
 
 EXAMPLE = REPO / "examples/tiny-llama"
@@ -133,6 +134,105 @@ def test_model_keeps_the_runs_dtype(shardfs, tags, state, tmp_path):
         assert a.namelist() == b.namelist(), path.name
         for n in a.namelist():
             assert n.endswith("serialization_id") or a.read(n) == b.read(n), f"{path.name}: {n}"
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory) -> TrainingState:
+    """The state of a bf16 run as NxD keeps it: model files bfloat16 but the
+    norms float32, and after training the norms hold values bfloat16 cannot
+    (so rounding one shows in its bits, not only in its dtype)."""
+    sd = {}
+    for f in sorted(EXAMPLE.glob("*.safetensors")):
+        sd.update(load_file(f))
+    run = TrainingState(sd, json.loads((EXAMPLE / "config.json").read_text()), seed=3, norms_fp32=True)
+    g = torch.Generator().manual_seed(4)
+    for k, v in run.weights.items():
+        if is_norm(k):
+            run.weights[k] = v + 2.0 ** -12 * torch.randn(v.shape, generator=g)
+            assert not torch.equal(run.weights[k], run.weights[k].bfloat16().float()), k
+    return run
+
+
+def bf16_run_model(run: TrainingState, lay: Layout, tp: int, pp: int) -> dict:
+    """A rank file of `lay` as the bf16 run keeps it: norms float32, the rest bfloat16."""
+    return run.rank(dataclasses.replace(lay, dtype="bfloat16"), tp, pp)[0]
+
+
+@pytest.mark.parametrize("model_data", [True, False], ids=["model-data", "model-from-master-weights"])
+def test_a_bf16_run_keeps_its_float32_norms(shardfs, bf16_run, tmp_path, model_data):
+    """A bf16 training tag (at TP 1 with qkv_linear, as NxD's trainer saves
+    one) resharded: each model tensor in the dtype the tag holds it in (the
+    norms float32, bit for bit; the rest bfloat16), also when the model files
+    hold no data and the model comes from the master weights; verify passes,
+    and names a model file whose norms were narrowed; --dtype bfloat16 still
+    narrows every tensor."""
+    lay_a = Layout(qkv_linear=True, dtype="bfloat16")
+    tag = bf16_run.write_tag(tmp_path / "tag", lay_a, 2, xser=not model_data, model_data=model_data)
+    info = torch.load(tmp_path / "tag/model/dp_rank_00_tp_rank_00_pp_rank_00.pt.info.pt", weights_only=False) \
+        if not model_data else None
+    if info is not None:  # the .info.pt names the dtypes; no tensor file holds them
+        assert {v["dtype"] for v in info.values()} == {torch.bfloat16, torch.float32}
+        assert not any((tag / "model").rglob("tensor_*.pt"))
+    lay_b = Layout(tp=2, qkv_linear=True)
+    flags = ["--config", str(EXAMPLE), "--tp-size", "2", "--dp-size", "1", "--qkv-linear"]
+    out = tmp_path / "out"
+    run = shardfs.run("convert", tag, out, *flags)
+    assert run.returncode == 0, run.describe()
+    for tp in range(2):
+        name = f"model/dp_rank_00_tp_rank_{tp:02d}_pp_rank_00.pt"
+        got = torch.load(out / name, weights_only=True)
+        want = bf16_run_model(bf16_run, lay_b, tp, 0)
+        assert sorted(got) == sorted(want)
+        assert {k for k, v in got.items() if v.dtype == torch.float32} == {k for k in want if is_norm(k)}
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), f"{name}: {k}"
+    for tp in range(2):
+        path = out / "optim" / f"dp_rank_00_tp_rank_{tp:02d}_pp_rank_00.pt"
+        assert_same(load(path, False), bf16_run.optimizer_file(lay_b, tp, 0, 0, 1), path.name)
+    verify = shardfs.run("verify", tag, out, *flags)
+    assert verify.returncode == 0, verify.describe()
+    # A model file whose norms were narrowed to bfloat16 (as ShardFS wrote them before).
+    name = out / "model/dp_rank_00_tp_rank_01_pp_rank_00.pt"
+    narrowed = {k: v.bfloat16() if is_norm(k) else v for k, v in torch.load(name, weights_only=True).items()}
+    torch.save(narrowed, name)
+    verify = shardfs.run("verify", tag, out, *flags)
+    assert verify.returncode == 1, verify.describe()
+    assert "model.layers.0.input_layernorm.weight is bfloat16, the layout wants float32" in verify.stdout, verify.describe()
+    # --dtype bfloat16: every tensor narrowed, the norms rounded.
+    run = shardfs.run("convert", tag, tmp_path / "narrowed", *flags, "--dtype", "bfloat16")
+    assert run.returncode == 0, run.describe()
+    got = torch.load(tmp_path / "narrowed/model/dp_rank_00_tp_rank_00_pp_rank_00.pt", weights_only=True)
+    for k, v in bf16_run_model(bf16_run, lay_b, 0, 0).items():
+        assert got[k].dtype == torch.bfloat16 and torch.equal(got[k], v.bfloat16()), k
+
+
+@pytest.mark.mount
+def test_mount_serves_the_trainers_layout_with_float32_norms(shardfs, mounts, bf16_run, tmp_path):
+    """Through the mount, in xser: the bf16 run's TP 1 qkv_linear tag (the
+    trainer's layout, both KV heads on the one rank) as TP 2 at DP 3: the
+    same bytes as convert, each tensor in its dtype (the norms float32)."""
+    tag = bf16_run.write_tag(tmp_path / "tag", Layout(qkv_linear=True, dtype="bfloat16"), 2)
+    flags = ["--config", str(EXAMPLE), "--tp-size", "2", "--qkv-linear", "--dp-size", "3", "--format", "xser"]
+    out = tmp_path / "out"
+    assert shardfs.run("convert", tag, out, *flags).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounts.mount(tag, mnt, *flags)
+    served = files_under(mnt)
+    assert served == [p for p in files_under(out) if not p.startswith(".shardfs")]
+    for rel in served:
+        want = (out / rel).read_bytes() if "/" not in rel else zero_crcs((out / rel).read_bytes(), rel)
+        assert (mnt / rel).read_bytes() == want, rel
+    lay = Layout(tp=2, qkv_linear=True)
+    for tp in range(2):
+        got = load(mnt / "model" / f"dp_rank_00_tp_rank_{tp:02d}_pp_rank_00.pt", True)
+        want = bf16_run_model(bf16_run, lay, tp, 0)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+        for d in range(3):
+            path = mnt / "optim" / f"dp_rank_{d:02d}_tp_rank_{tp:02d}_pp_rank_00.pt"
+            assert_same(load(path, True), bf16_run.optimizer_file(lay, tp, 0, d, 3), path.name)
 
 
 def test_data_pkl_is_what_torch_save_writes(shardfs, tags, state, tmp_path):

@@ -249,11 +249,36 @@ def test_pp_rank_of_virtual_stages():
         stage_layers(5, 3, 2)
 
 
+def test_trainer_layout_cuts_q_heads_contiguously():
+    """m 1 and T dividing Hkv (Hq 16, Hkv 8, T 4; GQAQKVColumnParallelLinear
+    cuts Q, K and V on dim 0 alike): rank r holds Q heads 4r..4r+3 and KV
+    heads 2r, 2r+1 (each Q head j belongs to KV head j // 2), on trn1 and trn2."""
+    d = Dims(L=1, h=64, Hq=16, Hkv=8, I=16, V=16, tied=False, head_dim=4)
+    sd = {"model.embed_tokens.weight": torch.zeros(16, 64), "lm_head.weight": torch.zeros(16, 64),
+          "model.norm.weight": torch.zeros(64), "model.layers.0.input_layernorm.weight": torch.zeros(64),
+          "model.layers.0.post_attention_layernorm.weight": torch.zeros(64),
+          "model.layers.0.self_attn.q_proj.weight": torch.arange(64.0).repeat_interleave(64).reshape(64, 64),
+          "model.layers.0.self_attn.k_proj.weight": torch.arange(32.0).repeat_interleave(64).reshape(32, 64),
+          "model.layers.0.self_attn.v_proj.weight": torch.zeros(32, 64),
+          "model.layers.0.self_attn.o_proj.weight": torch.zeros(64, 64),
+          "model.layers.0.mlp.gate_proj.weight": torch.zeros(16, 64), "model.layers.0.mlp.up_proj.weight": torch.zeros(16, 64),
+          "model.layers.0.mlp.down_proj.weight": torch.zeros(64, 16)}
+    for backend in ("trn1", "trn2"):
+        lay = Layout(tp=4, qkv_linear=True, backend=backend)
+        for r in range(4):
+            assert q_heads_of_rank(d, lay, r) == [4 * r, 4 * r + 1, 4 * r + 2, 4 * r + 3]
+            st = rank_state(sd, d, lay, r, 0)
+            # rows hold their own row number: Q rows 16r..16r+15, K rows 8r..8r+7
+            assert st["model.layers.0.self_attn.qkv_proj.weight_q"][:, 0].tolist() == list(range(16 * r, 16 * r + 16))
+            assert st["model.layers.0.self_attn.qkv_proj.weight_k"][:, 0].tolist() == list(range(8 * r, 8 * r + 8))
+
+
 def test_validate_conditions():
+    # Layout(tp=1, qkv_linear=True): m 1 with T dividing Hkv, as NxD's trainer trains (on trn1 too)
     ok = [Layout(tp=2, qkv_linear=True), Layout(tp=4, kv_mult=2, qkv_linear=True),
           Layout(tp=2, qkv_linear=True, backend="trn2"), Layout(tp=1, qkv_linear=True, backend="trn2"),
-          Layout(tp=8, kv_mult=4, qkv_linear=True, backend="trn2"), Layout(tp=8)]
-    bad = [Layout(tp=4, qkv_linear=True), Layout(tp=1, qkv_linear=True),
+          Layout(tp=1, qkv_linear=True), Layout(tp=8, kv_mult=4, qkv_linear=True, backend="trn2"), Layout(tp=8)]
+    bad = [Layout(tp=4, qkv_linear=True),
            Layout(tp=4, qkv_linear=True, backend="trn2"), Layout(tp=8, kv_mult=2, qkv_linear=True, backend="trn2"),
            Layout(tp=2, fuse_qkv=True), Layout(tp=16, kv_mult=8, qkv_linear=True), Layout(tp=3)]
     for lay in ok:

@@ -30,7 +30,6 @@ from typing import Optional
 import torch
 
 import reference_zero1
-import tiny_llama
 from cases import Case, Run
 
 HERE = Path(__file__).resolve().parent
@@ -122,7 +121,7 @@ class Lab:
     def config(self, case: Case) -> Path:
         path = self._dir("cases", case.name) / "config.json"
         if not path.exists():
-            path.write_text(json.dumps(tiny_llama.CONFIG, indent=2))
+            path.write_text(json.dumps(case.a.hf_config, indent=2))
         return path
 
     # -- phase A ----------------------------------------------------------------
@@ -160,7 +159,7 @@ class Lab:
         out = self._dir("cases", case.name, resharder) / "tag"
         if resharder == "reference":
             try:
-                reference_zero1.reshard(tag_a, out, tiny_llama.CONFIG, case.a.layout, case.layout, case.dp,
+                reference_zero1.reshard(tag_a, out, case.a.hf_config, case.a.layout, case.layout, case.dp,
                                         xser=case.xser)
             except Exception:  # noqa: BLE001 - the test shows it
                 return "reference resharder failed:\n" + traceback.format_exc()

@@ -50,11 +50,14 @@ class Rank:
     def __init__(self, job: dict, dp_rank: int, dp: int, seed: int):
         self.job, self.dp_rank, self.dp = job, dp_rank, dp
         self.lay = Layout(**job["layout"])
-        self.d = tiny_llama.dims()
+        self.cfg = tiny_llama.MODELS[job["model"]]
+        self.d = tiny_llama.dims(self.cfg)
         self.dtype = DTYPES[job["dtype"]]
         self.device = torch_xla.device()
         self.map = PieceMap(self.d, self.lay)
-        sd = tiny_llama.init_state(self.d, seed, self.dtype)
+        sd = tiny_llama.init_state(self.d, seed, self.dtype, DTYPES[job["norms"]] if job["norms"] else None)
+        # each Hugging Face tensor's dtype (a bf16 run's norms float32)
+        self.hf_dtypes = {k: v.dtype for k, v in sd.items()}
         self.models = OrderedDict(
             (r, module_of(OrderedDict((k, v.to(self.device)) for k, v in
                                       trainer_state(sd, self.d, self.lay, *r).items())))
@@ -76,9 +79,14 @@ class Rank:
     def pieces(self) -> list:
         return [p for m in self.models.values() for p in m.parameters()]
 
+    def typed(self, hf: dict) -> "OrderedDict[str, torch.Tensor]":
+        """Hugging Face tensors in the run's dtype each (pieces of mixed
+        dtypes are gathered in the widest)."""
+        return OrderedDict((k, v.to(self.hf_dtypes[k])) for k, v in hf.items())
+
     def forward(self) -> torch.Tensor:
-        hf = self.map.split_hf(Gather.apply(self.map, self.device, *self.pieces()))
-        return tiny_llama.loss(hf, self.tokens, self.d)
+        hf = self.typed(self.map.split_hf(Gather.apply(self.map, self.device, *self.pieces())))
+        return tiny_llama.loss(hf, self.tokens, self.d, self.cfg)
 
     def step(self) -> float:
         """One training step, as the examples do it: zero_grad, forward,
@@ -188,7 +196,7 @@ class Rank:
             names = optimizers.group_order(list(keys))
             full = {k: torch.cat([of[r][i] for of in everyone])[: keys[k][0]] for i, k in enumerate(names)}
             masters[r] = OrderedDict((k, full[k]) for k in keys)
-        return {"params": self.map.assemble(pieces), "masters": self.map.assemble(masters),
+        return {"params": self.typed(self.map.assemble(pieces)), "masters": self.map.assemble(masters),
                 "replica_spread": self.map.replica_spread(pieces)}
 
     def last_step(self) -> dict:

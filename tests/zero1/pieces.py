@@ -131,6 +131,7 @@ class Gather(torch.autograd.Function):
     def forward(ctx, pmap: PieceMap, device, *pieces):
         ctx.pmap, ctx.device = pmap, device
         ctx.shapes = [p.shape for p in pieces]
+        ctx.dtypes = [p.dtype for p in pieces]
         flat = torch.cat([p.detach().cpu().reshape(-1) for p in pieces])
         return flat[pmap.first].to(device)
 
@@ -138,10 +139,10 @@ class Gather(torch.autograd.Function):
     def backward(ctx, grad):
         g = grad.cpu()[ctx.pmap.src]
         parts, off = [], 0
-        for shape in ctx.shapes:
+        for shape, dtype in zip(ctx.shapes, ctx.dtypes):
             n = 1
             for s in shape:
                 n *= s
-            parts.append(g[off : off + n].view(shape).to(ctx.device))
+            parts.append(g[off : off + n].view(shape).to(dtype=dtype).to(ctx.device))
             off += n
         return (None, None, *parts)

@@ -24,8 +24,8 @@ the project's one statement of the NxD weight layout); no XLA.
     'base_state': {i: {'step': A's step, 'exp_avg', 'exp_avg_sq'}},
     'shape_info': {i: [B's TP-local shape]}, 'sharded_master_weights': {i: ...}
     when A has them}; model/dp_rank_00_tp_rank_XX_pp_rank_ZZ.pt (A's model
-   tensors, or A's master weights in the model dtype when A's model files
-   hold no tensor data); scheduler.pt and user_content.pt copied; the
+   tensors, or A's master weights in the model files' dtypes when A's model
+   files hold no tensor data); scheduler.pt and user_content.pt copied; the
    `checkpoint` and `done` markers.
 """
 
@@ -169,15 +169,18 @@ def name(kind: str, dp: int, tp: int, pp: int) -> str:
 def merge(pieces: dict, d: Dims, lay: Layout) -> "OrderedDict[str, torch.Tensor]":
     """{(tp, pp): {key: tensor}} -> Hugging Face tensors: each element from
     the first piece (TP rank 0 first) holding it, the holders found by
-    pushing element numbers through reference.rank_state."""
+    pushing element numbers through reference.rank_state. Each tensor in its
+    pieces' dtype (a bf16 run's norms float32); an Absent piece (no data)
+    gives zeros of its dtype."""
     shapes = hf_shapes(d)
-    numbers, out, off = {}, OrderedDict(), 0
+    numbers, ranges, out, off = {}, [], OrderedDict(), 0
     for k, shape in shapes.items():
         n = torch.Size(shape).numel()
         numbers[k] = torch.arange(off, off + n).reshape(shape)
+        ranges.append((k, off, off + n))
         off += n
-    dtype = next(iter(next(iter(pieces.values())).values())).dtype
-    flat = torch.zeros(off, dtype=dtype)
+    flat = torch.zeros(off, dtype=torch.float64)  # every dtype here widens to it exactly
+    dtypes: dict = {}
     filled = torch.zeros(off, dtype=torch.bool)
     for tp in range(lay.tp):
         for pp in range(lay.pp):
@@ -185,16 +188,20 @@ def merge(pieces: dict, d: Dims, lay: Layout) -> "OrderedDict[str, torch.Tensor]
             assert list(held) == list(pieces[(tp, pp)]), f"rank {tp},{pp}: keys differ from the layout's"
             for k, pos in held.items():
                 v = pieces[(tp, pp)][k]
-                assert v.shape == pos.shape, (tp, pp, k, v.shape, pos.shape)
-                pos, v = pos.reshape(-1), v.reshape(-1)
+                assert tuple(v.shape) == tuple(pos.shape), (tp, pp, k, v.shape, pos.shape)
+                pos = pos.reshape(-1)
+                for name, lo, hi in ranges:  # the tensors the piece holds elements of
+                    if bool(((pos >= lo) & (pos < hi)).any()):
+                        assert dtypes.setdefault(name, v.dtype) == v.dtype, f"{name}: pieces of {dtypes[name]} and {v.dtype}"
                 new = ~filled[pos]
-                flat[pos[new]] = v[new]
+                if not isinstance(v, Absent):
+                    flat[pos[new]] = v.reshape(-1)[new].double()
                 filled[pos] = True
     assert bool(filled.all()), "some Hugging Face element is in no piece"
     off = 0
     for k, shape in shapes.items():
         n = torch.Size(shape).numel()
-        out[k] = flat[off : off + n].reshape(shape)
+        out[k] = flat[off : off + n].reshape(shape).to(dtypes[k])
         off += n
     return out
 
@@ -245,7 +252,7 @@ def reshard(tag_a: Path, out: Path, cfg: dict, lay_a: Layout, lay_b: Layout, dp_
         kinds.append("master")
     pieces = {kind: {} for kind in ("param", *kinds)}
     groups_a = [{k: v for k, v in g.items() if k != "params"} for g in first_optim["param_groups"]]
-    step, model_dtype, absent = None, None, False
+    step, absent = None, False
     for r, (model, optims) in ranks_a.items():
         keys = list(model)
         names = group_order(keys)
@@ -273,17 +280,16 @@ def reshard(tag_a: Path, out: Path, cfg: dict, lay_a: Layout, lay_b: Layout, dp_
                 pieces[kind][r][k] = full
             pieces["param"][r][k] = model[k]
             absent = absent or isinstance(model[k], Absent)
-            model_dtype = model[k].dtype
         for p in ("param", *kinds):  # back to the model file's key order
             pieces[p][r] = OrderedDict((k, pieces[p][r][k]) for k in keys)
 
     # 3. Hugging Face tensors of every kind
     hf = {kind: merge(pieces[kind], d, lay_a) for kind in kinds}
+    hf["param"] = merge(pieces["param"], d, lay_a)
     if absent:
+        # each tensor in the dtype the model files name (their .info.pt)
         assert has_master, "model files hold no tensor data and there are no master weights"
-        hf["param"] = OrderedDict((k, v.to(model_dtype)) for k, v in hf["master"].items())
-    else:
-        hf["param"] = merge(pieces["param"], d, lay_a)
+        hf["param"] = OrderedDict((k, v.to(hf["param"][k].dtype)) for k, v in hf["master"].items())
 
     # 4. tag B
     for tp in range(lay_b.tp):

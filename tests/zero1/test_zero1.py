@@ -50,13 +50,17 @@ def need_shardfs():
 # the harness's own maps (no XLA)
 
 
-@pytest.mark.parametrize("lay", sorted({r.layout for r in RUNS} | {c.layout for c in CASES}, key=repr), ids=repr)
-def test_piece_maps_agree(lay: Layout):
+MAPS = sorted({(r.model, r.layout) for r in RUNS} | {(c.a.model, c.layout) for c in CASES}, key=repr)
+
+
+@pytest.mark.parametrize("model,lay", MAPS, ids=[f"{m}-{lay!r}" for m, lay in MAPS])
+def test_piece_maps_agree(model: str, lay: Layout):
     """The trainer's assembly (pieces.PieceMap) and the reference resharder's
     merge are written independently: on pieces holding their own positions,
     both must take the same (first) holder of every Hugging Face element, and
-    cutting then merging real tensors must give them back."""
-    d = tiny_llama.dims()
+    cutting then merging real tensors must give them back (in their dtypes:
+    a bf16 model's float32 norms too)."""
+    d = tiny_llama.dims(tiny_llama.MODELS[model])
     pmap = PieceMap(d, lay)
     positions, off = {}, 0
     for r, keys in pmap.keys.items():
@@ -73,6 +77,10 @@ def test_piece_maps_agree(lay: Layout):
         assert torch.equal(v, sd[k]), k
     for k, v in pmap.assemble(pieces).items():
         assert torch.equal(v, sd[k]), k
+    mixed = tiny_llama.init_state(d, 7, torch.bfloat16, torch.float32)
+    pieces = {r: trainer_state(mixed, d, lay, *r) for r in ranks(lay)}
+    for k, v in rz.merge(pieces, d, lay).items():
+        assert v.dtype == mixed[k].dtype and torch.equal(v, mixed[k]), k
 
 
 # ---------------------------------------------------------------------------
@@ -99,8 +107,7 @@ def test_resume_in_a(lab, run):
     if run.master:
         assert compare.check_results(u, r, exact=True, dtype=run.dtype) == []
     else:
-        dtype = torch.bfloat16 if run.dtype == "bfloat16" else torch.float32
-        fresh = tiny_llama.init_state(tiny_llama.dims(), SEED + 1000, dtype)  # nxd_run.resume's init
+        fresh = run.init_state(SEED + 1000)  # nxd_run.resume's init
         lr = max(u["lrs"])
         to_fresh = max(float((r["params"][k].double() - fresh[k].double()).abs().max()) for k in fresh)
         to_saved = compare.max_diff(u, r, "params")
@@ -119,19 +126,21 @@ def test_real_files(lab, run):
     assert (tag / "checkpoint").read_text() == "1" and (tag / "done").read_text() == "1"
     sched = torch.load(tag / "scheduler.pt", weights_only=True)
     assert sched["lr_lambdas"] == [None, None] and sched["last_epoch"] == STEPS
-    model_dtype = torch.bfloat16 if run.dtype == "bfloat16" else torch.float32
     for t in range(lay.tp):
         for p in range(lay.pp):
             model = rz.read(tag / rz.name("model", 0, t, p))
             keys = list(model)
-            assert keys == list(trainer_state(tiny_llama.init_state(tiny_llama.dims(), 0, torch.float32),
-                                              tiny_llama.dims(), lay, t, p))
+            # every tensor in the run's dtype, the norms in theirs (NxD's bf16 runs: float32)
+            want = trainer_state(run.init_state(0), run.dims, lay, t, p)
+            assert keys == list(want)
             assert type(model) is dict, "NxD's move-to-CPU walk makes the state_dict a plain dict"
             if run.avoid_lower:
-                assert all(isinstance(v, rz.Absent) and v.dtype == model_dtype for v in model.values())
+                assert all(isinstance(v, rz.Absent) and v.dtype == want[k].dtype for k, v in model.items())
                 assert not list(Path(f"{tag / rz.name('model', 0, t, p)}.tensors").iterdir())
             else:
-                assert all(isinstance(v, torch.Tensor) and v.dtype == model_dtype for v in model.values())
+                assert all(isinstance(v, torch.Tensor) and v.dtype == want[k].dtype for k, v in model.items())
+            if run.norms:
+                assert {k for k, v in model.items() if v.dtype == torch.float32} == {k for k in keys if "norm" in k}
             order = optimizers.group_order(keys)
             for d in range(dp):
                 path = tag / rz.name("optim", d, t, p)

@@ -42,6 +42,15 @@ CONFIG = {
     "torch_dtype": "float32",
 }
 
+# Other models, by name (cases.Run.model): "kv4" has 4 KV heads (and 8 Q
+# heads, head_dim 6), so that TP 2 with qkv_linear and KV multiplier 1 puts
+# two whole KV heads and their four Q heads on each rank (the layout NxD's
+# trainer trains in and its converter refuses).
+MODELS = {
+    "base": CONFIG,
+    "kv4": {**CONFIG, "num_attention_heads": 8, "num_key_value_heads": 4},
+}
+
 # The fixed global batch: every layout and every DP size sees the same tokens.
 BATCH, SEQ = 4, 16
 
@@ -71,9 +80,11 @@ def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
     return s
 
 
-def init_state(d: Dims, seed: int, dtype: torch.dtype) -> "OrderedDict[str, torch.Tensor]":
+def init_state(d: Dims, seed: int, dtype: torch.dtype,
+               norms_dtype: "torch.dtype | None" = None) -> "OrderedDict[str, torch.Tensor]":
     """Seeded weights: normal(0, 0.05) matrices, norms around 1 (not exactly
-    1, so that a norm loaded from the wrong place shows)."""
+    1, so that a norm loaded from the wrong place shows). `norms_dtype`: the
+    norms' own dtype (NxD's bf16 runs keep them float32)."""
     g = torch.Generator().manual_seed(seed)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for k, shape in hf_shapes(d).items():
@@ -81,7 +92,7 @@ def init_state(d: Dims, seed: int, dtype: torch.dtype) -> "OrderedDict[str, torc
             t = 1.0 + 0.1 * torch.randn(shape, generator=g)
         else:
             t = 0.05 * torch.randn(shape, generator=g)
-        out[k] = t.to(dtype)
+        out[k] = t.to(norms_dtype if len(shape) == 1 and norms_dtype is not None else dtype)
     return out
 
 
@@ -91,9 +102,13 @@ def tokens(d: Dims, seed: int = 1234) -> torch.Tensor:
 
 
 def _rms_norm(x, w, eps):
-    # As transformers' LlamaRMSNorm: normalise in fp32, scale in the weight's dtype.
+    # As transformers' LlamaRMSNorm: normalise in fp32, scale in the weight's
+    # dtype; a float32 weight over bf16 activations as NxD's LlamaRMSNorm
+    # (modeling_llama_nxd.py): scale in fp32, then back to the input's dtype.
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if w.dtype != x.dtype:
+        return (w * xf).to(x.dtype)
     return w * xf.to(x.dtype)
 
 

@@ -143,19 +143,14 @@ struct TensorCutter {
         // Overflow stands for "not tp-size": only the comparison uses it.
         let (product, overflow) = Hkv.multipliedReportingOverflow(by: m)
         let kvProduct = overflow ? -1 : product
-        switch o.backend {
-        case .trn1:
-            guard kvProduct == T else {
-                throw ShardFSError.badLayout(
-                    flag: "--kv-size-multiplier",
-                    reason: "with --qkv-linear on trn1, num_key_value_heads (\(Hkv)) x kv-size-multiplier (\(m)) must equal tp-size (\(T)); use --kv-size-multiplier \(T % Hkv == 0 ? String(T / Hkv) : "(none fits)")")
-            }
-        case .trn2:
-            guard kvProduct == T || (m == 1 && Hkv % T == 0) else {
-                throw ShardFSError.badLayout(
-                    flag: "--kv-size-multiplier",
-                    reason: "with --qkv-linear on trn2, num_key_value_heads (\(Hkv)) x kv-size-multiplier (\(m)) must equal tp-size (\(T)), or the multiplier be 1 with tp-size dividing num_key_value_heads; other values would cut heads in half")
-            }
+        // NxD's converter needs Hkv x m == T; its trainer
+        // (`GQAQKVColumnParallelLinear`) also trains with m == 1 and T
+        // dividing Hkv, each rank holding whole KV heads and their Q heads.
+        guard kvProduct == T || (m == 1 && Hkv % T == 0) else {
+            let fits = T % Hkv == 0 ? "use --kv-size-multiplier \(T / Hkv)" : Hkv % T == 0 ? "use --kv-size-multiplier 1" : "no multiplier fits"
+            throw ShardFSError.badLayout(
+                flag: "--kv-size-multiplier",
+                reason: "with --qkv-linear on \(o.backend.rawValue), num_key_value_heads (\(Hkv)) x kv-size-multiplier (\(m)) must equal tp-size (\(T)), or the multiplier be 1 with tp-size dividing num_key_value_heads (other values would cut heads in half); \(fits)")
         }
     }
 
@@ -182,15 +177,17 @@ struct TensorCutter {
     }
 
     /// The first of the n = Hq / T consecutive query heads rank r holds.
-    /// trn1 shuffles them so that they belong to the KV head the rank gets
-    /// (g = (r % Hkv) * (T / Hkv) + r / Hkv); trn2 keeps the natural order.
+    /// trn1 with a KV multiplier above 1 shuffles them so that they belong
+    /// to the KV head the rank gets (g = (r % Hkv) * (T / Hkv) + r / Hkv);
+    /// with multiplier 1 (Hkv == T, where that g is r, or T dividing Hkv)
+    /// and on trn2 they keep the natural order, cut contiguously.
     func firstQueryHead(_ r: Int) -> Int {
         let n = config.heads / tp
         switch options.backend {
-        case .trn1:
+        case .trn1 where options.kvSizeMultiplier > 1:
             let Hkv = config.kvHeads
             return ((r % Hkv) * (tp / Hkv) + r / Hkv) * n
-        case .trn2:
+        case .trn1, .trn2:
             return r * n
         }
     }
@@ -247,18 +244,34 @@ extension LayoutPlanner {
                 flag: "--dp-size", reason: "\(dpSize): the data-parallel size applies to NxD's optimizer files, and \(checkpoint.trainingState == nil ? "the source has none (only an NxD training tag with optim/ has)" : "--format \(options.format.rawValue) writes none")")
         }
         try options.checkApplicable()
-        if options.format == .hf { return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options) }
+        if options.format == .hf {
+            return try huggingFacePlan(checkpoint: checkpoint, weights: weights, options: options).typedAsTheSource(checkpoint, requested: options.dtype)
+        }
         if options.format == .dcp { return try dcpPlan(checkpoint: checkpoint, weights: weights, options: options) }
-        guard let state = checkpoint.trainingState else { return try plan(config: checkpoint.config, weights: weights, options: options) }
+        // The plan's one dtype is then kept or not per tensor
+        // (`typedAsTheSource`); an NxD tag whose tensors mix dtypes (a bf16
+        // run's float32 norms) is named by the dtype most of them have.
+        let mostHeld = checkpoint.modelDTypes.flatMap(LayoutPlanner.mostCommon)
+        var o = options
+        guard let state = checkpoint.trainingState else {
+            if o.dtype == nil && checkpoint.config.dtype == nil && Set((checkpoint.modelDTypes ?? [:]).values).count > 1 { o.dtype = mostHeld }
+            return try plan(config: checkpoint.config, weights: weights, options: o).typedAsTheSource(checkpoint, requested: options.dtype)
+        }
         // A training tag: the weights, then the optimizer files at the
         // requested DP size (by default the tag's own). The weights stay in
-        // the dtype the run trained in (by default), as its save would
+        // the dtypes the run trained in (by default), as its save would
         // write them in the new layout.
-        var o = options
         o.dpSize = try state.targetDPSize(options.dpSize)
-        o.dtype = options.dtype ?? state.modelDType
-        var result = try plan(config: checkpoint.config, weights: weights, options: o).keepingNormsInFloat32(for: state)
+        o.dtype = options.dtype ?? state.modelDType ?? mostHeld
+        var result = try plan(config: checkpoint.config, weights: weights, options: o).typedAsTheSource(checkpoint, requested: options.dtype)
         result.optimizer = try optimizerPlan(checkpoint: checkpoint, state: state, plan: result, dpSize: o.dpSize!)
         return result
+    }
+
+    /// The dtype most tensors of `dtypes` have (ties: the dtype first by name).
+    static func mostCommon(_ dtypes: [String: DType]) -> DType? {
+        var count: [DType: Int] = [:]
+        for d in dtypes.values { count[d, default: 0] += 1 }
+        return count.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
     }
 }

@@ -24,6 +24,12 @@ public final class Checkpoint: Sendable {
     /// state and the files carried with it; nil otherwise, or when the
     /// source was opened for its weights only.
     public let trainingState: TrainingState?
+    /// For an NxD checkpoint, the dtype its model files hold each Hugging
+    /// Face tensor in, per tensor (a bf16 run keeps its norms float32), also
+    /// when they hold no data and `tensors` are the master weights; nil for
+    /// other sources. What a target keeps unless `--dtype` says otherwise
+    /// (`LayoutPlan.typedAsTheSource`).
+    public let modelDTypes: [String: DType]?
     /// The files' fingerprints when opening computed them (an NxD tag's,
     /// from the bytes its parse read); see `fingerprints()`.
     private let knownFingerprints: [SourceFingerprint]?
@@ -31,7 +37,7 @@ public final class Checkpoint: Sendable {
     /// `fingerprints`: the files', when opening computed them (nil: read on demand).
     init(directory: String, config: ModelConfig, configBytes: [UInt8], files: [SourceFile],
          tensors: [String: SourceTensor], sourceLayout: LayoutOptions?, fingerprints: [SourceFingerprint]?,
-         trainingState: TrainingState? = nil) {
+         trainingState: TrainingState? = nil, modelDTypes: [String: DType]? = nil) {
         self.directory = directory
         self.config = config
         self.configBytes = configBytes
@@ -39,6 +45,7 @@ public final class Checkpoint: Sendable {
         self.tensors = tensors
         self.sourceLayout = sourceLayout
         self.trainingState = trainingState
+        self.modelDTypes = modelDTypes
         knownFingerprints = fingerprints
     }
 

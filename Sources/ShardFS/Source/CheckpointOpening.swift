@@ -89,7 +89,8 @@ extension Checkpoint {
         }
         return Checkpoint(directory: tag, config: config, configBytes: configBytes, files: rankFiles.files + (optimizer?.files ?? []),
                           tensors: inverse.tensors, sourceLayout: inverse.options,
-                          fingerprints: rankFiles.fingerprints + (optimizer?.fingerprints ?? []), trainingState: state)
+                          fingerprints: rankFiles.fingerprints + (optimizer?.fingerprints ?? []), trainingState: state,
+                          modelDTypes: try InverseLayout.heldDTypes(plan: inverse.plan, ranks: rankFiles.ranks))
     }
 
     /// The optimizer's state tensors under Hugging Face names (each state

@@ -91,6 +91,9 @@ struct TagListing {
         checked.format = .pt
         found.format = .pt
         found.backend = checked.backend
+        // Tensors of mixed dtypes (a bf16 run's float32 norms) name none:
+        // their dtypes are checked tensor by tensor, not as the layout's.
+        found.dtype = found.dtype ?? checked.dtype
         guard found.summary != checked.summary else { return nil }
         return "TAG's rank files are of another layout: \(found.summary) (checked against \(checked.summary))"
     }

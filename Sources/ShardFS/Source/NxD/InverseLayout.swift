@@ -261,6 +261,30 @@ struct InverseLayout {
     }
 }
 
+extension InverseLayout {
+    /// The dtype `ranks` (the model files, tp-major as `plan.files`) hold
+    /// each Hugging Face tensor of `plan` in, from their keys' dtypes: also
+    /// when the files hold no data (their `.info.pt` names the dtypes).
+    /// Per tensor, as a run keeps them; the ranks must agree on each.
+    static func heldDTypes(plan: LayoutPlan, ranks: [NxDRankFiles.Rank]) throws(ShardFSError) -> [String: DType] {
+        var held: [String: (dtype: DType, path: String, key: String)] = [:]
+        for (file, rank) in zip(plan.files, ranks) {
+            let dtypes = Dictionary(rank.keys.map { ($0.key, $0.dtype) }, uniquingKeysWith: { first, _ in first })
+            for tensor in file.tensors {
+                guard let dtype = dtypes[tensor.key] else { continue }
+                for name in tensor.blocks.map(\.tensor.name) {
+                    if let seen = held[name], seen.dtype != dtype {
+                        throw ShardFSError.badSource(
+                            file: rank.path, reason: "\(tensor.key) is \(dtype.rawValue) but \(seen.path) holds \(seen.key) (the same tensor \(name)) as \(seen.dtype.rawValue): ranks disagree on its dtype")
+                    }
+                    held[name] = held[name] ?? (dtype, rank.path, tensor.key)
+                }
+            }
+        }
+        return held.mapValues(\.dtype)
+    }
+}
+
 extension TensorCutter {
     /// For each K/V row rank r holds, the source row it copies.
     func kvRowSources(_ r: Int) -> [Int] {
