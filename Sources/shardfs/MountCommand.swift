@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Synchronization
 import Logging
 import ShardFS
 
@@ -324,7 +323,7 @@ struct UnmountCommand: ParsableCommand {
 
 /// The server, known only after the materialiser that reports to it is made.
 final class ServerBox: Sendable {
-    private let value = Mutex<FUSEServer?>(nil)
+    private let value = Locked<FUSEServer?>(nil)
     var server: FUSEServer? { value.withLock { $0 } }
     func set(_ server: FUSEServer) { value.withLock { $0 = server } }
 }

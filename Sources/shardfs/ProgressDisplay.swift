@@ -1,5 +1,4 @@
 import ShardFS
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -17,7 +16,7 @@ final class ProgressDisplay: Sendable {
 
     let interactive: Bool
     let start = ProgressDisplay.now()
-    let state = Mutex(State())
+    let state = Locked(State())
 
     init(interactive: Bool = Console.stderrIsTerminal) {
         self.interactive = interactive

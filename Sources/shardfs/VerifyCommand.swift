@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import ShardFS
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -236,7 +235,7 @@ final class VerifyDisplay: Sendable {
     let interactive: Bool
     let printLines: Bool
     let start = ProgressDisplay.now()
-    let state = Mutex(State())
+    let state = Locked(State())
 
     init(printLines: Bool, interactive: Bool = Console.stderrIsTerminal) {
         self.printLines = printLines

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// What a conversion reports as it goes, for a progress display.
 public enum ConvertEvent: Sendable {
@@ -187,7 +186,7 @@ public struct Converter: Sendable {
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         guard !outputs.isEmpty else { return }
-        let failed = Atomic<Bool>(false)
+        let failed = Locked(false)
         let sources = checkpoint.files
         try WorkerPool.run(items: outputs.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
                            finish: { $0.close() }) { (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
@@ -196,11 +195,11 @@ public struct Converter: Sendable {
                 let crc = try writer.write(file, to: root + "/" + path,
                                            progress: { events(.wrote(bytes: $0)) },
                                            // The other writers stop mid-file once one failed.
-                                           isCancelled: { isCancelled() || failed.load(ordering: .relaxed) })
+                                           isCancelled: { isCancelled() || failed.withLock { $0 } })
                 try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
                 events(.finished(path: path, bytes: file.size))
             } catch {
-                failed.store(true, ordering: .relaxed)
+                failed.withLock { $0 = true }
                 throw error
             }
         }

@@ -23,6 +23,11 @@ import Glibc
 public final class SourceWatch: Sendable {
     public let sources: [SourceFile]
     private let broken: Locked<[Int: String]>
+    /// How many sources `broken` holds. An `Atomic`, not in `broken`'s lock:
+    /// every read a mount serves asks `problem` of each source it copied
+    /// from, on every FUSE thread at once, and while nothing is broken (all
+    /// but always) this lock-free load answers without a lock they would
+    /// all meet at.
     private let brokenCount = Atomic<Int>(0)
     /// Broken sources whose files' cached pages have been dropped.
     private let announced = Locked(Set<Int>())

@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +20,7 @@ public final class SourceFile: Sendable {
     private let budget: OpenFiles
     /// This file's key in the budget.
     private let id: Int
-    private static let nextID = Atomic<Int>(0)
+    private static let nextID = Locked(0)
 
     /// Opens `directory/name` to learn what it is (the handle stays in the
     /// budget: a header parse usually follows).
@@ -30,7 +28,7 @@ public final class SourceFile: Sendable {
         self.name = name
         path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
         self.budget = budget
-        id = SourceFile.nextID.add(1, ordering: .relaxed).newValue
+        id = SourceFile.nextID.withLock { $0 += 1; return $0 }
         let handle = try OpenSourceFile(path: path, name: name, expected: nil)
         identity = handle.identity
         _ = budget.insert(id, handle)
