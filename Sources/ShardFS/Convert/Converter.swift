@@ -67,7 +67,7 @@ public struct Converter: Sendable {
         outcome.writtenFiles = remaining.count
         outcome.writtenBytes = remaining.reduce(0) { $0 + $1.file.size }
         let topLevel = plan.options.format == .hf || plan.options.format == .dcp
-        let created = try Converter.makeDirectories(for: remaining.map(\.path), under: root, top: topLevel ? root : root + "/model")
+        let created = try target.makeDirectories(for: remaining.map(\.path), top: topLevel ? "" : "model")
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
             try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
@@ -145,27 +145,6 @@ public struct Converter: Sendable {
         }
         if isCancelled() { throw ShardFSError.io(path: root, operation: "check (interrupted)", errno: EINTR) }
         return kept.withLock { $0 }
-    }
-
-    /// Creates `top` (`root/model`, or `root` for a Hugging Face checkpoint) and every other directory the paths need (an
-    /// xser `p.tensors/`), each made durable in its parent. Returns the
-    /// directories below `root/model` that did not exist, parents first.
-    static func makeDirectories(for paths: [String], under root: String, top: String) throws(ShardFSError) -> [String] {
-        var directories = [top]
-        var seen = Set(directories)
-        for path in paths {
-            guard let slash = path.lastIndex(of: "/") else { continue }
-            let directory = root + "/" + path[..<slash]
-            if seen.insert(directory).inserted { directories.append(directory) }
-        }
-        var created: [String] = []
-        for (index, directory) in directories.enumerated() {
-            let made = try Directories.make(directory)
-            // Each made directory durable in its parent.
-            for directory in made { try VirtualFileWriter.syncDirectory(of: directory) }
-            if index > 0 { created += made }
-        }
-        return created
     }
 
     /// Writes `outputs` under `root`, `jobs` files at a time, recording each

@@ -127,6 +127,13 @@ public final class Materialiser: Sendable {
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
         background.start(1) { [self] in
             let sources = self.sources
+            // The directories first, each durable in its parent, as convert makes them.
+            do throws(ShardFSError) {
+                _ = try target.makeDirectories(for: (pending + markers).map { files[$0].path }, top: "")
+            } catch {
+                fail("\(error)")
+                return
+            }
             do throws(ShardFSError) {
                 for batch in [pending, markers] where !batch.isEmpty {
                     try WorkerPool.run(items: batch.count, workers: options.jobs, isCancelled: { [self] in isCancelled },
@@ -164,7 +171,6 @@ public final class Materialiser: Sendable {
         let (path, file) = files[index]
         let target = options.directory + "/" + path
         do throws(ShardFSError) {
-            try makeParent(of: target)
             manifest.forget(path)
             let crc = try writer.write(file, to: target, progress: { count in wrote(count) }, pace: { pace() },
                                        isCancelled: { isCancelled })
@@ -277,10 +283,6 @@ public final class Materialiser: Sendable {
         }
         cancelled.withLock { $0 = true }
         if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
-    }
-
-    private func makeParent(of target: String) throws(ShardFSError) {
-        try Directories.make(String(target[..<target.lastIndex(of: "/")!]))
     }
 
     static func now() -> Double {
