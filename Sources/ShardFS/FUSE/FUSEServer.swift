@@ -189,7 +189,8 @@ public final class FUSEServer: @unchecked Sendable {
         }
         let fd = open(path, O_WRONLY)
         guard fd >= 0 else {
-            let reason = errno == EACCES || errno == EPERM ? "only root may tune it" : String(cString: strerror(errno))
+            let code = errno
+            let reason = code == EACCES || code == EPERM ? "only root may tune it" : ShardFSError.describe(errno: code)
             logger.info("readahead left at the kernel's default: cannot open \(path) (\(reason))")
             return true
         }

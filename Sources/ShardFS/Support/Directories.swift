@@ -64,4 +64,18 @@ enum Directories {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
+
+    /// The names in `directory` (not `.` and `..`), sorted; the error names
+    /// the directory and the real errno, worded as every other (Foundation's
+    /// `contentsOfDirectory` words its own).
+    static func list(_ directory: String) throws(ShardFSError) -> [String] {
+        guard let stream = opendir(directory) else { throw ShardFSError.io(path: directory, operation: "list", errno: errno) }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
 }

@@ -187,10 +187,7 @@ struct NxDRankFiles {
     /// ranks) by name.
     static func rankFileNames(tag: String) throws(ShardFSError) -> [Name] {
         let model = tag + "/model"
-        let entries: [String]
-        do { entries = try FileManager.default.contentsOfDirectory(atPath: model).sorted() } catch {
-            throw ShardFSError.badSource(file: model, reason: "cannot list it: \(error.localizedDescription)")
-        }
+        let entries = try Directories.list(model)
         var names: [Name] = []
         for entry in entries {
             if entry.contains("ep_rank") {
