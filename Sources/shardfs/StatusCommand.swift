@@ -65,8 +65,8 @@ struct StatusCommand: ParsableCommand {
             throw ExitCode.failure
         }
         Console.out("""
-            \(status.mountpoint): \(status.files) files (\(MaterialiserStatus.bytes(status.bytes))) of \(status.source), \(status.layout)
-            daemon pid \(status.pid): \(status.readsServed) reads served, \(MaterialiserStatus.bytes(status.bytesServed))
+            \(status.mountpoint): \(status.files) files (\(Units.bytes(status.bytes))) of \(status.source), \(status.layout)
+            daemon pid \(status.pid): \(status.readsServed) reads served, \(Units.bytes(status.bytesServed))
             """)
         if let log = status.log { Console.out("log: \(log)") }
         if let persist = status.persist {

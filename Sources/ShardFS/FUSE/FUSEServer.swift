@@ -53,22 +53,16 @@ public final class FUSEServer: @unchecked Sendable {
 
     /// Whether a read is in progress or ended less than `quietNanoseconds` ago.
     public func readersActive(quietNanoseconds: Int = 200_000_000) -> Bool {
-        activeReads.load(ordering: .relaxed) > 0 || FUSEServer.monotonicNanoseconds() - lastReadEnd.load(ordering: .relaxed) < quietNanoseconds
+        activeReads.load(ordering: .relaxed) > 0 || Monotonic.nanoseconds - lastReadEnd.load(ordering: .relaxed) < quietNanoseconds
     }
 
     func readStarted() { activeReads.add(1, ordering: .relaxed) }
 
     func readEnded(bytes: Int) {
         activeReads.subtract(1, ordering: .relaxed)
-        lastReadEnd.store(FUSEServer.monotonicNanoseconds(), ordering: .relaxed)
+        lastReadEnd.store(Monotonic.nanoseconds, ordering: .relaxed)
         readsServed.add(1, ordering: .relaxed)
         bytesServed.add(bytes, ordering: .relaxed)
-    }
-
-    static func monotonicNanoseconds() -> Int {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return t.tv_sec * 1_000_000_000 + t.tv_nsec
     }
 
     /// A fresh status snapshot.

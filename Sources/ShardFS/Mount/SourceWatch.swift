@@ -121,7 +121,7 @@ public final class SourceWatch: Sendable {
         case let .events(events):
             for event in events { handle(event) }
         }
-        let now = SourceWatch.now()
+        let now = Monotonic.seconds
         let share: Range<Int>? = watcher.withLock { w in
             guard now - w.lastSweep >= sweepInterval, !sources.isEmpty else { return nil }
             w.lastSweep = now
@@ -186,7 +186,7 @@ public final class SourceWatch: Sendable {
     /// name the entry that changed).
     private func start(_ w: inout Watcher) {
         w.started = true
-        w.lastSweep = SourceWatch.now()
+        w.lastSweep = Monotonic.seconds
         guard useEvents, let events = DirectoryEvents() else { return }
         var byDirectory: [String: [String: [Int]]] = [:]
         for (index, source) in sources.enumerated() {
@@ -225,11 +225,5 @@ public final class SourceWatch: Sendable {
             brokenCount.add(1, ordering: .releasing)
             return reason
         }
-    }
-
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }

@@ -117,7 +117,7 @@ public final class Materialiser: Sendable {
     /// Starts writing in the background: the files not kept from before,
     /// `options.jobs` at a time, then a read-back of the kept ones.
     public func start() {
-        pacing.withLock { $0 = (Self.now(), 0) }
+        pacing.withLock { $0 = (Monotonic.seconds, 0) }
         let kept = Set(resumed.withLock { $0.map(\.index) })
         // A completion marker (a training tag's `done`, a DCP folder's
         // `.metadata`) last, once every other file is persisted (as NxD and
@@ -229,7 +229,7 @@ public final class Materialiser: Sendable {
     }
 
     private func wrote(_ count: Int) {
-        let now = Self.now()
+        let now = Monotonic.seconds
         let (start, bytes) = pacing.withLock { $0.bytes += count; return ($0.start, $0.bytes) }
         state.withLock {
             $0.bytesDone += count
@@ -254,14 +254,14 @@ public final class Materialiser: Sendable {
         guard let bandwidth = options.bandwidth, bandwidth > 0 else { return }
         let (start, bytes) = pacing.withLock { ($0.start, $0.bytes) }
         let due = start + Double(bytes) / Double(bandwidth)
-        let ahead = due - Self.now()
+        let ahead = due - Monotonic.seconds
         if ahead > 0 { usleep(useconds_t(min(ahead, 1) * 1e6)) }
     }
 
     private let lastLog = Locked<Double>(0)
 
     private func logProgress(finished path: String) {
-        let now = Self.now()
+        let now = Monotonic.seconds
         let due = lastLog.withLock { last in
             guard now - last >= 10 else { return false }
             last = now
@@ -283,11 +283,5 @@ public final class Materialiser: Sendable {
         }
         cancelled.withLock { $0 = true }
         if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
-    }
-
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }
