@@ -93,8 +93,8 @@ def _load(rank, tag: Path, order: str) -> None:
 def _optimizer_state(rank) -> dict:
     """Collective: the loaded exp_avg / exp_avg_sq (ZeRO-1 shards of every DP
     rank joined, padding trimmed) as Hugging Face tensors, and the steps."""
+    import decay_groups
     import host_collectives as hc
-    import optimizers
 
     mine = {}
     for r, o in rank.opts.items():
@@ -109,7 +109,7 @@ def _optimizer_state(rank) -> dict:
     for kind in ("exp_avg", "exp_avg_sq"):
         pieces = {}
         for r, keys in rank.map.keys.items():
-            names = optimizers.group_order(list(keys))
+            names = decay_groups.group_order(keys)
             full = {k: torch.cat([of[r][i][kind] for of in everyone])[: keys[k][0]] for i, k in enumerate(names)}
             pieces[r] = OrderedDict((k, full[k]) for k in keys)
         out[kind] = rank.map.assemble(pieces)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch_xla
 
+import decay_groups
 import host_collectives as hc
 import nxd_io
 import optimizers
@@ -185,7 +186,7 @@ class Rank:
                   for r, m in self.models.items()}
         masters = {}
         for r, keys in self.map.keys.items():
-            names = optimizers.group_order(list(keys))
+            names = decay_groups.group_order(keys)
             full = {k: torch.cat([of[r][i] for of in everyone])[: keys[k][0]] for i, k in enumerate(names)}
             masters[r] = OrderedDict((k, full[k]) for k in keys)
         return {"params": self.map.assemble(pieces), "masters": self.map.assemble(masters),

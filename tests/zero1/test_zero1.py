@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import compare
+import decay_groups
 import optimizers
 import reference_zero1 as rz
 import tiny_llama
@@ -132,7 +133,7 @@ def test_real_files(lab, run):
                 assert not list(Path(f"{tag / rz.name('model', 0, t, p)}.tensors").iterdir())
             else:
                 assert all(isinstance(v, torch.Tensor) and v.dtype == model_dtype for v in model.values())
-            order = optimizers.group_order(keys)
+            order = decay_groups.group_order(keys)
             for d in range(dp):
                 path = tag / rz.name("optim", d, t, p)
                 o = rz.read(path)
