@@ -27,7 +27,7 @@ import torch
 from checks import compare_state, files_under
 from daemon_log import default_log_path
 from ptfile import explain_difference, first_difference
-from reference import Dims, Layout, expected_files, validate
+from reference import Layout, expected_files, validate
 import checkpoints
 import zipdir
 
@@ -344,14 +344,8 @@ GQA_TP2_PP2 = Case("gqa-tp2-pp2", "gqa", L(tp=2, pp=2))
 GQA_TP4_M2 = Case("gqa-tp4-qkvlin-m2-f16", "gqa", L(tp=4, kv_mult=2, dtype="float16", **QL))
 
 
-def _dims(name: str) -> Dims:
-    s = checkpoints.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
-                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
-
-
 for _c in CASES + [MANY, GQA_TP2_PP2, GQA_TP4_M2]:
-    validate(_dims(_c.ckpt), _c.layout)
+    validate(checkpoints.dims(_c.ckpt), _c.layout)
 assert len(expected_files(MANY.layout)) >= 16
 
 

@@ -61,6 +61,7 @@ for _p in (HERE, HERE.parent / "compat", HERE.parent / "zero1"):
 import titan  # noqa: E402
 from decay_groups import group_order, group_sizes  # noqa: E402
 from optimizer_tags import load as load_file  # noqa: E402
+import reference  # noqa: E402
 from reference import Dims, Layout, rank_state  # noqa: E402
 from trainer_files import tensor_reference_class  # noqa: E402
 
@@ -102,11 +103,10 @@ class Absent:
 
 def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
     """The Hugging Face Llama's tensors and shapes, in its state_dict order
-    (tests/zero1's one statement of them)."""
+    (tests/compat's reference.py's one statement of them)."""
     if d.tied:
         raise TagError("tied embeddings: TorchTitan's Llama3 has a separate `output`")
-    import tiny_llama
-    return tiny_llama.hf_shapes(d)
+    return reference.hf_shapes(d)
 
 
 def titan_model_args(cfg: dict) -> dict:

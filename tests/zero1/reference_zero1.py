@@ -35,7 +35,6 @@ import copy
 import re
 import shutil
 import sys
-import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
@@ -45,29 +44,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
 from decay_groups import group_order, group_sizes  # noqa: E402
-from reference import Dims, Layout, rank_state  # noqa: E402
-from tiny_llama import hf_shapes  # noqa: E402
+from reference import Dims, Layout, hf_shapes, rank_state  # noqa: E402
+from trainer_files import tensor_reference_class  # noqa: E402
 
 FILE = re.compile(r"dp_rank_(\d+)_tp_rank_(\d+)_pp_rank_(\d+)\.pt")
-
-
-def tensor_reference_class():
-    """torch_xla.utils.serialization.TensorReference; a stand-in of that name
-    when torch_xla is not installed (it only carries `tid`)."""
-    try:
-        from torch_xla.utils.serialization import TensorReference
-        return TensorReference
-    except ImportError:
-        for name in ("torch_xla", "torch_xla.utils", "torch_xla.utils.serialization"):
-            sys.modules.setdefault(name, types.ModuleType(name))
-        mod = sys.modules["torch_xla.utils.serialization"]
-        if not hasattr(mod, "TensorReference"):
-            class TensorReference:
-                def __init__(self, tid):
-                    self.tid = tid
-            TensorReference.__module__ = mod.__name__
-            mod.TensorReference = TensorReference
-        return mod.TensorReference
 
 
 class Absent:
