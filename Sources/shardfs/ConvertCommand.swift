@@ -105,6 +105,9 @@ struct ConvertCommand: ParsableCommand {
 /// SIGINT/SIGTERM during a conversion: the workers stop between chunks and
 /// remove their temporary files instead of dying with them half written.
 enum Interruption {
+    /// An `Atomic`, not a `Locked`: the signal handler sets it, and a lock
+    /// taken there would deadlock should the signal land on a thread that
+    /// holds it (only lock-free atomics are async-signal-safe).
     static let requested = Atomic<Bool>(false)
 
     static func install() {

@@ -43,8 +43,8 @@ struct DCPReport: Encodable {
 
     var lines: [String] {
         let total = files.reduce(0) { $0 + $1.size }
-        var lines = ["DCP checkpoint (TorchTitan v0.2.2 Llama3, AdamW): \(files.count) files, \(Format.bytes(total)) in all; tensors in row chunks for \(shards) data-parallel ranks (--dcp-shards)"]
-        for file in files { lines.append("  \(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))") }
+        var lines = ["DCP checkpoint (TorchTitan v0.2.2 Llama3, AdamW): \(files.count) files, \(Units.bytes(total)) in all; tensors in row chunks for \(shards) data-parallel ranks (--dcp-shards)"]
+        for file in files { lines.append("  \(file.path)  \(file.size) bytes (\(Units.bytes(file.size)))") }
         lines.append("")
         // One param group: every parameter's values are the same, shown once.
         var shownGroupKeys = Set<String>()

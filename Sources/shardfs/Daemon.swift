@@ -18,7 +18,7 @@ enum Daemon {
     static func start(arguments: [String], logFile: String, logFD: Int32) throws -> String {
         defer { close(logFD) }
         var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { throw failure("pipe failed: \(String(cString: strerror(errno)))") }
+        guard pipe(&pipeFDs) == 0 else { throw failure("pipe failed: \(ShardFSError.describe(errno: errno))") }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -39,7 +39,7 @@ enum Daemon {
         let status = posix_spawn(&pid, "/proc/self/exe", &actions, nil, argv, environ)
         close(pipeFDs[1])
         defer { close(pipeFDs[0]) }
-        guard status == 0 else { throw failure("cannot start the daemon: \(String(cString: strerror(status)))") }
+        guard status == 0 else { throw failure("cannot start the daemon: \(ShardFSError.describe(errno: status))") }
 
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)

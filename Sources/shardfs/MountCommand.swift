@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Synchronization
 import Logging
 import ShardFS
 
@@ -241,17 +240,14 @@ struct MountCommand: ParsableCommand {
         let name = DaemonLog.fileName(mountpoint: mountpoint, host: DaemonLog.hostName())
         // A directory that cannot be made (no home, a home not mounted yet)
         // must not stop a mount; one that exists but is unsafe (a symlink,
-        // another user's) is refused as before.
+        // another user's) is refused (openUsual throws).
         let usual: ShardFSError
-        do throws(ShardFSError) {
-            let directory = try DaemonLog.defaultDirectory(euid: geteuid(), environment: environment,
-                                                           home: { DaemonLog.passwordHome(uid: geteuid()) })
-            try DaemonLog.makeDirectories(directory)
-            return (directory + "/" + name, try DaemonLog.openDefault(directory: directory, name: name))
-        } catch let error where DaemonLog.isUnreachable(error) {
-            usual = error
+        switch try DaemonLog.openUsual(name: name, euid: geteuid(), environment: environment,
+                                       home: { DaemonLog.passwordHome(uid: geteuid()) }) {
+        case let .opened(path, fd): return (path, fd)
+        case let .outOfReach(error): usual = error
         }
-        let fallback = try DaemonLog.openFallback(name: name, euid: geteuid(), environment: ProcessInfo.processInfo.environment)
+        let fallback = try DaemonLog.openFallback(name: name, euid: geteuid(), environment: environment)
         Console.error("shardfs: note: the daemon's usual log directory is out of reach (\(usual)); logging to \(fallback.path) instead")
         return fallback
     }
@@ -324,7 +320,7 @@ struct UnmountCommand: ParsableCommand {
 
 /// The server, known only after the materialiser that reports to it is made.
 final class ServerBox: Sendable {
-    private let value = Mutex<FUSEServer?>(nil)
+    private let value = Locked<FUSEServer?>(nil)
     var server: FUSEServer? { value.withLock { $0 } }
     func set(_ server: FUSEServer) { value.withLock { $0 = server } }
 }

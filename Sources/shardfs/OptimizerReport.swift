@@ -97,7 +97,7 @@ struct OptimizerReport: Encodable {
         }
         for file in files {
             lines.append("")
-            for (path, size) in zip(file.paths, file.sizes) { lines.append("\(path)  \(size) bytes (\(Format.bytes(size)))") }
+            for (path, size) in zip(file.paths, file.sizes) { lines.append("\(path)  \(size) bytes (\(Units.bytes(size)))") }
             lines.append("  param groups of \(file.groupSizes.map(String.init).joined(separator: " and ")) parameters")
             for p in file.parameters {
                 let padding = p.paddingRows > 0 ? ", \(p.paddingRows) zero rows of padding at the end" : ""

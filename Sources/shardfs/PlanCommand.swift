@@ -191,8 +191,8 @@ struct PlanReport: Encodable {
             return (lines + dcp.lines).joined(separator: "\n")
         }
         if format == "hf" {
-            lines.append("Hugging Face checkpoint: \(huggingFaceFiles.count) files, \(Format.bytes(totalSize)) in all")
-            for file in huggingFaceFiles { lines.append("  \(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))") }
+            lines.append("Hugging Face checkpoint: \(huggingFaceFiles.count) files, \(Units.bytes(totalSize)) in all")
+            for file in huggingFaceFiles { lines.append("  \(file.path)  \(file.size) bytes (\(Units.bytes(file.size)))") }
             lines.append("")
             for t in huggingFaceTensors {
                 lines.append("  \(t.key)  \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))]")
@@ -205,15 +205,15 @@ struct PlanReport: Encodable {
         }
         lines += [
                      "layout: " + PlanReport.describe(layout) + (format == "pt" ? "" : ", \(format)"),
-                     format == "pt" ? "\(fileCount) files, \(Format.bytes(totalSize)) in all"
-                        : "\(fileCount) files (\(files.count) rank files with their .info.pt and tensor files), \(Format.bytes(totalSize)) in all"]
+                     format == "pt" ? "\(fileCount) files, \(Units.bytes(totalSize)) in all"
+                        : "\(fileCount) files (\(files.count) rank files with their .info.pt and tensor files), \(Units.bytes(totalSize)) in all"]
         for (pp, layers) in layout.layersOfPPRank.enumerated() {
             lines.append("  pp rank \(pp): layers \(layers.map(String.init).joined(separator: " "))")
         }
         for file in files {
             lines.append("")
-            lines.append("\(file.path)  \(file.size) bytes (\(Format.bytes(file.size)))")
-            if let info = file.info { lines.append("\(info.path)  \(info.size) bytes (\(Format.bytes(info.size)))") }
+            lines.append("\(file.path)  \(file.size) bytes (\(Units.bytes(file.size)))")
+            if let info = file.info { lines.append("\(info.path)  \(info.size) bytes (\(Units.bytes(info.size)))") }
             for t in file.tensors {
                 let from = PlanReport.describe(t.sources)
                 let into = t.file.map { "  -> \($0.path.split(separator: "/").suffix(2).joined(separator: "/")) \($0.size) bytes" } ?? ""

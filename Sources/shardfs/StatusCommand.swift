@@ -65,8 +65,8 @@ struct StatusCommand: ParsableCommand {
             throw ExitCode.failure
         }
         Console.out("""
-            \(status.mountpoint): \(status.files) files (\(MaterialiserStatus.bytes(status.bytes))) of \(status.source), \(status.layout)
-            daemon pid \(status.pid): \(status.readsServed) reads served, \(MaterialiserStatus.bytes(status.bytesServed))
+            \(status.mountpoint): \(status.files) files (\(Units.bytes(status.bytes))) of \(status.source), \(status.layout)
+            daemon pid \(status.pid): \(status.readsServed) reads served, \(Units.bytes(status.bytesServed))
             """)
         if let log = status.log { Console.out("log: \(log)") }
         if let persist = status.persist {
@@ -95,14 +95,14 @@ extension StatusCommand {
         guard fd >= 0 else {
             let code = errno
             let hint = code == ENOTCONN ? ": its daemon is gone; `shardfs unmount \(mountpoint)` clears it" : ""
-            return .failure(StatusProblem(message: "\(path): \(String(cString: strerror(code)))\(hint)"))
+            return .failure(StatusProblem(message: "\(path): \(ShardFSError.describe(errno: code))\(hint)"))
         }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n >= 0 else { return .failure(StatusProblem(message: "\(path): read failed: \(String(cString: strerror(errno)))")) }
+            guard n >= 0 else { return .failure(StatusProblem(message: "\(path): read failed: \(ShardFSError.describe(errno: errno))")) }
             if n == 0 { break }
             bytes += chunk[0..<n]
         }

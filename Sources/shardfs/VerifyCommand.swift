@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import ShardFS
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -157,9 +156,9 @@ enum VerifyText {
             parts.append("\(report.count(status)) \(status.rawValue)")
         }
         if report.count(.extra) > 0 { parts.append("\(report.count(.extra)) extra") }
-        let rate = elapsed > 0 ? " (\(Format.bytes(Int(Double(report.bytes) / elapsed)))/s)" : ""
+        let rate = elapsed > 0 ? " (\(Units.rate(bytesPerSecond: Double(report.bytes) / elapsed)))" : ""
         return (report.isOK ? "verify: OK: " : "verify: FAILED: ") + parts.joined(separator: ", ")
-            + "; \(Format.bytes(report.bytes)) of tensors in \(Format.seconds(elapsed))\(rate)"
+            + "; \(Units.bytes(report.bytes)) of tensors in \(Units.duration(elapsed))\(rate)"
     }
 }
 
@@ -235,24 +234,24 @@ final class VerifyDisplay: Sendable {
 
     let interactive: Bool
     let printLines: Bool
-    let start = ProgressDisplay.now()
-    let state = Mutex(State())
+    let start = Monotonic.seconds
+    let state = Locked(State())
 
     init(printLines: Bool, interactive: Bool = Console.stderrIsTerminal) {
         self.printLines = printLines
         self.interactive = interactive
     }
 
-    var elapsed: Double { ProgressDisplay.now() - start }
+    var elapsed: Double { Monotonic.seconds - start }
 
     func handle(_ event: VerifyEvent) {
         state.withLock { s in
-            let elapsed = ProgressDisplay.now() - start
+            let elapsed = Monotonic.seconds - start
             switch event {
             case let .started(files, bytes):
                 s.totalFiles = files
                 s.totalBytes = bytes
-                Console.error("checking \(files) files, \(Format.bytes(bytes)) of tensors")
+                Console.error("checking \(files) files, \(Units.bytes(bytes)) of tensors")
             case let .checked(bytes):
                 s.bytes += bytes
                 guard interactive, elapsed - s.lastDraw >= 0.1 else { return }
@@ -281,13 +280,6 @@ final class VerifyDisplay: Sendable {
     }
 
     private func bar(_ s: State, elapsed: Double) -> String {
-        let fraction = s.totalBytes > 0 ? Double(s.bytes) / Double(s.totalBytes) : 1
-        let width = 24
-        let filled = min(width, Int(fraction * Double(width)))
-        let rate = elapsed > 0 ? Double(s.bytes) / elapsed : 0
-        let eta = rate > 0 ? Double(max(0, s.totalBytes - s.bytes)) / rate : 0
-        return "[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] "
-            + "\(s.files)/\(s.totalFiles) files  \(Format.bytes(s.bytes))/\(Format.bytes(s.totalBytes))  "
-            + "\(Format.bytes(Int(rate)))/s  ETA \(Format.seconds(eta))"
+        ProgressDisplay.bar(files: s.files, totalFiles: s.totalFiles, bytes: s.bytes, totalBytes: s.totalBytes, elapsed: elapsed)
     }
 }

@@ -129,4 +129,35 @@ import Glibc
         #expect(stat(parent, &info) == 0 && info.st_uid == geteuid() && info.st_mode & 0o077 == 0)
         unlink(other)
     }
+
+    /// The usual log: opened where it can be; out of reach (the mount falls
+    /// back, and says why) when no home is known or the directory cannot be
+    /// made; refused when the directory exists but is unsafe. Told apart by
+    /// where the error arose, never by its words.
+    @Test func theUsualLogIsOpenedOutOfReachOrRefused() throws {
+        let dir = try Dir()
+        guard case let .opened(path, fd) = try DaemonLog.openUsual(name: "m@h.log", euid: 1000,
+                                                                   environment: ["XDG_STATE_HOME": dir.path + "/state"], home: { nil })
+        else { Issue.record("not opened"); return }
+        close(fd)
+        #expect(path == dir.path + "/state/shardfs/m@h.log")
+
+        guard case let .outOfReach(noHome) = try DaemonLog.openUsual(name: "m@h.log", euid: 1000, environment: [:], home: { nil })
+        else { Issue.record("no home, yet not out of reach"); return }
+        #expect(noHome.description.contains("no home directory is known"))
+
+        try dir.write("file", [1])
+        guard case let .outOfReach(unmakeable) = try DaemonLog.openUsual(name: "m@h.log", euid: 1000,
+                                                                         environment: ["XDG_STATE_HOME": dir.path + "/file"], home: { nil })
+        else { Issue.record("a directory under a file, yet not out of reach"); return }
+        #expect(unmakeable == .io(path: dir.path + "/file/shardfs", operation: "make the daemon's log directory", errno: ENOTDIR))
+
+        #expect(mkdir(dir.path + "/shared", 0o777) == 0)
+        #expect(mkdir(dir.path + "/shared/shardfs", 0o777) == 0)
+        #expect(chmod(dir.path + "/shared/shardfs", 0o777) == 0)
+        let refused = #expect(throws: ShardFSError.self) {
+            _ = try DaemonLog.openUsual(name: "m@h.log", euid: 1000, environment: ["XDG_STATE_HOME": dir.path + "/shared"], home: { nil })
+        }
+        #expect(refused?.description.contains("writable by other users") == true)
+    }
 }

@@ -37,4 +37,36 @@ import Glibc
         #expect(!(error?.description.contains("Unknown error") ?? true), "\(String(describing: error))")
         #expect(code != 0)
     }
+
+    /// What convert and the materialiser make is made durable: each
+    /// directory made is fsynced into its parent, parents first; nothing is
+    /// synced when nothing was made.
+    @Test func aDurableDirectoryIsSyncedIntoItsParent() throws {
+        let dir = try ExtentReadTests.TemporaryDirectory()
+        let synced = Locked([String]())
+        let record: (String) throws(ShardFSError) -> Void = { path in
+            try Directories.sync(path)
+            synced.withLock { $0.append(path) }
+        }
+        let made = try Directories.makeDurable(dir.path + "/out/model/x.tensors", sync: record)
+        #expect(made == [dir.path + "/out", dir.path + "/out/model", dir.path + "/out/model/x.tensors"])
+        #expect(synced.withLock { $0 } == [dir.path, dir.path + "/out", dir.path + "/out/model"])
+        synced.withLock { $0 = [] }
+        #expect(try Directories.makeDurable(dir.path + "/out/model", sync: record) == [])
+        #expect(synced.withLock { $0 }.isEmpty)
+        #expect(Directories.parent(of: "/a") == "/" && Directories.parent(of: "a") == "." && Directories.parent(of: "./a/b") == "./a")
+    }
+
+    /// Convert and the materialiser make their directories through the
+    /// target directory: `top` and every parent a file needs, returning
+    /// those made below `top` (a failed convert removes them).
+    @Test func aTargetMakesTheDirectoriesItsFilesNeed() throws {
+        let dir = try ExtentReadTests.TemporaryDirectory()
+        let target = TargetDirectory(directory: dir.path + "/out", naming: .out(dir.path + "/out"))
+        let made = try target.makeDirectories(for: ["model/a.pt", "model/a.tensors/tensor_0.pt", "model/b.pt"], top: "model")
+        #expect(made == [dir.path + "/out/model/a.tensors"])
+        var info = stat()
+        #expect(stat(dir.path + "/out/model", &info) == 0 && info.st_mode & S_IFMT == S_IFDIR)
+        #expect(try target.makeDirectories(for: ["x.safetensors"], top: "") == [])
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ShardFS
 
@@ -88,14 +89,29 @@ import Testing
         }
     }
 
-    static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-
     static func layer(_ n: Int, _ suffix: String) -> String { "model.layers.\(n).\(suffix)" }
 
     // MARK: The spec's example: Llama-3-70B, T=32, P=8, m=4, qkv_linear, fuse_qkv, trn1
 
     static let llama70B = ModelConfig(layers: 80, hidden: 8192, heads: 64, kvHeads: 8, intermediate: 28672,
                                       vocab: 128_256, dtype: .bfloat16)
+
+    /// A 70B layer's MLP and norms on TP rank `tpRank` of 32: the same in
+    /// every layout of these tests (896 rows of the intermediate each).
+    static func llama70BMLPAndNorms(layer n: Int, tpRank r: Int) -> [Expected] {
+        let h = 8192
+        let l = { (s: String) in Self.layer(n, s) }
+        return [
+            Expected(key: l("mlp.gate_up_proj.weight"), shape: [1792, h],
+                     spans: [Span(l("mlp.gate_proj.weight"), 896 * r..<896 * (r + 1), 0..<h),
+                             Span(l("mlp.up_proj.weight"), 896 * r..<896 * (r + 1), 0..<h)]),
+            Expected(key: l("mlp.down_proj.weight"), shape: [h, 896],
+                     spans: [Span(l("mlp.down_proj.weight"), 0..<h, 896 * r..<896 * (r + 1))]),
+            Expected(key: l("input_layernorm.weight"), shape: [h], spans: [Span(l("input_layernorm.weight"), 0..<1, 0..<h)]),
+            Expected(key: l("post_attention_layernorm.weight"), shape: [h],
+                     spans: [Span(l("post_attention_layernorm.weight"), 0..<1, 0..<h)]),
+        ]
+    }
 
     @Test func llama70BSeedLayout() throws {
         let c = Self.llama70B
@@ -108,7 +124,7 @@ import Testing
         for (index, file) in plan.files.enumerated() {
             let r = index / 8, pp = index % 8  // tp-major
             #expect(file.tpRank == r && file.ppRank == pp)
-            #expect(file.path == "model/dp_rank_00_tp_rank_\(Self.twoDigits(r))_pp_rank_\(Self.twoDigits(pp)).pt")
+            #expect(file.path == String(format: "model/dp_rank_00_tp_rank_%02d_pp_rank_%02d.pt", r, pp))
             let g = 4 * (r % 8) + r / 8  // Q heads 2g, 2g+1 (128 rows each)
             let kv = r % 8
             var expected: [Expected] = []
@@ -122,15 +138,7 @@ import Testing
                 expected += [
                     Expected(key: l("self_attn.o_proj.weight"), shape: [h, 256],
                              spans: [Span(l("self_attn.o_proj.weight"), 0..<h, 256 * g..<256 * g + 256)]),
-                    Expected(key: l("mlp.gate_up_proj.weight"), shape: [1792, h],
-                             spans: [Span(l("mlp.gate_proj.weight"), 896 * r..<896 * (r + 1), 0..<h),
-                                     Span(l("mlp.up_proj.weight"), 896 * r..<896 * (r + 1), 0..<h)]),
-                    Expected(key: l("mlp.down_proj.weight"), shape: [h, 896],
-                             spans: [Span(l("mlp.down_proj.weight"), 0..<h, 896 * r..<896 * (r + 1))]),
-                    Expected(key: l("input_layernorm.weight"), shape: [h], spans: [Span(l("input_layernorm.weight"), 0..<1, 0..<h)]),
-                    Expected(key: l("post_attention_layernorm.weight"), shape: [h],
-                             spans: [Span(l("post_attention_layernorm.weight"), 0..<1, 0..<h)]),
-                ]
+                ] + Self.llama70BMLPAndNorms(layer: n, tpRank: r)
                 fused.append(Expected(key: l("self_attn.qkv_proj.weight_qkv"), shape: [512, h], spans: [
                     Span(l("self_attn.q_proj.weight"), 256 * g..<256 * g + 256, 0..<h),
                     Span(l("self_attn.k_proj.weight"), 128 * kv..<128 * kv + 128, 0..<h),
@@ -175,15 +183,7 @@ import Testing
                              spans: [Span(l("self_attn.v_proj.weight"), 128 * kv..<128 * kv + 128, 0..<h)]),
                     Expected(key: l("self_attn.o_proj.weight"), shape: [h, 256],
                              spans: [Span(l("self_attn.o_proj.weight"), 0..<h, 256 * r..<256 * r + 256)]),
-                    Expected(key: l("mlp.gate_up_proj.weight"), shape: [1792, h],
-                             spans: [Span(l("mlp.gate_proj.weight"), 896 * r..<896 * (r + 1), 0..<h),
-                                     Span(l("mlp.up_proj.weight"), 896 * r..<896 * (r + 1), 0..<h)]),
-                    Expected(key: l("mlp.down_proj.weight"), shape: [h, 896],
-                             spans: [Span(l("mlp.down_proj.weight"), 0..<h, 896 * r..<896 * (r + 1))]),
-                    Expected(key: l("input_layernorm.weight"), shape: [h], spans: [Span(l("input_layernorm.weight"), 0..<1, 0..<h)]),
-                    Expected(key: l("post_attention_layernorm.weight"), shape: [h],
-                             spans: [Span(l("post_attention_layernorm.weight"), 0..<1, 0..<h)]),
-                ]
+                ] + Self.llama70BMLPAndNorms(layer: n, tpRank: r)
             }
             Self.expectTensors(file, expected)
         }

@@ -133,8 +133,12 @@ struct ZipEntry {
     let dataOffset: Int
     let size: Int
     let localExtra: [UInt8]
+    /// Where its central-directory entry starts (its CRC-32 at +16).
+    let centralOffset: Int
 }
 
+/// The one zip reader of the tests, independent of the engine's: what a
+/// test compares or damages, it finds here.
 enum TestZip {
     /// The entries of a zip archive, in central-directory order.
     static func entries(_ b: [UInt8]) throws -> [ZipEntry] {
@@ -176,7 +180,7 @@ enum TestZip {
             let localName = readLE(b, headerOffset + 26, 2), localExtra = readLE(b, headerOffset + 28, 2)
             let dataOffset = headerOffset + 30 + localName + localExtra
             result.append(ZipEntry(name: name, headerOffset: headerOffset, dataOffset: dataOffset, size: size,
-                                   localExtra: Array(b[(headerOffset + 30 + localName)..<dataOffset])))
+                                   localExtra: Array(b[(headerOffset + 30 + localName)..<dataOffset]), centralOffset: p))
             p += 46 + nameLength + extraLength + commentLength
         }
         return result

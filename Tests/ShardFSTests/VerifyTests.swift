@@ -268,18 +268,10 @@ import Glibc
         let (model, tag) = try Self.tag(Self.tp2pp2, in: dir)
         var bytes = try Self.bytesOf(tag + "/" + Self.rank10)
         let entries = try TestZip.entries(bytes)
-        // Central-directory entries, in order: the CRC at +16 of each.
+        // The CRC at +16 of each central-directory entry.
         func centralEntry(_ name: String) throws -> Int {
-            let needle = [0x50, 0x4B, 0x01, 0x02] as [UInt8]
-            var position = try #require(entries.map { $0.dataOffset + $0.size }.max())
-            while position + 46 < bytes.count {
-                if Array(bytes[position..<position + 4]) == needle {
-                    let length = readLE(bytes, position + 28, 2)
-                    if String(decoding: bytes[(position + 46)..<(position + 46 + length)], as: UTF8.self) == name { return position }
-                }
-                position += 1
-            }
-            throw TestFailure("no central-directory entry for \(name)")
+            guard let entry = entries.first(where: { $0.name == name }) else { throw TestFailure("no central-directory entry for \(name)") }
+            return entry.centralOffset
         }
         let damaged = try centralEntry("dp_rank_00_tp_rank_01_pp_rank_00/data/0")
         bytes[damaged + 16] ^= 0xFF

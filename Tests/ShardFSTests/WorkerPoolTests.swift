@@ -74,4 +74,39 @@ import Testing
         }
         #expect(done.withLock { $0 } == 3)
     }
+
+    /// A service's threads (the prefetcher's workers): each runs the loop
+    /// once, on a thread of its own, and `wait` returns only when every one
+    /// has returned.
+    @Test func serviceThreadsRunTheLoopAndAreWaitedFor() {
+        let threads = WorkerPool.Threads()
+        let release = DispatchSemaphore(value: 0)
+        let running = Locked(Set<UInt64>()), returned = Locked(0)
+        threads.start(3) {
+            running.withLock { _ = $0.insert(UInt64(pthread_self())) }
+            release.wait()
+            returned.withLock { $0 += 1 }
+        }
+        let waited = Locked(false)
+        let waiter = WorkerPool.Threads()
+        waiter.start(1) {
+            threads.wait()
+            waited.withLock { $0 = true }
+        }
+        #expect(PrefetcherTests.eventually { running.withLock { $0.count } == 3 })
+        release.signal()
+        release.signal()
+        // Two of three returned: `wait` still waits.
+        #expect(PrefetcherTests.eventually { returned.withLock { $0 } == 2 })
+        usleep(20_000)
+        #expect(!waited.withLock { $0 })
+        release.signal()
+        waiter.wait()
+        #expect(waited.withLock { $0 } && returned.withLock { $0 } == 3)
+        // Bounded like `run`, whatever is asked.
+        let many = WorkerPool.Threads(), count = Locked(0)
+        many.start(10_000) { count.withLock { $0 += 1 } }
+        many.wait()
+        #expect(count.withLock { $0 } == WorkerPool.maximumWorkers)
+    }
 }

@@ -24,6 +24,8 @@ from typing import Optional
 
 import torch
 
+from reference import Dims
+
 DTYPE_NAMES = {
     torch.float64: "float64",
     torch.float32: "float32",
@@ -160,6 +162,14 @@ SPECS = {
                  layers=1, seed=12),
     ]
 }
+
+
+def dims(name: str) -> Dims:
+    """The reference's Dims of the spec `name`, known before anything is built
+    (the cases check their layouts against the spec at import)."""
+    s = SPECS[name]
+    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
+                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from checks import assert_no_output, files_under  # noqa: E402,F401
 # Every mount test's fixtures: `mounts` (always unmounts) and the session
 # check that no fuse.shardfs mount outlives the tests.
 from mounting import mounts, no_shardfs_mount_left  # noqa: E402,F401
+from runner import Run, Shardfs  # noqa: E402,F401  (test_scale takes Run from here)
 
 REPO = HERE.parents[1]
 
@@ -38,52 +38,10 @@ def find_binary() -> Optional[Path]:
     return None
 
 
-@dataclass
-class Run:
-    args: list
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (
-            f"$ shardfs {' '.join(map(str, self.args))}\n"
-            f"exit status {self.returncode}\n"
-            f"--- stderr ---\n{self.stderr[-4000:]}\n--- stdout ---\n{self.stdout[-2000:]}"
-        )
-
-
-class Shardfs:
-    """Runs the binary; fails (never skips) the calling test when there is
-    no binary."""
-
-    def __init__(self, path: Optional[Path]):
-        self.path = path
-
-    def require(self) -> Path:
-        if self.path is None:
-            pytest.fail(
-                "no shardfs binary: set SHARDFS_BIN or build one "
-                f"({REPO}/.build/release/shardfs or {REPO}/.build/debug/shardfs)",
-                pytrace=False,
-            )
-        if not self.path.exists():
-            pytest.fail(f"SHARDFS_BIN={self.path} does not exist", pytrace=False)
-        return self.path
-
-    def run(self, *args, timeout: float = 600) -> Run:
-        exe = self.require()
-        args = [str(a) for a in args]
-        p = subprocess.run(
-            [str(exe), *args], capture_output=True, text=True, timeout=timeout,
-            errors="replace",
-        )
-        return Run(args, p.returncode, p.stdout, p.stderr)
-
-
 @pytest.fixture(scope="session")
 def shardfs() -> Shardfs:
-    return Shardfs(find_binary())
+    return Shardfs(find_binary(), missing="no shardfs binary: set SHARDFS_BIN or build one "
+                                          f"({REPO}/.build/release/shardfs or {REPO}/.build/debug/shardfs)")
 
 
 class CheckpointStore:

@@ -27,8 +27,9 @@ import torch
 from checks import compare_state, files_under
 from daemon_log import default_log_path
 from ptfile import explain_difference, first_difference
-from reference import Dims, Layout, expected_files, validate
+from reference import Layout, expected_files, validate
 import checkpoints
+import zipdir
 
 FUSE_TYPE = "fuse.shardfs"
 L = Layout
@@ -288,96 +289,25 @@ def new_mnt(base: Path, name: str = "mnt") -> Path:
 # zip CRC fields
 
 
-@dataclass
-class Record:
-    name: str
-    local_offset: int
-    data_offset: int
-    size: int
-    crc: int
-    cd_crc_offset: int
-    dd_crc_offset: Optional[int]  # None: no data descriptor (CRC in the local header)
-    descriptor_end: int
-
-
-def zip_records(data: bytes) -> tuple[list, int]:
-    """Parses the central directory (zip64 aware) -> (records, cd offset)."""
-    eocd = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
-    assert eocd >= 0, "no end of central directory record"
-    _, _, _, n_total, cd_size, cd_off, _ = struct.unpack("<HHHHIIH", data[eocd + 4: eocd + 22])
-    if n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_off == 0xFFFFFFFF:
-        loc = eocd - 20
-        assert data[loc: loc + 4] == b"PK\x06\x07", "zip64 sizes but no zip64 locator"
-        (z64,) = struct.unpack("<Q", data[loc + 8: loc + 16])
-        assert data[z64: z64 + 4] == b"PK\x06\x06", "no zip64 end of central directory record"
-        n_total, cd_size, cd_off = struct.unpack("<QQQ", data[z64 + 32: z64 + 56])
-    recs, p = [], cd_off
-    for _ in range(n_total):
-        assert data[p: p + 4] == b"PK\x01\x02", f"bad central directory entry at {p}"
-        (flags,) = struct.unpack("<H", data[p + 8: p + 10])
-        crc, csize, usize = struct.unpack("<III", data[p + 16: p + 28])
-        n, e, c = struct.unpack("<HHH", data[p + 28: p + 34])
-        (lho,) = struct.unpack("<I", data[p + 42: p + 46])
-        name = data[p + 46: p + 46 + n].decode()
-        extra = data[p + 46 + n: p + 46 + n + e]
-        q = 0
-        while q + 4 <= len(extra):
-            hid, hlen = struct.unpack("<HH", extra[q: q + 4])
-            if hid == 1:
-                vals = list(struct.unpack(f"<{hlen // 8}Q", extra[q + 4: q + 4 + hlen - hlen % 8]))
-                if usize == 0xFFFFFFFF:
-                    usize = vals.pop(0)
-                if csize == 0xFFFFFFFF:
-                    csize = vals.pop(0)
-                if lho == 0xFFFFFFFF:
-                    lho = vals.pop(0)
-            q += 4 + hlen
-        assert data[lho: lho + 4] == b"PK\x03\x04", f"{name}: no local header at {lho}"
-        ln, le = struct.unpack("<HH", data[lho + 26: lho + 30])
-        doff = lho + 30 + ln + le
-        dd = doff + csize
-        if flags & 8:
-            has_sig = data[dd: dd + 4] == b"PK\x07\x08"
-            dd_crc = dd + 4 if has_sig else dd
-            z64 = usize >= 0xFFFFFFFF or csize >= 0xFFFFFFFF
-            end = dd_crc + 4 + (16 if z64 else 8)
-        else:
-            dd_crc, end = None, dd
-        recs.append(Record(name, lho, doff, csize, crc, p + 16, dd_crc, end))
-        p += 46 + n + e + c
-    return recs, cd_off
-
-
 def zero_crcs(converted: bytes, what: str = "") -> bytes:
     """The converted file with every CRC-32 field zeroed (data descriptor
     and central directory; the local header's when there is no descriptor).
     Checks first that each field holds the record's real CRC."""
-    recs, _ = zip_records(converted)
-    assert recs, f"{what}: no zip records"
-    out = bytearray(converted)
-    for r in recs:
+    directory = zipdir.of_bytes(converted)
+    assert directory.members, f"{what}: no zip records"
+    for r in directory.members:
         real = zlib.crc32(converted[r.data_offset: r.data_offset + r.size])
         assert r.crc == real, f"{what}: {r.name}: central directory CRC {r.crc:#x}, record CRC {real:#x}"
-        where = r.dd_crc_offset if r.dd_crc_offset is not None else r.local_offset + 14
-        (dd,) = struct.unpack("<I", converted[where: where + 4])
-        assert dd == real, f"{what}: {r.name}: data descriptor CRC {dd:#x}, record CRC {real:#x}"
-        out[r.cd_crc_offset: r.cd_crc_offset + 4] = b"\0\0\0\0"
-        out[where: where + 4] = b"\0\0\0\0"
+        (local,) = struct.unpack("<I", converted[r.local_crc_offset: r.local_crc_offset + 4])
+        assert local == real, f"{what}: {r.name}: data descriptor CRC {local:#x}, record CRC {real:#x}"
+    out = bytearray(converted)
+    zipdir.zero_crcs(out, directory)
     return bytes(out)
 
 
 def boundaries(data: bytes) -> list[int]:
-    """Offsets where a read is most likely to be cut wrongly: record
-    headers, data starts/ends, descriptors, the central directory, EOF."""
-    recs, cd = zip_records(data)
-    pts = {0, cd, len(data)}
-    for r in recs:
-        pts.update((r.local_offset, r.data_offset, r.data_offset + r.size, r.descriptor_end))
-        if r.dd_crc_offset is not None:
-            pts.add(r.dd_crc_offset)
-    eocd = data.rfind(b"PK\x05\x06")
-    pts.add(eocd)
-    return sorted(pts)
+    """Offsets where a read is most likely to be cut wrongly (zipdir.boundaries)."""
+    return zipdir.boundaries(zipdir.of_bytes(data))
 
 
 # ---------------------------------------------------------------------------
@@ -414,14 +344,8 @@ GQA_TP2_PP2 = Case("gqa-tp2-pp2", "gqa", L(tp=2, pp=2))
 GQA_TP4_M2 = Case("gqa-tp4-qkvlin-m2-f16", "gqa", L(tp=4, kv_mult=2, dtype="float16", **QL))
 
 
-def _dims(name: str) -> Dims:
-    s = checkpoints.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
-                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
-
-
 for _c in CASES + [MANY, GQA_TP2_PP2, GQA_TP4_M2]:
-    validate(_dims(_c.ckpt), _c.layout)
+    validate(checkpoints.dims(_c.ckpt), _c.layout)
 assert len(expected_files(MANY.layout)) >= 16
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from decay_groups import group_order, group_sizes
 from reference import Dims, Layout, rank_state
 from trainer_files import tensor_reference_class
 
@@ -57,9 +58,7 @@ def named_parameters_order(keys) -> list:
 def optimizer_order(keys) -> tuple:
     """(keys by index, group sizes): NxD's examples' two groups."""
     ordered = named_parameters_order(keys)
-    decay = [k for k in ordered if not any(nd in k for nd in ("bias", "norm"))]
-    no_decay = [k for k in ordered if any(nd in k for nd in ("bias", "norm"))]
-    return decay + no_decay, [len(decay), len(no_decay)]
+    return group_order(ordered), group_sizes(ordered)
 
 
 def shard(t: torch.Tensor, dp_rank: int, dp: int) -> torch.Tensor:

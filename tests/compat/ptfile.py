@@ -12,53 +12,19 @@ import shutil
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+import zipdir
+
 SER_ID = ".data/serialization_id"
 
 
-@dataclass
-class Member:
-    name: str
-    header_offset: int
-    data_offset: int
-    size: int
-    extra: bytes  # local header extras
-
-
-@dataclass
-class ZipLayout:
-    members: list
-    cd_offset: int
-    file_size: int
-
-
-def zip_layout(path) -> ZipLayout:
-    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
-        members = []
-        for info in z.infolist():
-            f.seek(info.header_offset)
-            lh = f.read(30)
-            if lh[:4] != b"PK\x03\x04":
-                raise AssertionError(f"{path}: no local header at {info.header_offset} for {info.filename}")
-            n, e = struct.unpack("<HH", lh[26:30])
-            name = f.read(n)
-            extra = f.read(e)
-            members.append(
-                Member(
-                    name=name.decode(),
-                    header_offset=info.header_offset,
-                    data_offset=info.header_offset + 30 + n + e,
-                    size=info.file_size,
-                    extra=extra,
-                )
-            )
-        cd = z.start_dir
-    return ZipLayout(members=members, cd_offset=cd, file_size=os.path.getsize(path))
+def zip_layout(path) -> zipdir.Directory:
+    """The records of a .pt file (zipdir: name, header, data and CRC offsets)."""
+    return zipdir.of_file(path)
 
 
 def serialization_id_span(path) -> tuple[int, int]:
@@ -172,42 +138,21 @@ def explain_difference(actual, expected, off: int) -> str:
     return "\n".join(msg)
 
 
-def central_entries(path) -> dict:
-    """name -> offset of its central directory entry."""
-    lay = zip_layout(path)
-    out = {}
-    with open(path, "rb") as f:
-        f.seek(lay.cd_offset)
-        for _ in lay.members:
-            fixed = f.read(46)
-            if fixed[:4] != b"PK\x01\x02":
-                raise AssertionError(f"{path}: bad central directory entry at {f.tell() - 46}")
-            n, e, c = struct.unpack("<HHH", fixed[28:34])
-            name = f.read(n).decode()
-            out[name] = f.tell() - n - 46
-            f.seek(e + c, 1)
-    return out
-
-
 def adopt_serialization_id(path, ident: bytes) -> None:
     """Rewrite, in place, the 40-digit serialization id of a torch.save'd
     file and, if the file carries CRCs (non-zero), that record's CRC-32 in
     its data descriptor and central directory entry."""
     off, n = serialization_id_span(path)
     assert len(ident) == n, (ident, n)
-    name = [m.name for m in zip_layout(path).members if m.name.endswith("/" + SER_ID)][0]
-    cd = central_entries(path)[name]
+    record = [m for m in zip_layout(path).members if m.name.endswith("/" + SER_ID)][0]
+    assert record.dd_crc_offset == off + n + 4, f"{path}: {record.name} has no data descriptor right after its data"
+    new_crc = zlib.crc32(ident) if record.crc != 0 else 0
     with open(path, "r+b") as f:
-        f.seek(cd + 16)
-        old_crc = struct.unpack("<I", f.read(4))[0]
-        new_crc = zlib.crc32(ident) if old_crc != 0 else 0
         f.seek(off)
         f.write(ident)
-        f.seek(off + n)
-        assert f.read(4) == b"PK\x07\x08"
-        f.write(struct.pack("<I", new_crc))
-        f.seek(cd + 16)
-        f.write(struct.pack("<I", new_crc))
+        for field in (record.dd_crc_offset, record.cd_crc_offset):
+            f.seek(field)
+            f.write(struct.pack("<I", new_crc))
 
 
 def assert_same_pt_bytes(actual, expected, what: str = "") -> None:

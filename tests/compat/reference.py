@@ -91,6 +91,26 @@ class Layout:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
+    """Hugging Face key -> shape of a Llama of these dims, in the state dict's order."""
+    s: "OrderedDict[str, tuple]" = OrderedDict()
+    s["model.embed_tokens.weight"] = (d.V, d.h)
+    for l in range(d.L):
+        p = f"model.layers.{l}."
+        s[p + "self_attn.q_proj.weight"] = (d.Hq * d.head_dim, d.h)
+        s[p + "self_attn.k_proj.weight"] = (d.Hkv * d.head_dim, d.h)
+        s[p + "self_attn.v_proj.weight"] = (d.Hkv * d.head_dim, d.h)
+        s[p + "self_attn.o_proj.weight"] = (d.h, d.Hq * d.head_dim)
+        s[p + "mlp.gate_proj.weight"] = (d.I, d.h)
+        s[p + "mlp.up_proj.weight"] = (d.I, d.h)
+        s[p + "mlp.down_proj.weight"] = (d.h, d.I)
+        s[p + "input_layernorm.weight"] = (d.h,)
+        s[p + "post_attention_layernorm.weight"] = (d.h,)
+    s["model.norm.weight"] = (d.h,)
+    s["lm_head.weight"] = (d.V, d.h)
+    return s
+
+
 def rank_file_name(tp_rank: int, pp_rank: int) -> str:
     return f"dp_rank_00_tp_rank_{tp_rank:02d}_pp_rank_{pp_rank:02d}.pt"
 

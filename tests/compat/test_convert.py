@@ -113,15 +113,9 @@ CASE_BY_ID = {c.id: c for c in CASES}
 assert len(CASE_BY_ID) == len(CASES)
 
 
-def _dims(name: str) -> Dims:
-    s = checkpoints.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
-                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
-
-
 # every case must be a layout the spec accepts (a broken matrix is a test bug)
 for _c in CASES:
-    validate(_dims(_c.ckpt), _c.layout)
+    validate(checkpoints.dims(_c.ckpt), _c.layout)
 
 # the matrix uses every flag, value and dtype
 _all = " ".join(" ".join(c.args) for c in CASES)

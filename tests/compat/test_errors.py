@@ -21,7 +21,7 @@ import pytest
 
 import checkpoints as C
 from checks import assert_no_output, files_under
-from reference import Dims, Layout, LayoutError, validate
+from reference import Layout, LayoutError, validate
 
 SINGLE = "mha"  # base checkpoint with a single model.safetensors
 SHARDED = "gqa"  # base checkpoint with model.safetensors.index.json
@@ -344,17 +344,11 @@ ERR_BY_ID = {e.id: e for e in ERRORS}
 assert len(ERR_BY_ID) == len(ERRORS)
 
 
-def _dims(name):
-    s = C.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab, tied=s.tied,
-                head_dim=s.head_dim or s.hidden // s.heads)
-
-
 # the reference agrees that the layout-level cases are refusals
 for _e in ERRORS:
     if _e.layout is not None:
         with pytest.raises(LayoutError):
-            validate(_dims(_e.base), _e.layout)
+            validate(C.dims(_e.base), _e.layout)
 
 
 def _prepare(ckpts, e: Err, tmp_path: Path):

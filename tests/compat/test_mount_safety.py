@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
+import checkpoints
 from reference import LayoutError, expected_files, validate
 from mounting import (  # the fixtures (mounts, ...) come from conftest.py
-    assert_file_equals, daemon_pids, _dims, _errno_of, expected_for, FUSE_TYPE, GQA_TP2_PP2, is_mounted, L,
+    assert_file_equals, daemon_pids, _errno_of, expected_for, FUSE_TYPE, GQA_TP2_PP2, is_mounted, L,
     log_tail, mount_types, new_mnt, QL,
 )
 
@@ -167,7 +168,7 @@ def test_mount_refuses_what_convert_refuses(shardfs, ckpts, mounts, tmp_path):
     for name, lay in (("tp3", L(tp=3)), ("fuse-without-qkv-linear", L(tp=2, fuse_qkv=True)),
                       ("qkv-linear-tp4-m1-trn1", L(tp=4, **QL))):
         with pytest.raises(LayoutError):
-            validate(_dims("gqa"), lay)
+            validate(checkpoints.dims("gqa"), lay)
     problems = []
     for name, src, args in cases:
         out = tmp_path / f"out-{name}"

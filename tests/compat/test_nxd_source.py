@@ -49,12 +49,6 @@ SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
 
-def _dims(name: str) -> Dims:
-    s = checkpoints.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
-                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
-
-
 # ---------------------------------------------------------------------------
 # tags (HF -> layout, through the session's conversion cache) and the way back
 
@@ -203,7 +197,7 @@ XSER_TAGS = [
 ]
 TAG_BY_ID = {("pt", t.id): t for t in PT_TAGS} | {("xser", t.id): t for t in XSER_TAGS}
 for _t in TAG_BY_ID.values():
-    validate(_dims(_t.ckpt), _t.layout)
+    validate(checkpoints.dims(_t.ckpt), _t.layout)
 
 
 @pytest.mark.parametrize("fmt,tag_id", [("pt", t.id) for t in PT_TAGS] + [("xser", t.id) for t in XSER_TAGS],
@@ -414,7 +408,7 @@ def test_source_hw_backend_not_needed(conversions, ckpts, hfback, tmp_path, tag_
     want = hf_expected(ck, tag.dtype)
     base = hfback.ok(src, ["--config", ck.path, *HF])
     check_hf_single(base.out, ck, want, tmp_path / "none")
-    d = _dims(tag.ckpt)
+    d = checkpoints.dims(tag.ckpt)
     for backend in ("trn1", "trn2"):
         try:
             validate(d, Layout(**{**tag.layout.__dict__, "backend": backend}))
@@ -590,7 +584,7 @@ TRAINER_TAGS = [
 ]
 TRAINER_BY_ID = {t.id: t for t in TRAINER_TAGS}
 for _t in TRAINER_TAGS:
-    validate(_dims(_t.ckpt), _t.layout)
+    validate(checkpoints.dims(_t.ckpt), _t.layout)
 
 
 def _slices_of_whole(sd, d: Dims, lay: Layout, tp: int, pp: int, st) -> dict:

@@ -13,7 +13,7 @@ import torch
 
 import checkpoints as C
 from ptfile import assert_same_pt_bytes, first_difference, serialization_id, serialization_id_span, zip_layout
-from reference import (Dims, Layout, LayoutError, pp_layers, q_heads_of_rank, rank_state, stage_layers,
+from reference import (Dims, Layout, LayoutError, hf_shapes, pp_layers, q_heads_of_rank, rank_state, stage_layers,
                        validate)
 
 
@@ -86,7 +86,7 @@ def test_seed_example_tensors_by_tag():
 def test_seed_example_shapes():
     """The spec's per-rank shapes, computed on meta tensors at full size."""
     sd = OrderedDict()
-    for k, shape in _llama_shapes(SEED).items():
+    for k, shape in hf_shapes(SEED).items():
         sd[k] = torch.empty(shape, dtype=torch.bfloat16, device="meta")
     for pp in range(8):
         assert pp_layers(SEED.L, 8, 1, pp) == list(range(10 * pp, 10 * pp + 10))
@@ -115,25 +115,6 @@ def test_seed_example_shapes():
     ]
     assert keys[50:52] == ["model.norm.weight", "lm_head.weight"]
     assert keys[52:] == [f"model.layers.{l}.self_attn.qkv_proj.weight_qkv" for l in range(70, 80)]
-
-
-def _llama_shapes(d: Dims):
-    s = OrderedDict()
-    s["model.embed_tokens.weight"] = (d.V, d.h)
-    for l in range(d.L):
-        p = f"model.layers.{l}."
-        s[p + "self_attn.q_proj.weight"] = (d.Hq * d.head_dim, d.h)
-        s[p + "self_attn.k_proj.weight"] = (d.Hkv * d.head_dim, d.h)
-        s[p + "self_attn.v_proj.weight"] = (d.Hkv * d.head_dim, d.h)
-        s[p + "self_attn.o_proj.weight"] = (d.h, d.Hq * d.head_dim)
-        s[p + "mlp.gate_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.up_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.down_proj.weight"] = (d.h, d.I)
-        s[p + "input_layernorm.weight"] = (d.h,)
-        s[p + "post_attention_layernorm.weight"] = (d.h,)
-    s["model.norm.weight"] = (d.h,)
-    s["lm_head.weight"] = (d.V, d.h)
-    return s
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import test_convert
 import test_xser
 import trainer_files
 from mounting import new_mnt
+import zipdir
 
 C = test_convert.CASE_BY_ID
 X = test_xser.CASE_BY_ID
@@ -162,25 +163,6 @@ def test_persisted_tree_and_mount_pass(shardfs, ckpts, mounts, tmp_path):
 # defects
 
 
-def zip_records(path: Path) -> dict:
-    """name -> (data offset, size, central-directory entry offset) of a torch.save zip."""
-    data = path.read_bytes()
-    out = {}
-    with zipfile.ZipFile(path) as z:
-        for info in z.infolist():
-            h = info.header_offset
-            name_len, extra_len = struct.unpack_from("<HH", data, h + 26)
-            out[info.filename] = [h + 30 + name_len + extra_len, info.file_size, None]
-    pos = data.find(b"PK\x01\x02")
-    while pos >= 0:
-        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
-        name = data[pos + 46: pos + 46 + name_len].decode()
-        if name in out:
-            out[name][2] = pos
-        pos = data.find(b"PK\x01\x02", pos + 46 + name_len + extra_len + comment_len)
-    return out
-
-
 def patch(path: Path, offset: int, new: bytes) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -218,13 +200,12 @@ def test_missing_extra_truncated_unreadable_files(shardfs, ckpts, damaged):
 
 def test_wrong_values_name_key_element_and_crc(shardfs, ckpts, damaged):
     path = damaged / "model" / rank_file_name(1, 0)
-    recs = zip_records(path)
+    recs = zipdir.of_file(path).by_name()
     archive = rank_file_name(1, 0)[:-3]
     state = torch.load(path, weights_only=True)
     keys = list(state)
     # storage 2 is the third key; set its element 5 to 2.0 (float16 0x4000)
-    off, size, _ = recs[f"{archive}/data/2"]
-    patch(path, off + 5 * 2, struct.pack("<H", 0x4000))
+    patch(path, recs[f"{archive}/data/2"].data_offset + 5 * 2, struct.pack("<H", 0x4000))
     cols = state[keys[2]].shape[1]
 
     run = verify(shardfs, ckpts.get(DAMAGED.ckpt).path, damaged, *DAMAGED.plan_args)
@@ -241,12 +222,10 @@ def test_wrong_values_name_key_element_and_crc(shardfs, ckpts, damaged):
 
 def test_crc_field_damaged_and_crc_zero_skipped(shardfs, ckpts, damaged):
     path = damaged / "model" / rank_file_name(2, 1)
-    recs = zip_records(path)
+    recs = zipdir.of_file(path).by_name()
     archive = rank_file_name(2, 1)[:-3]
-    _, _, cd0 = recs[f"{archive}/data/0"]
-    patch(path, cd0 + 16, b"\x01\x02\x03\x04")
-    _, _, cd1 = recs[f"{archive}/data/1"]
-    patch(path, cd1 + 16, b"\x00\x00\x00\x00")  # no CRC recorded: not checked
+    patch(path, recs[f"{archive}/data/0"].cd_crc_offset, b"\x01\x02\x03\x04")
+    patch(path, recs[f"{archive}/data/1"].cd_crc_offset, b"\x00\x00\x00\x00")  # no CRC recorded: not checked
 
     run = verify(shardfs, ckpts.get(DAMAGED.ckpt).path, damaged, *DAMAGED.plan_args)
     assert run.returncode == 1, run.describe()
@@ -375,9 +354,8 @@ def test_json_says_the_same(shardfs, ckpts, damaged):
     names = rank_names(DAMAGED.layout)
     (damaged / names[2]).unlink()
     path = damaged / names[4]
-    recs = zip_records(path)
-    off, _, _ = recs[f"{rank_file_name(2, 0)[:-3]}/data/1"]
-    patch(path, off, b"\x00\x7c")  # float16 inf
+    recs = zipdir.of_file(path).by_name()
+    patch(path, recs[f"{rank_file_name(2, 0)[:-3]}/data/1"].data_offset, b"\x00\x7c")  # float16 inf
     (damaged / "model" / "stray.pt").write_bytes(b"x")
     src = ckpts.get(DAMAGED.ckpt).path
     text = verify(shardfs, src, damaged, *DAMAGED.plan_args)

@@ -24,7 +24,7 @@ import torch
 
 from checks import files_under
 from ptfile import assert_same_pt_bytes, first_difference
-from reference import Dims, Layout, rank_file_name, validate
+from reference import Layout, rank_file_name, validate
 import checkpoints
 
 # Mount helpers (the fixture comes from conftest.py).
@@ -82,14 +82,8 @@ CASE_BY_ID = {c.id: c for c in CASES}
 MOUNT_CASES = ["gqa-tp4-qkvlin-fuse-m2", "uneven-tp2-pp3-bf16", "tied-tp2-pp2"]
 
 
-def _dims(name: str) -> Dims:
-    s = checkpoints.SPECS[name]
-    return Dims(L=s.layers, h=s.hidden, Hq=s.heads, Hkv=s.kv_heads, I=s.inter, V=s.vocab,
-                tied=s.tied, head_dim=s.head_dim or s.hidden // s.heads)
-
-
 for _c in CASES:
-    validate(_dims(_c.ckpt), _c.layout)
+    validate(checkpoints.dims(_c.ckpt), _c.layout)
 
 
 def _ranks(case: Case):

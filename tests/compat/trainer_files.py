@@ -42,10 +42,16 @@ from reference import Dims, Layout, rank_file_name, rank_state
 
 
 def tensor_reference_class():
-    """torch_xla.utils.serialization.TensorReference: the stand-in class of
-    test_xser.py when it is loaded, else one registered here under that
-    module name (pickles as GLOBAL 'torch_xla.utils.serialization
-    TensorReference', NEWOBJ, BUILD {'tid': n})."""
+    """torch_xla.utils.serialization.TensorReference: torch_xla's own where
+    it is installed (tests/zero1's venv), the stand-in class of test_xser.py
+    when it is loaded, else one registered here under that module name
+    (pickles as GLOBAL 'torch_xla.utils.serialization TensorReference',
+    NEWOBJ, BUILD {'tid': n})."""
+    try:
+        from torch_xla.utils.serialization import TensorReference
+        return TensorReference
+    except ImportError:
+        pass
     for name in ("torch_xla", "torch_xla.utils", "torch_xla.utils.serialization"):
         sys.modules.setdefault(name, types.ModuleType(name))
     mod = sys.modules["torch_xla.utils.serialization"]

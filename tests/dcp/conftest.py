@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +31,7 @@ import make_reference_dcp  # noqa: E402
 import tags  # noqa: E402
 import titan  # noqa: E402
 import variants  # noqa: E402
+from runner import Shardfs  # noqa: E402
 
 REFERENCE = os.environ.get("DCP_JUDGE_REFERENCE") == "1"
 SHARDFS_BIN = os.environ.get("SHARDFS_BIN") or None
@@ -66,38 +65,6 @@ def pytest_collection_modifyitems(config, items):
 # running the command under test
 
 
-@dataclass
-class Run:
-    args: list
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (f"$ shardfs {' '.join(map(str, self.args))}\nexit status {self.returncode}\n"
-                f"--- stderr ---\n{self.stderr[-4000:]}\n--- stdout ---\n{self.stdout[-2000:]}")
-
-
-class Shardfs:
-    """The binary under test (the interface tests/compat's mounting.Mounts uses)."""
-
-    def __init__(self, path: Optional[str]):
-        self.path = Path(path) if path else None
-
-    def require(self) -> Path:
-        if self.path is None:
-            pytest.skip("SHARDFS_BIN is unset")
-        if not self.path.exists():
-            pytest.fail(f"SHARDFS_BIN={self.path} does not exist", pytrace=False)
-        return self.path
-
-    def run(self, *args, timeout: float = 600) -> Run:
-        exe = self.require()
-        args = [str(a) for a in args]
-        p = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, errors="replace")
-        return Run(args, p.returncode, p.stdout, p.stderr)
-
-
 def convert_args(tag: "tags.Tag", out: Path, shards: Optional[int] = None) -> list:
     """The command line this suite assumes (README.md, "Contract")."""
     args = ["convert", tag.path, out, "--format", "dcp", "--config", tag.config, *tag.spec.source_args]
@@ -118,7 +85,7 @@ class Store:
     def __init__(self, root: Path, items: list):
         self.root = root
         self.mode = MODE
-        self.shardfs = Shardfs(SHARDFS_BIN)
+        self.shardfs = Shardfs(SHARDFS_BIN, skip="SHARDFS_BIN is unset")
         self._tags: dict = {}
         self._expected: dict = {}
         self._folders: dict = {}

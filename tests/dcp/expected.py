@@ -59,11 +59,12 @@ for _p in (HERE, HERE.parent / "compat", HERE.parent / "zero1"):
         sys.path.insert(0, str(_p))
 
 import titan  # noqa: E402
+from decay_groups import group_order, group_sizes  # noqa: E402
 from optimizer_tags import load as load_file  # noqa: E402
+import reference  # noqa: E402
 from reference import Dims, Layout, rank_state  # noqa: E402
 from trainer_files import tensor_reference_class  # noqa: E402
 
-NO_DECAY = ("bias", "norm")
 FILE = re.compile(r"dp_rank_(\d+)_tp_rank_(\d+)_pp_rank_(\d+)\.pt")
 KINDS = ("exp_avg", "exp_avg_sq")
 # TorchTitan's names of the Hugging Face Llama's tensors (Llama3StateDictAdapter.from_hf_map).
@@ -102,11 +103,10 @@ class Absent:
 
 def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
     """The Hugging Face Llama's tensors and shapes, in its state_dict order
-    (tests/zero1's one statement of them)."""
+    (tests/compat's reference.py's one statement of them)."""
     if d.tied:
         raise TagError("tied embeddings: TorchTitan's Llama3 has a separate `output`")
-    import tiny_llama
-    return tiny_llama.hf_shapes(d)
+    return reference.hf_shapes(d)
 
 
 def titan_model_args(cfg: dict) -> dict:
@@ -200,11 +200,6 @@ def read_model_file(path: Path) -> "OrderedDict[str, object]":
         else:
             out[k] = Absent(info[ref.tid]["dtype"], tuple(info[ref.tid]["shape"]))
     return out
-
-
-def group_order(keys: list) -> list:
-    return ([k for k in keys if not any(n in k for n in NO_DECAY)]
-            + [k for k in keys if any(n in k for n in NO_DECAY)])
 
 
 def merge(pieces: dict, d: Dims, lay: Layout, what: str) -> "OrderedDict[str, torch.Tensor]":
@@ -365,7 +360,7 @@ def expect(tag: Path, cfg: dict, lay: Layout) -> Expected:
     for r, model in models.items():
         keys = list(model)
         names = group_order(keys)
-        n_decay = sum(1 for k in keys if not any(n in k for n in NO_DECAY))
+        n_decay = group_sizes(keys)[0]
         for kind in pieces:
             pieces[kind][r] = {}
         for dp_rank, o in enumerate(optims[r]):

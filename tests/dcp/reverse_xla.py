@@ -29,11 +29,7 @@ DP rank 0 writes {"params_before", "masters_before", "state_before",
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import threading
-import traceback
 from collections import OrderedDict
 from pathlib import Path
 
@@ -51,40 +47,12 @@ import torch  # noqa: E402
 def _load(rank, tag: Path, order: str) -> None:
     import nxd_io
 
-    use_xser = nxd_io.is_checkpoint_xser(tag)
-
-    def load_optimizers():
-        ignore = False
-        for r, o in rank.opts.items():
-            if "sharded_master_weights" in o.state_dict():
-                ignore = True
-            path = str(tag / nxd_io.rank_path("optim", rank.dp_rank, *r))
-            if use_xser:
-                ck = nxd_io.move_step_to_cpu(
-                    nxd_io.xser_load_data(path, grouped=False, dp_rank=rank.dp_rank, dp_size=rank.dp))
-            else:
-                ck = torch.load(path, map_location="cpu", weights_only=False)
-            o.load_state_dict(ck)
-        return ignore
-
-    def load_models(ignore: bool):
-        for r, m in rank.models.items():
-            path = str(tag / nxd_io.rank_path("model", 0, *r))
-            if use_xser:
-                ck = nxd_io.move_step_to_cpu(nxd_io.xser_load_data(
-                    path, grouped=True, dp_rank=rank.dp_rank, dp_size=rank.dp, ignore_tensor_data=ignore))
-                if ignore:
-                    continue
-            else:
-                ck = torch.load(path, map_location="cpu", weights_only=False)
-            m.load_state_dict(ck, strict=True)
-
     if order == "nxd":
         # nxd_run.Rank.load, scheduler=None (no scheduler.pt in the tag)
-        load_models(load_optimizers())
+        rank.load_models(tag, ignore_tensor_data=rank.load_optimizers(tag))
     elif order == "model-first":
-        load_models(False)
-        load_optimizers()
+        rank.load_models(tag, ignore_tensor_data=False)
+        rank.load_optimizers(tag)
     else:
         raise ValueError(order)
     nxd_io.barrier()
@@ -93,8 +61,8 @@ def _load(rank, tag: Path, order: str) -> None:
 def _optimizer_state(rank) -> dict:
     """Collective: the loaded exp_avg / exp_avg_sq (ZeRO-1 shards of every DP
     rank joined, padding trimmed) as Hugging Face tensors, and the steps."""
+    import decay_groups
     import host_collectives as hc
-    import optimizers
 
     mine = {}
     for r, o in rank.opts.items():
@@ -109,7 +77,7 @@ def _optimizer_state(rank) -> dict:
     for kind in ("exp_avg", "exp_avg_sq"):
         pieces = {}
         for r, keys in rank.map.keys.items():
-            names = optimizers.group_order(list(keys))
+            names = decay_groups.group_order(keys)
             full = {k: torch.cat([of[r][i][kind] for of in everyone])[: keys[k][0]] for i, k in enumerate(names)}
             pieces[r] = OrderedDict((k, full[k]) for k in keys)
         out[kind] = rank.map.assemble(pieces)
@@ -155,31 +123,13 @@ def fixed_step(job: dict, dp_rank: int, dp: int) -> dict:
 JOBS = {"fixed_step": fixed_step}
 
 
+def _run(job: dict, rank: int, world: int):
+    return JOBS[job["kind"]](job, rank, world)
+
+
 def _rank_main(index: int, jobs_file: str) -> None:
     """worker._rank_main, with this file's job kinds."""
-    import torch_xla.runtime as xr
-
-    import host_collectives as hc
-
-    hc.install()
-    rank, world = xr.global_ordinal(), xr.world_size()
-    jobs = json.loads(Path(jobs_file).read_text())
-    for j, job in enumerate(jobs):
-        hub, end = worker._job_sync(j, world)
-        hc.use(hub)
-        out = Path(job["out"])
-        try:
-            res = JOBS[job["kind"]](job, rank, world)
-            if rank == 0:
-                tmp = out.with_name(out.name + ".tmp")
-                torch.save(res, tmp)
-                os.replace(tmp, out)
-        except BaseException as e:  # noqa: BLE001 - reported to the test
-            hub.abort()
-            what = ("another rank failed (barrier broken)\n" if isinstance(e, threading.BrokenBarrierError)
-                    else "") + traceback.format_exc()
-            Path(f"{out}.error{rank}").write_text(what)
-        end.wait()
+    worker.run_jobs(jobs_file, _run)
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ for _p in (HERE, HERE.parent / "compat"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import decay_groups  # noqa: E402
 import reverse_titan as RT  # noqa: E402
 import titan  # noqa: E402
 from expected import titan_model_args  # noqa: E402
@@ -440,11 +441,9 @@ def reference_step(e: Expected, grad: dict, dtype: str, opt: str = "tensor") -> 
     ZeRO-1 sees it: in the run's dtype, widened to fp32."""
     optimizers = _zero1_module("optimizers")
     params = {k: torch.nn.Parameter(v.clone()) for k, v in e.hf["param"].items()}
-    decay = [p for k, p in params.items() if not any(nd in k for nd in optimizers.NO_DECAY)]
-    no_decay = [p for k, p in params.items() if any(nd in k for nd in optimizers.NO_DECAY)]
     g = e.group
     kw = dict(lr=g["lr"], betas=tuple(g["betas"]), eps=g["eps"])
-    groups = [{"params": decay, "weight_decay": g["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = decay_groups.param_groups(params.items(), g["weight_decay"])
     optimizer = torch.optim.AdamW(groups, foreach=False, **kw) if opt == "tensor" else optimizers.IntStepAdamW(groups, **kw)
     for k, p in params.items():
         step = torch.tensor(float(e.step)) if opt == "tensor" else e.step

@@ -37,7 +37,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "compat"))
 import make_sparse_checkpoint as msc  # noqa: E402
+import zipdir  # noqa: E402
 
 OUT_ITEMSIZE = {"bfloat16": 2, "float32": 4}
 STORAGE_DTYPE = {"BFloat16Storage": "bfloat16", "FloatStorage": "float32", "HalfStorage": "float16"}
@@ -208,58 +210,12 @@ class _PklReader(pickle.Unpickler):
         return tuple(pid)
 
 
-def parse_zip(pread: Callable[[int, int], bytes], size: int) -> list[tuple[str, int, int, int, int]]:
-    """(name, local header offset, data offset, data size, crc in the
-    central directory) of every record, via pread(offset, n)."""
-    tail_n = min(size, 65557 + 22)
-    tail = pread(size - tail_n, tail_n)
-    e = tail.rfind(b"PK\x05\x06")
-    if e < 0:
-        raise CheckerError("no end of central directory record")
-    eocd = size - tail_n + e
-    n_total, cd_size, cd_off = struct.unpack("<HII", tail[e + 10: e + 20])
-    if n_total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_off == 0xFFFFFFFF:
-        loc = pread(eocd - 20, 20)
-        if loc[:4] != b"PK\x06\x07":
-            raise CheckerError("zip64 sizes but no zip64 locator")
-        (z64,) = struct.unpack("<Q", loc[8:16])
-        rec = pread(z64, 56)
-        if rec[:4] != b"PK\x06\x06":
-            raise CheckerError("no zip64 end of central directory record")
-        n_total, cd_size, cd_off = struct.unpack("<QQQ", rec[32:56])
-    cd = pread(cd_off, cd_size)
-    out, p = [], 0
-    for _ in range(n_total):
-        if cd[p: p + 4] != b"PK\x01\x02":
-            raise CheckerError(f"bad central directory entry at {cd_off + p}")
-        crc, csize, usize = struct.unpack("<III", cd[p + 16: p + 28])
-        n, ex, c = struct.unpack("<HHH", cd[p + 28: p + 34])
-        (lho,) = struct.unpack("<I", cd[p + 42: p + 46])
-        name = cd[p + 46: p + 46 + n].decode()
-        extra = cd[p + 46 + n: p + 46 + n + ex]
-        q = 0
-        while q + 4 <= len(extra):
-            hid, hlen = struct.unpack("<HH", extra[q: q + 4])
-            if hid == 1:
-                vals = list(struct.unpack(f"<{hlen // 8}Q", extra[q + 4: q + 4 + hlen - hlen % 8]))
-                if usize == 0xFFFFFFFF:
-                    usize = vals.pop(0)
-                if csize == 0xFFFFFFFF:
-                    csize = vals.pop(0)
-                if lho == 0xFFFFFFFF:
-                    lho = vals.pop(0)
-            q += 4 + hlen
-        if csize != usize:
-            raise CheckerError(f"{name}: compressed size {csize} != size {usize} (records are stored)")
-        lh = pread(lho, 30)
-        if lh[:4] != b"PK\x03\x04":
-            raise CheckerError(f"{name}: no local header at {lho}")
-        ln, le = struct.unpack("<HH", lh[26:30])
-        if pread(lho + 30, ln).decode() != name:
-            raise CheckerError(f"{name}: the local header at {lho} names another record")
-        out.append((name, lho, lho + 30 + ln + le, csize, crc))
-        p += 46 + n + ex + c
-    return out
+def parse_zip(pread: Callable[[int, int], bytes], size: int) -> zipdir.Directory:
+    """The archive's records (tests/compat/zipdir.py), through pread(offset, n)."""
+    try:
+        return zipdir.read(pread, size)
+    except zipdir.ZipFormatError as e:
+        raise CheckerError(str(e)) from None
 
 
 @dataclass
@@ -301,17 +257,16 @@ def load_rank_file(path: str, size: int, tensors: dict[str, OutTensor],
                    pread: Callable[[int, int], bytes], crc_zero: bool = True) -> RankFile:
     """Parses and validates one rank file through pread; caches its
     non-tensor bytes. crc_zero: the CRC fields must be 0 (a mount)."""
-    recs = parse_zip(pread, size)
-    names = [r[0] for r in recs]
-    pkl = [r for r in recs if r[0].endswith("/data.pkl")]
+    directory = parse_zip(pread, size)
+    names = [r.name for r in directory.members]
+    pkl = [r for r in directory.members if r.name.endswith("/data.pkl")]
     if len(pkl) != 1:
         raise CheckerError(f"{path}: {len(pkl)} data.pkl records in {names[:8]}...")
-    prefix = pkl[0][0][: -len("data.pkl")]
-    _, _, pkl_off, pkl_size, _ = pkl[0]
-    state = _PklReader(io.BytesIO(pread(pkl_off, pkl_size))).load()
+    prefix = pkl[0].name[: -len("data.pkl")]
+    state = _PklReader(io.BytesIO(pread(pkl[0].data_offset, pkl[0].size))).load()
     if list(state.keys()) != list(tensors.keys()):
         raise CheckerError(f"{path}: data.pkl keys {list(state)[:4]}... differ from the plan's {list(tensors)[:4]}...")
-    by_name = {r[0]: r for r in recs}
+    by_name = directory.by_name()
     rf = RankFile(path, size)
     for key, t in tensors.items():
         v = state[key]
@@ -323,11 +278,11 @@ def load_rank_file(path: str, size: int, tensors: dict[str, OutTensor],
         rec = by_name.get(f"{prefix}data/{skey}")
         if rec is None:
             raise CheckerError(f"{path}: {key}: no record {prefix}data/{skey}")
-        if rec[3] != t.nbytes:
-            raise CheckerError(f"{path}: {key}: record of {rec[3]} bytes, the plan's tensor has {t.nbytes}")
-        if crc_zero and rec[4] != 0:
-            raise CheckerError(f"{path}: {rec[0]}: central directory CRC {rec[4]:#x}, a mount serves 0")
-        rf.spans.append((rec[2], rec[2] + rec[3], t))
+        if rec.size != t.nbytes:
+            raise CheckerError(f"{path}: {key}: record of {rec.size} bytes, the plan's tensor has {t.nbytes}")
+        if crc_zero and rec.crc != 0:
+            raise CheckerError(f"{path}: {rec.name}: central directory CRC {rec.crc:#x}, a mount serves 0")
+        rf.spans.append((rec.data_offset, rec.data_offset + rec.size, t))
     rf.spans.sort(key=lambda s: s[0])
     rf.span_starts = np.array([s[0] for s in rf.spans], dtype=np.int64)
     pos = 0
@@ -343,10 +298,7 @@ def load_rank_file(path: str, size: int, tensors: dict[str, OutTensor],
         if len(mb) == 0:
             raise CheckerError(f"{path}: empty read of metadata at {ms}")
     rf.meta_starts = np.array([m[0] for m in rf.meta], dtype=np.int64)
-    pts = {0, size}
-    for name, lho, doff, n, _ in recs:
-        pts.update((lho, doff, doff + n))
-    rf.boundaries = sorted(pts)
+    rf.boundaries = zipdir.boundaries(directory)
     return rf
 
 
@@ -362,25 +314,7 @@ def pread_full(fd: int) -> Callable[[int, int], bytes]:
     return rd
 
 
-def zero_crc_fields(data: bytearray, recs) -> None:
+def zero_crc_fields(data: bytearray, directory: zipdir.Directory) -> None:
     """For checking `shardfs convert` output: zero the CRC-32 fields (central
     directory, and data descriptor or local header), which a mount serves as 0."""
-    eocd = data.rfind(b"PK\x05\x06")
-    _, cd_size, cd_off = struct.unpack("<HII", data[eocd + 10: eocd + 20])
-    if cd_off == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
-        (z64,) = struct.unpack("<Q", data[eocd - 12: eocd - 4])
-        cd_size, cd_off = struct.unpack("<QQ", data[z64 + 40: z64 + 56])
-    p = cd_off
-    while data[p: p + 4] == b"PK\x01\x02":
-        (flags,) = struct.unpack("<H", data[p + 8: p + 10])
-        data[p + 16: p + 20] = b"\0\0\0\0"
-        n, ex, c = struct.unpack("<HHH", data[p + 28: p + 34])
-        p += 46 + n + ex + c
-    for name, lho, doff, size, _ in recs:
-        (flags,) = struct.unpack("<H", data[lho + 6: lho + 8])
-        if flags & 8:
-            dd = doff + size
-            at = dd + 4 if data[dd: dd + 4] == b"PK\x07\x08" else dd
-            data[at: at + 4] = b"\0\0\0\0"
-        else:
-            data[lho + 14: lho + 18] = b"\0\0\0\0"
+    zipdir.zero_crcs(data, directory)

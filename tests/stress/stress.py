@@ -105,8 +105,7 @@ def selftest(args) -> int:
                     log(f"FAIL {rel}: converted size {len(data)}, plan {size}")
                     failures += 1
                     continue
-                recs = rankcheck.parse_zip(lambda o, n: bytes(data[o:o + n]), size)
-                rankcheck.zero_crc_fields(data, recs)
+                rankcheck.zero_crc_fields(data, rankcheck.parse_zip(lambda o, n: bytes(data[o:o + n]), size))
                 rf = rankcheck.load_rank_file(rel, size, tensors, lambda o, n: bytes(data[o:o + n]))
                 # every byte, in 8 MiB pieces
                 bad = None

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch_xla
 
+import decay_groups
 import host_collectives as hc
 import nxd_io
 import optimizers
@@ -146,6 +147,18 @@ class Rank:
         the file has them), then the model, unless the tag is xser and the
         optimizer keeps master weights (then the model's tensor data is
         ignored), then the scheduler; returns user_content."""
+        self.load_models(tag, ignore_tensor_data=self.load_optimizers(tag))
+        sched = torch.load(tag / "scheduler.pt", map_location="cpu", weights_only=False)
+        for s in self.scheds.values():
+            s.load_state_dict(sched)
+        uc = tag / "user_content.pt"
+        user_content = torch.load(uc, map_location="cpu", weights_only=False) if uc.exists() else None
+        nxd_io.barrier()
+        return user_content
+
+    def load_optimizers(self, tag: Path) -> bool:
+        """load_checkpoint's optimizer part; whether the optimizer keeps
+        master weights (then an xser model's tensor data is ignored)."""
         use_xser = nxd_io.is_checkpoint_xser(tag)
         ignore = False
         for r, o in self.opts.items():
@@ -159,23 +172,21 @@ class Rank:
             else:
                 ck = torch.load(path, map_location="cpu", weights_only=False)
             o.load_state_dict(ck)
+        return ignore
+
+    def load_models(self, tag: Path, ignore_tensor_data: bool) -> None:
+        """load_checkpoint's model part."""
+        use_xser = nxd_io.is_checkpoint_xser(tag)
         for r, m in self.models.items():
             path = str(tag / nxd_io.rank_path("model", 0, *r))
             if use_xser:
                 ck = nxd_io.move_step_to_cpu(nxd_io.xser_load_data(
-                    path, grouped=True, dp_rank=self.dp_rank, dp_size=self.dp, ignore_tensor_data=ignore))
-                if ignore:
+                    path, grouped=True, dp_rank=self.dp_rank, dp_size=self.dp, ignore_tensor_data=ignore_tensor_data))
+                if ignore_tensor_data:
                     continue
             else:
                 ck = torch.load(path, map_location="cpu", weights_only=False)
             m.load_state_dict(ck, strict=True)
-        sched = torch.load(tag / "scheduler.pt", map_location="cpu", weights_only=False)
-        for s in self.scheds.values():
-            s.load_state_dict(sched)
-        uc = tag / "user_content.pt"
-        user_content = torch.load(uc, map_location="cpu", weights_only=False) if uc.exists() else None
-        nxd_io.barrier()
-        return user_content
 
     # -- what the judge compares ----------------------------------------------
 
@@ -193,7 +204,7 @@ class Rank:
                   for r, m in self.models.items()}
         masters = {}
         for r, keys in self.map.keys.items():
-            names = optimizers.group_order(list(keys))
+            names = decay_groups.group_order(keys)
             full = {k: torch.cat([of[r][i] for of in everyone])[: keys[k][0]] for i, k in enumerate(names)}
             masters[r] = OrderedDict((k, full[k]) for k in keys)
         return {"params": self.typed(self.map.assemble(pieces)), "masters": self.map.assemble(masters),

@@ -13,29 +13,21 @@ XLA_DOWNCAST_BF16 unset, state initialised in the same key order.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import torch
 
-# tp_zero1_llama_hf_pretrain.py: parameters whose name holds one of these get weight_decay 0.0
-NO_DECAY = ("bias", "norm")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
+import decay_groups  # noqa: E402
+
 HYPER = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
 WARMUP = 10
 
 
 def param_groups(named: list) -> list:
     """The examples' two groups over named_parameters() (name, param) pairs."""
-    return [
-        {"params": [p for n, p in named if not any(nd in n for nd in NO_DECAY)],
-         "weight_decay": HYPER["weight_decay"]},
-        {"params": [p for n, p in named if any(nd in n for nd in NO_DECAY)], "weight_decay": 0.0},
-    ]
-
-
-def group_order(keys: list) -> list:
-    """Optimizer index -> parameter name: group 0's names, then group 1's."""
-    return [k for k in keys if not any(nd in k for nd in NO_DECAY)] + [
-        k for k in keys if any(nd in k for nd in NO_DECAY)
-    ]
+    return decay_groups.param_groups(named, HYPER["weight_decay"])
 
 
 class IntStepAdamW(torch.optim.Optimizer):

@@ -28,8 +28,7 @@ from collections import OrderedDict
 
 import torch
 
-from tiny_llama import hf_shapes
-from reference import Dims, Layout, rank_state
+from reference import Dims, Layout, hf_shapes, rank_state
 
 
 def trainer_order(keys: list) -> list:

@@ -35,7 +35,6 @@ import copy
 import re
 import shutil
 import sys
-import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
@@ -44,30 +43,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
-from reference import Dims, Layout, rank_state  # noqa: E402
-from tiny_llama import hf_shapes  # noqa: E402
+from decay_groups import group_order, group_sizes  # noqa: E402
+from reference import Dims, Layout, hf_shapes, rank_state  # noqa: E402
+from trainer_files import tensor_reference_class  # noqa: E402
 
-NO_DECAY = ("bias", "norm")
 FILE = re.compile(r"dp_rank_(\d+)_tp_rank_(\d+)_pp_rank_(\d+)\.pt")
-
-
-def tensor_reference_class():
-    """torch_xla.utils.serialization.TensorReference; a stand-in of that name
-    when torch_xla is not installed (it only carries `tid`)."""
-    try:
-        from torch_xla.utils.serialization import TensorReference
-        return TensorReference
-    except ImportError:
-        for name in ("torch_xla", "torch_xla.utils", "torch_xla.utils.serialization"):
-            sys.modules.setdefault(name, types.ModuleType(name))
-        mod = sys.modules["torch_xla.utils.serialization"]
-        if not hasattr(mod, "TensorReference"):
-            class TensorReference:
-                def __init__(self, tid):
-                    self.tid = tid
-            TensorReference.__module__ = mod.__name__
-            mod.TensorReference = TensorReference
-        return mod.TensorReference
 
 
 class Absent:
@@ -75,11 +55,6 @@ class Absent:
 
     def __init__(self, dtype, shape):
         self.dtype, self.shape = dtype, tuple(shape)
-
-
-def group_order(keys: list) -> list:
-    return ([k for k in keys if not any(n in k for n in NO_DECAY)]
-            + [k for k in keys if any(n in k for n in NO_DECAY)])
 
 
 def trainer_state(sd, d: Dims, lay: Layout, tp: int, pp: int) -> "OrderedDict[str, torch.Tensor]":
@@ -257,7 +232,7 @@ def reshard(tag_a: Path, out: Path, cfg: dict, lay_a: Layout, lay_b: Layout, dp_
         keys = list(model)
         names = group_order(keys)
         o0 = optims[0]
-        n0 = sum(1 for k in keys if not any(n in k for n in NO_DECAY))
+        n0 = group_sizes(keys)[0]
         assert [g["params"] for g in o0["param_groups"]] == [list(range(n0)), list(range(n0, len(keys)))], r
         assert [{k: v for k, v in g.items() if k != "params"} for g in o0["param_groups"]] == groups_a, r
         assert sorted(o0["shape_info"]) == list(range(len(keys))), r
@@ -297,7 +272,7 @@ def reshard(tag_a: Path, out: Path, cfg: dict, lay_a: Layout, lay_b: Layout, dp_
             cut = {kind: trainer_state(hf[kind], d, lay_b, tp, pp) for kind in ("param", *kinds)}
             keys = list(cut["param"])
             names = group_order(keys)
-            n0 = sum(1 for k in keys if not any(n in k for n in NO_DECAY))
+            n0 = group_sizes(keys)[0]
             shards = {kind: {k: chunks(cut[kind][k], dp_b) for k in keys} for kind in kinds}
             for dp in range(dp_b):
                 groups = []

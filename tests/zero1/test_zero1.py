@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import compare
+import decay_groups
 import optimizers
 import reference_zero1 as rz
 import tiny_llama
@@ -141,7 +142,7 @@ def test_real_files(lab, run):
                 assert all(isinstance(v, torch.Tensor) and v.dtype == want[k].dtype for k, v in model.items())
             if run.norms:
                 assert {k for k, v in model.items() if v.dtype == torch.float32} == {k for k in keys if "norm" in k}
-            order = optimizers.group_order(keys)
+            order = decay_groups.group_order(keys)
             for d in range(dp):
                 path = tag / rz.name("optim", d, t, p)
                 o = rz.read(path)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compat"))
-from reference import Dims  # noqa: E402
+from reference import Dims, hf_shapes  # noqa: E402
 
 CONFIG = {
     "architectures": ["LlamaForCausalLM"],
@@ -57,27 +57,6 @@ BATCH, SEQ = 4, 16
 
 def dims(cfg: dict = CONFIG) -> Dims:
     return Dims.from_config(cfg)
-
-
-def hf_shapes(d: Dims) -> "OrderedDict[str, tuple]":
-    """Hugging Face key -> shape, in the state dict's order."""
-    hd = d.head_dim
-    s: "OrderedDict[str, tuple]" = OrderedDict()
-    s["model.embed_tokens.weight"] = (d.V, d.h)
-    for l in range(d.L):
-        p = f"model.layers.{l}."
-        s[p + "self_attn.q_proj.weight"] = (d.Hq * hd, d.h)
-        s[p + "self_attn.k_proj.weight"] = (d.Hkv * hd, d.h)
-        s[p + "self_attn.v_proj.weight"] = (d.Hkv * hd, d.h)
-        s[p + "self_attn.o_proj.weight"] = (d.h, d.Hq * hd)
-        s[p + "mlp.gate_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.up_proj.weight"] = (d.I, d.h)
-        s[p + "mlp.down_proj.weight"] = (d.h, d.I)
-        s[p + "input_layernorm.weight"] = (d.h,)
-        s[p + "post_attention_layernorm.weight"] = (d.h,)
-    s["model.norm.weight"] = (d.h,)
-    s["lm_head.weight"] = (d.V, d.h)
-    return s
 
 
 def init_state(d: Dims, seed: int, dtype: torch.dtype,

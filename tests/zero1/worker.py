@@ -49,11 +49,15 @@ def _job_sync(j: int, world: int):
         return _hubs[j], _ends[j]
 
 
-def _rank_main(index: int, jobs_file: str) -> None:
+def run_jobs(jobs_file: str, run) -> None:
+    """This rank's part of every job of JOBS.json, one after another:
+    `run(job, rank, world)` gives the result DP rank 0 saves to job["out"];
+    a rank whose job raises writes job["out"].error<rank> and aborts the
+    job's barriers, so that the other ranks give up the job too, and the
+    next job starts clean. tests/dcp's reverse_xla runs its jobs through it."""
     import torch_xla.runtime as xr
 
     import host_collectives as hc
-    import nxd_run
 
     hc.install()
     rank, world = xr.global_ordinal(), xr.world_size()
@@ -63,7 +67,7 @@ def _rank_main(index: int, jobs_file: str) -> None:
         hc.use(hub)
         out = Path(job["out"])
         try:
-            res = getattr(nxd_run, job["kind"])(job, rank, world)
+            res = run(job, rank, world)
             if rank == 0:
                 tmp = out.with_name(out.name + ".tmp")
                 torch.save(res, tmp)
@@ -74,6 +78,16 @@ def _rank_main(index: int, jobs_file: str) -> None:
                     else "") + traceback.format_exc()
             Path(f"{out}.error{rank}").write_text(what)
         end.wait()
+
+
+def _run_nxd(job: dict, rank: int, world: int):
+    import nxd_run
+
+    return getattr(nxd_run, job["kind"])(job, rank, world)
+
+
+def _rank_main(index: int, jobs_file: str) -> None:
+    run_jobs(jobs_file, _run_nxd)
 
 
 def main() -> None:

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// What a conversion reports as it goes, for a progress display.
 public enum ConvertEvent: Sendable {
@@ -68,7 +67,7 @@ public struct Converter: Sendable {
         outcome.writtenFiles = remaining.count
         outcome.writtenBytes = remaining.reduce(0) { $0 + $1.file.size }
         let topLevel = plan.options.format == .hf || plan.options.format == .dcp
-        let created = try Converter.makeDirectories(for: remaining.map(\.path), under: root, top: topLevel ? root : root + "/model")
+        let created = try target.makeDirectories(for: remaining.map(\.path), top: topLevel ? "" : "model")
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
             try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
@@ -148,27 +147,6 @@ public struct Converter: Sendable {
         return kept.withLock { $0 }
     }
 
-    /// Creates `top` (`root/model`, or `root` for a Hugging Face checkpoint) and every other directory the paths need (an
-    /// xser `p.tensors/`), each made durable in its parent. Returns the
-    /// directories below `root/model` that did not exist, parents first.
-    static func makeDirectories(for paths: [String], under root: String, top: String) throws(ShardFSError) -> [String] {
-        var directories = [top]
-        var seen = Set(directories)
-        for path in paths {
-            guard let slash = path.lastIndex(of: "/") else { continue }
-            let directory = root + "/" + path[..<slash]
-            if seen.insert(directory).inserted { directories.append(directory) }
-        }
-        var created: [String] = []
-        for (index, directory) in directories.enumerated() {
-            let made = try Directories.make(directory)
-            // Each made directory durable in its parent.
-            for directory in made { try VirtualFileWriter.syncDirectory(of: directory) }
-            if index > 0 { created += made }
-        }
-        return created
-    }
-
     /// Writes `outputs` under `root`, `jobs` files at a time, recording each
     /// in `manifest` once it is complete under its final name. A completion
     /// marker (a training tag's `done`, as NxD's `save_checkpoint` writes it;
@@ -187,7 +165,7 @@ public struct Converter: Sendable {
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         guard !outputs.isEmpty else { return }
-        let failed = Atomic<Bool>(false)
+        let failed = Locked(false)
         let sources = checkpoint.files
         try WorkerPool.run(items: outputs.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
                            finish: { $0.close() }) { (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
@@ -196,11 +174,11 @@ public struct Converter: Sendable {
                 let crc = try writer.write(file.make(), to: root + "/" + path,
                                            progress: { events(.wrote(bytes: $0)) },
                                            // The other writers stop mid-file once one failed.
-                                           isCancelled: { isCancelled() || failed.load(ordering: .relaxed) })
+                                           isCancelled: { isCancelled() || failed.withLock { $0 } })
                 try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
                 events(.finished(path: path, bytes: file.size))
             } catch {
-                failed.store(true, ordering: .relaxed)
+                failed.withLock { $0 = true }
                 throw error
             }
         }

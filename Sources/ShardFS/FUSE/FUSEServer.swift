@@ -8,6 +8,8 @@ import Glibc
 #endif
 
 /// The session whose loop a SIGINT/SIGTERM ends (one mount per process).
+/// An `Atomic`, not a `Locked`: the signal handler reads it, and a lock
+/// taken there would deadlock should the signal land on a thread holding it.
 private let signalledSession = Atomic<Int>(0)
 
 /// Serves a `MountedFileSystem` through libfuse's low-level API: mounts,
@@ -17,10 +19,15 @@ public final class FUSEServer: @unchecked Sendable {
     public let options: FUSEMountOptions
     public let logger: Logger
     public let totalBytes: Int
+    /// Set once at INIT, read by every read. This and the four counters
+    /// below are `Atomic`s, not `Locked`: every read the mount serves
+    /// touches them, on every FUSE thread at once, and a lock would be the
+    /// one place those threads all meet; they guard no other state, so
+    /// relaxed lock-free loads and adds are all they need.
     private let spliceNegotiated = Atomic<Bool>(false)
-    private let initialised = Atomic<Bool>(false)
-    private let reportedProblems = Mutex<Set<String>>([])
-    private let stopping = Atomic<Bool>(false)
+    /// What the watcher thread polls: INIT done, and the loop ended.
+    private let loop = Locked<(initialised: Bool, stopping: Bool)>((false, false))
+    private let reportedProblems = Locked<Set<String>>([])
     /// Reads in progress, and when the last one ended (monotonic ns): the
     /// materialiser backs off while readers are active.
     private let activeReads = Atomic<Int>(0)
@@ -28,7 +35,7 @@ public final class FUSEServer: @unchecked Sendable {
     private let readsServed = Atomic<Int>(0)
     private let bytesServed = Atomic<Int>(0)
     /// Status snapshots of open `.shardfs-status` handles, by file handle.
-    private let statusSnapshots = Mutex<(next: UInt64, open: [UInt64: [UInt8]])>((1, [:]))
+    private let statusSnapshots = Locked<(next: UInt64, open: [UInt64: [UInt8]])>((1, [:]))
     /// Describes the mount for `shardfs status` (set before `run`).
     public let describe: @Sendable (_ readsServed: Int, _ bytesServed: Int) -> MountStatus
 
@@ -46,22 +53,16 @@ public final class FUSEServer: @unchecked Sendable {
 
     /// Whether a read is in progress or ended less than `quietNanoseconds` ago.
     public func readersActive(quietNanoseconds: Int = 200_000_000) -> Bool {
-        activeReads.load(ordering: .relaxed) > 0 || FUSEServer.monotonicNanoseconds() - lastReadEnd.load(ordering: .relaxed) < quietNanoseconds
+        activeReads.load(ordering: .relaxed) > 0 || Monotonic.nanoseconds - lastReadEnd.load(ordering: .relaxed) < quietNanoseconds
     }
 
     func readStarted() { activeReads.add(1, ordering: .relaxed) }
 
     func readEnded(bytes: Int) {
         activeReads.subtract(1, ordering: .relaxed)
-        lastReadEnd.store(FUSEServer.monotonicNanoseconds(), ordering: .relaxed)
+        lastReadEnd.store(Monotonic.nanoseconds, ordering: .relaxed)
         readsServed.add(1, ordering: .relaxed)
         bytesServed.add(bytes, ordering: .relaxed)
-    }
-
-    static func monotonicNanoseconds() -> Int {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return t.tv_sec * 1_000_000_000 + t.tv_nsec
     }
 
     /// A fresh status snapshot.
@@ -88,7 +89,7 @@ public final class FUSEServer: @unchecked Sendable {
 
     func negotiated(splice: Bool) {
         spliceNegotiated.store(splice, ordering: .relaxed)
-        initialised.store(true, ordering: .relaxed)
+        loop.withLock { $0.initialised = true }
         logger.info("kernel connection ready: max_read \(options.maximumRead), splice \(splice ? "on" : "off"), \(options.directIO ? "direct_io" : "page cache")")
     }
 
@@ -142,7 +143,7 @@ public final class FUSEServer: @unchecked Sendable {
         fuse_loop_cfg_set_max_threads(config, UInt32(options.maximumThreads))
         fuse_loop_cfg_set_clone_fd(config, 1)
         let status = shardfs_session_loop_mt(session, config)
-        stopping.store(true, ordering: .relaxed)
+        loop.withLock { $0.stopping = true }
         fileSystem.watch.wake()
         watcherDone.wait()  // it must not notify a destroyed session
         if status != 0 { logger.warning("session loop ended with status \(status)") }
@@ -182,7 +183,8 @@ public final class FUSEServer: @unchecked Sendable {
         }
         let fd = open(path, O_WRONLY)
         guard fd >= 0 else {
-            let reason = errno == EACCES || errno == EPERM ? "only root may tune it" : String(cString: strerror(errno))
+            let code = errno
+            let reason = code == EACCES || code == EPERM ? "only root may tune it" : ShardFSError.describe(errno: code)
             logger.info("readahead left at the kernel's default: cannot open \(path) (\(reason))")
             return true
         }
@@ -195,14 +197,15 @@ public final class FUSEServer: @unchecked Sendable {
     /// Watches the sources (`SourceWatch.tick`: change events as they come,
     /// a share of the paths stat'ed each second); a changed source turns its
     /// files into EIO and drops their cached pages so no reader keeps stale bytes.
-    private func startSourceWatcher(_ session: OpaquePointer) -> DispatchSemaphore {
+    private func startSourceWatcher(_ session: OpaquePointer) -> WorkerPool.Threads {
         let sessionBits = Int(bitPattern: UnsafeRawPointer(session))
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread { [self] in
-            defer { done.signal() }
+        let watcher = WorkerPool.Threads()
+        watcher.start(1) { [self] in
             var readaheadSettled = false
-            while !stopping.load(ordering: .relaxed) {
-                if !readaheadSettled, initialised.load(ordering: .relaxed) { readaheadSettled = tuneReadahead() }
+            while true {
+                let (initialised, stopping) = loop.withLock { $0 }
+                if stopping { break }
+                if !readaheadSettled, initialised { readaheadSettled = tuneReadahead() }
                 // Readahead is tuned right after INIT, before the first reads.
                 fileSystem.watch.tick(milliseconds: readaheadSettled ? 1000 : 5)
                 // A read may have found the change first: either way, each
@@ -217,6 +220,6 @@ public final class FUSEServer: @unchecked Sendable {
                 }
             }
         }
-        return done
+        return watcher
     }
 }

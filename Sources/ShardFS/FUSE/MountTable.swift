@@ -85,7 +85,8 @@ public enum MountTable {
         }
         var info = stat()
         guard stat(full, &info) == 0 else {
-            throw ShardFSError.badSource(file: path, reason: errno == ENOENT ? "no such directory: create the mount point first" : "cannot be used as a mount point: \(String(cString: strerror(errno)))")
+            let code = errno
+            throw ShardFSError.badSource(file: path, reason: code == ENOENT ? "no such directory: create the mount point first" : "cannot be used as a mount point: \(ShardFSError.describe(errno: code))")
         }
         guard (info.st_mode & S_IFMT) == S_IFDIR else { throw ShardFSError.badSource(file: path, reason: "is not a directory") }
         guard let directory = opendir(full) else { throw ShardFSError.io(path: path, operation: "opendir", errno: errno) }

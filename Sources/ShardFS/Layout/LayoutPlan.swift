@@ -44,11 +44,7 @@ public struct RankFile: Equatable, Sendable {
 
     public var path: String { "model/" + RankFile.fileName(tp: tpRank, pp: ppRank) }
 
-    public static func fileName(tp: Int, pp: Int) -> String {
-        "dp_rank_00_tp_rank_\(twoDigits(tp))_pp_rank_\(twoDigits(pp)).pt"
-    }
-
-    private static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    public static func fileName(tp: Int, pp: Int) -> String { NxDFileName.rankFile(dp: 0, tp: tp, pp: pp) }
 }
 
 /// Every rank file of a layout, in the converter's order (tp-major).

@@ -35,8 +35,7 @@ public struct OptimizerFile: Equatable, Sendable {
     public var path: String { "optim/" + OptimizerFile.fileName(dp: dpRank, tp: tpRank, pp: ppRank) }
 
     public static func fileName(dp: Int, tp: Int, pp: Int) -> String {
-        func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "dp_rank_\(twoDigits(dp))_tp_rank_\(twoDigits(tp))_pp_rank_\(twoDigits(pp)).pt"
+        NxDFileName.rankFile(dp: dp, tp: tp, pp: pp)
     }
 }
 

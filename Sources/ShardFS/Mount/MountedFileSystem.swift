@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +13,7 @@ public final class MountedFileSystem: Sendable {
     /// mtime shown for every entry: the newest source's.
     public let modificationTime: timespec
     public let owner: (uid: uid_t, gid: gid_t)
-    private let readers: Mutex<[ReadContext]>
+    private let readers: Locked<[ReadContext]>
     /// The largest read the kernel will send (the buffer each context holds).
     public let maximumRead: Int
     /// Files at least this large are streamed (direct_io, large reads);
@@ -61,7 +59,7 @@ public final class MountedFileSystem: Sendable {
         modificationTime = checkpoint.files.map(\.modificationTime)
             .max { ($0.tv_sec, $0.tv_nsec) < ($1.tv_sec, $1.tv_nsec) } ?? timespec()
         owner = (getuid(), getgid())
-        readers = Mutex([])
+        readers = Locked([])
         self.maximumRead = maximumRead
         let persisted = PersistedCopies(inodes: tree.nodes.count)
         self.persisted = persisted

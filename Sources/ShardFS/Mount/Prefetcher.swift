@@ -86,7 +86,8 @@ public final class Prefetcher: Sendable {
     private let tree: FileTree
     private let state = Locked(State())
     private let wake = DispatchSemaphore(value: 0)
-    private let workersDone = DispatchSemaphore(value: 0)
+    /// The workers, threads of `WorkerPool`.
+    private let threads = WorkerPool.Threads()
     /// Per source, a bit per granule already requested.
     private let requested: Locked<[[UInt64]]>
     private let targets: @Sendable (_ inode: UInt64, _ range: Range<Int>) -> [PrefetchTarget]
@@ -102,11 +103,8 @@ public final class Prefetcher: Sendable {
         self.targets = targets
         self.advise = advise
         requested = Locked(sourceSizes.map { size in [UInt64](repeating: 0, count: (size / Prefetcher.granule + 64) / 64) })
-        for _ in 0..<max(1, options.workers) {
-            Thread.detachNewThread { [self] in
-                while work() {}
-                workersDone.signal()
-            }
+        threads.start(workerCount) { [self] in
+            while work() {}
         }
     }
 
@@ -117,9 +115,12 @@ public final class Prefetcher: Sendable {
             return s.stopped
         }
         guard !alreadyStopped else { return }
-        for _ in 0..<max(1, options.workers) { wake.signal() }
-        for _ in 0..<max(1, options.workers) { workersDone.wait() }
+        for _ in 0..<workerCount { wake.signal() }
+        threads.wait()
     }
+
+    /// Worker threads running (`options.workers`, within the pool's bounds).
+    private var workerCount: Int { max(1, min(options.workers, WorkerPool.maximumWorkers)) }
 
     /// Files with a reader (the tests watch these counts).
     public var openFiles: Int { state.withLock { s in s.streams.values.filter { $0.opens > 0 }.count } }

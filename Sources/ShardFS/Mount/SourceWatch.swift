@@ -23,6 +23,11 @@ import Glibc
 public final class SourceWatch: Sendable {
     public let sources: [SourceFile]
     private let broken: Locked<[Int: String]>
+    /// How many sources `broken` holds. An `Atomic`, not in `broken`'s lock:
+    /// every read a mount serves asks `problem` of each source it copied
+    /// from, on every FUSE thread at once, and while nothing is broken (all
+    /// but always) this lock-free load answers without a lock they would
+    /// all meet at.
     private let brokenCount = Atomic<Int>(0)
     /// Broken sources whose files' cached pages have been dropped.
     private let announced = Locked(Set<Int>())
@@ -120,7 +125,7 @@ public final class SourceWatch: Sendable {
         case let .events(events):
             for event in events { handle(event) }
         }
-        let now = SourceWatch.now()
+        let now = Monotonic.seconds
         let share: Range<Int>? = watcher.withLock { w in
             guard now - w.lastSweep >= sweepInterval, !sources.isEmpty else { return nil }
             w.lastSweep = now
@@ -185,7 +190,7 @@ public final class SourceWatch: Sendable {
     /// name the entry that changed).
     private func start(_ w: inout Watcher) {
         w.started = true
-        w.lastSweep = SourceWatch.now()
+        w.lastSweep = Monotonic.seconds
         guard useEvents, let events = DirectoryEvents() else { return }
         var byDirectory: [String: [String: Int]] = [:]
         // Sources come folder by folder (an xser file's tensor files): one
@@ -239,11 +244,5 @@ public final class SourceWatch: Sendable {
             brokenCount.add(1, ordering: .releasing)
             return reason
         }
-    }
-
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }

@@ -128,7 +128,7 @@ public struct PersistManifest: Sendable {
         try makeDirectory(finishedDirectory)
         forgetAll()
         unlink(layoutPath)
-        try VirtualFileWriter.sync(directory: finishedDirectory)
+        try Directories.sync(finishedDirectory)
         try writeLayout(layout)
     }
 
@@ -171,7 +171,7 @@ public struct PersistManifest: Sendable {
                                              reason: "was just claimed by another writer with another \(Self.difference(existing, layout))")
             }
         }
-        try VirtualFileWriter.syncDirectory(of: layoutPath)
+        try Directories.syncParent(of: layoutPath)
     }
 
     /// What differs between the layout DIR holds and the wanted one.
@@ -259,7 +259,7 @@ public struct PersistManifest: Sendable {
     }
 
     private func makeDirectory(_ path: String) throws(ShardFSError) {
-        try Directories.make(path)
+        try Directories.makeDurable(path)
     }
 }
 

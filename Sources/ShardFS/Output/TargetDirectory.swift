@@ -174,10 +174,32 @@ public struct TargetDirectory: Sendable {
             }
         }
         for folder in touched.sorted() {
-            try VirtualFileWriter.sync(directory: folder.isEmpty ? directory : directory + "/" + folder)
+            try Directories.sync(folder.isEmpty ? directory : directory + "/" + folder)
         }
         let finished = decision.replaceLayout || inventory.unreadableManifest != nil ? [] : try manifest.finished()
         return Prepared(finished: Dictionary(finished.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }), removed: removed)
+    }
+
+    /// Makes `top` (relative: `model`, or "" for the directory itself) and
+    /// every other directory the files at `paths` (relative) need (an xser
+    /// `p.tensors/`), each made durable in its parent, before any file is
+    /// written: convert and the materialiser alike. Returns the directories
+    /// made below `top`, parents first, for a writer that fails to remove.
+    public func makeDirectories(for paths: [String], top: String) throws(ShardFSError) -> [String] {
+        let root = top.isEmpty ? directory : directory + "/" + top
+        var directories = [root]
+        var seen = Set(directories)
+        for path in paths {
+            guard let slash = path.lastIndex(of: "/") else { continue }
+            let folder = directory + "/" + path[..<slash]
+            if seen.insert(folder).inserted { directories.append(folder) }
+        }
+        var created: [String] = []
+        for (index, folder) in directories.enumerated() {
+            let made = try Directories.makeDurable(folder)
+            if index > 0 { created += made }
+        }
+        return created
     }
 
     /// The decision, from what the directory holds (pure; see the type).

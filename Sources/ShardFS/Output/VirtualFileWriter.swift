@@ -130,7 +130,7 @@ public struct VirtualFileWriter {
         guard fsync(fd.rawValue) == 0 else { throw ShardFSError.io(path: temporary, operation: "fsync", errno: errno) }
         guard rename(temporary, path) == 0 else { throw ShardFSError.io(path: path, operation: "rename", errno: errno) }
         renamed = true
-        try VirtualFileWriter.syncDirectory(of: path)
+        try Directories.syncParent(of: path)
         return fileCRC
     }
 
@@ -160,18 +160,5 @@ public struct VirtualFileWriter {
         }
         try addGap(upTo: file.size)
         return crc
-    }
-
-    /// fsync of the directory holding `path`, so that a rename survives a crash.
-    public static func syncDirectory(of path: String) throws(ShardFSError) {
-        try sync(directory: path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
-    }
-
-    /// fsync of `directory`, so that the entries made or removed in it survive a crash.
-    public static func sync(directory: String) throws(ShardFSError) {
-        let fd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw ShardFSError.io(path: directory, operation: "open", errno: errno) }
-        defer { Glibc.close(fd) }
-        guard fsync(fd) == 0 else { throw ShardFSError.io(path: directory, operation: "fsync", errno: errno) }
     }
 }

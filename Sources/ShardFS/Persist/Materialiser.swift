@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -48,13 +47,14 @@ public final class Materialiser: Sendable {
     private let logger: Logger
     private let readersActive: @Sendable () -> Bool
     private let verified: @Sendable (_ path: String, _ copy: String) -> Void
-    private let state: Mutex<MaterialiserStatus>
+    private let state: Locked<MaterialiserStatus>
     /// Files found finished in DIR at `prepare` (kept as they are): index in
     /// `files` and the CRC-32 their manifest entry records.
-    private let resumed = Mutex<[(index: Int, crc32: UInt32)]>([])
-    private let cancelled = Atomic<Bool>(false)
-    private let finishedGroup = DispatchGroup()
-    private let pacing = Mutex<(start: Double, bytes: Int)>((0, 0))
+    private let resumed = Locked<[(index: Int, crc32: UInt32)]>([])
+    private let cancelled = Locked(false)
+    /// The thread that writes (and starts the writers), one of `WorkerPool`'s.
+    private let background = WorkerPool.Threads()
+    private let pacing = Locked<(start: Double, bytes: Int)>((0, 0))
 
     /// `readersActive` tells whether the mount is serving reads right now;
     /// `verified` is called with the path (relative, as in `files`) and the
@@ -72,10 +72,13 @@ public final class Materialiser: Sendable {
         var status = MaterialiserStatus(directory: options.directory, part: options.part.description)
         status.filesTotal = files.count
         status.bytesTotal = files.reduce(0) { $0 + $1.file.size }
-        state = Mutex(status)
+        state = Locked(status)
     }
 
     public var status: MaterialiserStatus { state.withLock { $0 } }
+
+    /// Stopped by `stop` or by a failure: polled between chunks.
+    private var isCancelled: Bool { cancelled.withLock { $0 } }
 
     /// Claims DIR for this layout as `shardfs convert` claims its OUT
     /// (`TargetDirectory`: refusing another layout or source, or files of
@@ -114,7 +117,7 @@ public final class Materialiser: Sendable {
     /// Starts writing in the background: the files not kept from before,
     /// `options.jobs` at a time, then a read-back of the kept ones.
     public func start() {
-        pacing.withLock { $0 = (Self.now(), 0) }
+        pacing.withLock { $0 = (Monotonic.seconds, 0) }
         let kept = Set(resumed.withLock { $0.map(\.index) })
         // A completion marker (a training tag's `done`, a DCP folder's
         // `.metadata`) last, once every other file is persisted (as NxD and
@@ -122,13 +125,18 @@ public final class Materialiser: Sendable {
         let pending = files.indices.filter { !kept.contains($0) && !LayoutPlan.isCompletionMarker(files[$0].path) }
         let markers = files.indices.filter { !kept.contains($0) && LayoutPlan.isCompletionMarker(files[$0].path) }
         logger.info("persisting \(files.count) files (part \(options.part)) to \(options.directory): \(status.summary)")
-        finishedGroup.enter()
-        Thread.detachNewThread { [self] in
-            defer { finishedGroup.leave() }
+        background.start(1) { [self] in
             let sources = self.sources
+            // The directories first, each durable in its parent, as convert makes them.
+            do throws(ShardFSError) {
+                _ = try target.makeDirectories(for: (pending + markers).map { files[$0].path }, top: "")
+            } catch {
+                fail("\(error)")
+                return
+            }
             do throws(ShardFSError) {
                 for batch in [pending, markers] where !batch.isEmpty {
-                    try WorkerPool.run(items: batch.count, workers: options.jobs, isCancelled: { [self] in cancelled.load(ordering: .relaxed) },
+                    try WorkerPool.run(items: batch.count, workers: options.jobs, isCancelled: { [self] in isCancelled },
                                        makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
                                        finish: { $0.close() }) { [self] (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
                         // A failure has stopped the materialiser (and said why).
@@ -140,7 +148,7 @@ public final class Materialiser: Sendable {
             } catch {
                 return
             }
-            guard !cancelled.load(ordering: .relaxed) else { return }
+            guard !isCancelled else { return }
             let writer = VirtualFileWriter(reader: ExtentReader(sources: sources))
             defer { writer.close() }
             verifyResumed(writer: writer)
@@ -149,13 +157,13 @@ public final class Materialiser: Sendable {
 
     /// Stops the writers (an unfinished file's temporary is removed) and waits.
     public func stop() {
-        cancelled.store(true, ordering: .relaxed)
-        finishedGroup.wait()
+        cancelled.withLock { $0 = true }
+        background.wait()
         state.withLock { if $0.state == .writing || $0.state == .verifying { $0.state = .stopped } }
     }
 
     /// Waits until the materialiser has finished (done, failed or stopped).
-    public func wait() { finishedGroup.wait() }
+    public func wait() { background.wait() }
 
     /// Writes, records and verifies one file; false when it failed (and the
     /// materialiser is stopped).
@@ -163,17 +171,16 @@ public final class Materialiser: Sendable {
         let (path, file) = files[index]
         let target = options.directory + "/" + path
         do throws(ShardFSError) {
-            try makeParent(of: target)
             manifest.forget(path)
             let crc = try writer.write(file.make(), to: target, progress: { count in wrote(count) }, pace: { pace() },
-                                       isCancelled: { cancelled.load(ordering: .relaxed) })
+                                       isCancelled: { isCancelled })
             try manifest.recordFinished(.init(path: path, size: file.size, crc32: crc))
             state.withLock { $0.filesDone += 1 }
             try verify(index, crc: crc, buffer: writer)
             logProgress(finished: path)
             return true
         } catch {
-            if cancelled.load(ordering: .relaxed) { return false }
+            if isCancelled { return false }
             fail("\(target): \(error)")
             return false
         }
@@ -200,7 +207,7 @@ public final class Materialiser: Sendable {
         let kept = resumed.withLock { $0 }
         guard state.withLock({ $0.state == .writing }) else { return }
         state.withLock { $0.state = .verifying }
-        for (index, crc) in kept where !cancelled.load(ordering: .relaxed) {
+        for (index, crc) in kept where !isCancelled {
             let path = files[index].path
             do throws(ShardFSError) {
                 try verify(index, crc: crc, buffer: writer)
@@ -212,7 +219,7 @@ public final class Materialiser: Sendable {
             }
         }
         state.withLock {
-            if $0.state == .verifying, !cancelled.load(ordering: .relaxed) {
+            if $0.state == .verifying, !isCancelled {
                 $0.state = .done
                 $0.etaSeconds = 0
                 $0.backingOff = false
@@ -222,7 +229,7 @@ public final class Materialiser: Sendable {
     }
 
     private func wrote(_ count: Int) {
-        let now = Self.now()
+        let now = Monotonic.seconds
         let (start, bytes) = pacing.withLock { $0.bytes += count; return ($0.start, $0.bytes) }
         state.withLock {
             $0.bytesDone += count
@@ -238,7 +245,7 @@ public final class Materialiser: Sendable {
     /// bandwidth limit.
     private func pace() {
         var waited = 0
-        while readersActive(), waited < 10, !cancelled.load(ordering: .relaxed) {
+        while readersActive(), waited < 10, !isCancelled {
             state.withLock { $0.backingOff = true }
             usleep(100_000)
             waited += 1
@@ -247,14 +254,14 @@ public final class Materialiser: Sendable {
         guard let bandwidth = options.bandwidth, bandwidth > 0 else { return }
         let (start, bytes) = pacing.withLock { ($0.start, $0.bytes) }
         let due = start + Double(bytes) / Double(bandwidth)
-        let ahead = due - Self.now()
+        let ahead = due - Monotonic.seconds
         if ahead > 0 { usleep(useconds_t(min(ahead, 1) * 1e6)) }
     }
 
-    private let lastLog = Mutex<Double>(0)
+    private let lastLog = Locked<Double>(0)
 
     private func logProgress(finished path: String) {
-        let now = Self.now()
+        let now = Monotonic.seconds
         let due = lastLog.withLock { last in
             guard now - last >= 10 else { return false }
             last = now
@@ -274,17 +281,7 @@ public final class Materialiser: Sendable {
             status.etaSeconds = nil
             return true
         }
-        cancelled.store(true, ordering: .relaxed)
+        cancelled.withLock { $0 = true }
         if first { logger.error("materialiser stopped: \(message); the mount keeps serving from the sources") }
-    }
-
-    private func makeParent(of target: String) throws(ShardFSError) {
-        try Directories.make(String(target[..<target.lastIndex(of: "/")!]))
-    }
-
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }

@@ -38,25 +38,12 @@ public struct MaterialiserStatus: Codable, Equatable, Sendable {
 
     /// One line for logs and `shardfs status`.
     public var summary: String {
-        var line = "\(state.rawValue): \(filesDone)/\(filesTotal) files, \(Self.bytes(bytesDone)) of \(Self.bytes(bytesTotal))"
-        if bytesPerSecond > 0 { line += String(format: ", %.0f MB/s", bytesPerSecond / 1e6) }
-        if let etaSeconds, state == .writing { line += ", ETA \(Self.duration(etaSeconds))" }
+        var line = "\(state.rawValue): \(filesDone)/\(filesTotal) files, \(Units.bytes(bytesDone)) of \(Units.bytes(bytesTotal))"
+        if bytesPerSecond > 0 { line += ", \(Units.rate(bytesPerSecond: bytesPerSecond))" }
+        if let etaSeconds, state == .writing { line += ", ETA \(Units.duration(etaSeconds))" }
         if backingOff { line += ", backing off for readers" }
         if filesResumed > 0 { line += ", \(filesResumed) kept from before" }
         if let lastError { line += "; error: \(lastError)" }
         return line
-    }
-
-    /// "374.5 KB", "1.23 GB": decimal units, as `dd` and the benchmarks use.
-    public static func bytes(_ count: Int) -> String {
-        let units = ["B", "KB", "MB", "GB", "TB"]
-        var value = Double(count), unit = 0
-        while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
-        return unit == 0 ? "\(count) B" : String(format: value < 10 ? "%.2f" : "%.1f", value) + " " + units[unit]
-    }
-
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
-        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
     }
 }

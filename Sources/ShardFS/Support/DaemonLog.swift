@@ -147,26 +147,40 @@ public enum DaemonLog {
         return .io(path: path, operation: "open the log file", errno: code)
     }
 
+    /// What `openUsual` gives: the log, or why its directory is out of reach.
+    public enum UsualLog {
+        case opened(path: String, fd: Int32)
+        /// No home is known, or the directory cannot be made (a home not
+        /// mounted yet, read-only): not a refusal, the caller falls back
+        /// (`openFallback`).
+        case outOfReach(ShardFSError)
+    }
+
+    /// Opens the default log, `defaultDirectory`/`name`, through
+    /// `openDefault`. A directory that cannot be had at all is not an error
+    /// (`.outOfReach`, which says why); one that exists but is unsafe (a
+    /// symlink, another user's, writable by others) is refused: that throws.
+    public static func openUsual(name: String, euid: uid_t, environment: [String: String],
+                                 home: () -> String?) throws(ShardFSError) -> UsualLog {
+        let directory: String
+        do throws(ShardFSError) {
+            directory = try defaultDirectory(euid: euid, environment: environment, home: home)
+            try makeDirectories(directory)
+        } catch {
+            return .outOfReach(error)
+        }
+        return .opened(path: directory + "/" + name, fd: try openDefault(directory: directory, name: name))
+    }
+
     /// `mkdir -p` with mode 0700 for what it creates (ancestors that exist,
-    /// symlinked or not, are the user's own business).
-    public static func makeDirectories(_ directory: String) throws(ShardFSError) {
+    /// symlinked or not, are the user's own business). The error names the
+    /// directory wanted, and the errno of what could not be made.
+    static func makeDirectories(_ directory: String) throws(ShardFSError) {
         do throws(ShardFSError) {
             try Directories.make(directory, mode: 0o700)
         } catch {
             guard case let .io(_, _, code) = error else { throw error }
-            throw ShardFSError.io(path: directory, operation: unreachable, errno: code)
-        }
-    }
-
-    private static let unreachable = "make the daemon's log directory"
-
-    /// Whether `error` says the default log directory cannot be had at all
-    /// (no home is known, or it cannot be made), rather than that it is unsafe.
-    public static func isUnreachable(_ error: ShardFSError) -> Bool {
-        switch error {
-        case let .io(_, operation, _): return operation == unreachable
-        case let .badLayout(flag, _): return flag == "--log-file"
-        default: return false
+            throw ShardFSError.io(path: directory, operation: "make the daemon's log directory", errno: code)
         }
     }
 

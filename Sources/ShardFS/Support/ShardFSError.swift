@@ -29,8 +29,15 @@ public enum ShardFSError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .badLayout(flag, reason): return "\(flag): \(reason)"
         case let .sourceChanged(file, reason): return "\(file): \(reason) since it was first opened"
         case let .io(path, operation, errno):
-            return "\(path): \(operation) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+            return "\(path): \(operation) failed: \(ShardFSError.describe(errno: errno)) (errno \(errno))"
         }
+    }
+
+    /// The C library's words for errno `code` ("Permission denied"): the one
+    /// place ShardFS asks for them, for its errors and for the messages the
+    /// command line words itself.
+    public static func describe(errno code: Int32) -> String {
+        String(cString: strerror(code))
     }
 }
 

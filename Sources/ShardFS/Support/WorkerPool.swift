@@ -3,7 +3,10 @@ import Foundation
 /// Runs numbered work items on a few threads of their own: each thread takes
 /// the next item number until none is left, or until an item fails or the
 /// caller cancels. Every front end that works on many files at once
-/// (convert, verify, the materialiser, opening an NxD tag) uses this one.
+/// (convert, verify, the materialiser, opening an NxD tag) uses this one;
+/// the services that run for as long as a mount (the prefetcher's workers,
+/// the materialiser's and the source watcher's threads) start theirs
+/// through `Threads`, the same threads.
 ///
 /// Threads rather than Dispatch's pool: items block on storage (pread,
 /// fsync) for milliseconds, and a worker's state (a writer with its buffers,
@@ -31,34 +34,28 @@ public enum WorkerPool {
     ) throws(ShardFSError) {
         guard count > 0 else { return }
         let shared = Locked(WorkerPoolProgress())
-        let group = DispatchGroup()
-        for _ in 0..<max(1, min(workers, count, maximumWorkers)) {
-            group.enter()
-            let thread = Thread {
-                defer { group.leave() }
-                var state = makeState()
-                defer { finish(&state) }
-                while !isCancelled() {
-                    let item: Int? = shared.withLock { s in
-                        guard s.failure == nil, s.next < count else { return nil }
-                        defer { s.next += 1 }
-                        return s.next
+        let threads = Threads()
+        threads.start(min(workers, count)) {
+            var state = makeState()
+            defer { finish(&state) }
+            while !isCancelled() {
+                let item: Int? = shared.withLock { s in
+                    guard s.failure == nil, s.next < count else { return nil }
+                    defer { s.next += 1 }
+                    return s.next
+                }
+                guard let item else { return }
+                do throws(ShardFSError) {
+                    try body(&state, item)
+                } catch {
+                    shared.withLock { s in
+                        if s.failure.map({ item < $0.item }) ?? true { s.failure = (item, error) }
                     }
-                    guard let item else { return }
-                    do throws(ShardFSError) {
-                        try body(&state, item)
-                    } catch {
-                        shared.withLock { s in
-                            if s.failure.map({ item < $0.item }) ?? true { s.failure = (item, error) }
-                        }
-                        return
-                    }
+                    return
                 }
             }
-            thread.stackSize = 1 << 20
-            thread.start()
         }
-        group.wait()
+        threads.wait()
         if let failure = shared.withLock({ $0.failure }) { throw failure.error }
     }
 
@@ -77,6 +74,37 @@ public enum WorkerPool {
 
     /// Workers to use for work that is mostly CPU: one per core online.
     public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Threads of the pool that a caller runs its own loop on: `start` runs
+    /// `body` once on each of its new threads, `wait` returns when every
+    /// thread started has returned from it. For a service that takes work
+    /// from a queue of its own (the prefetcher's workers wait on a
+    /// semaphore) or runs in the background for as long as a mount.
+    public final class Threads: Sendable {
+        private let group = DispatchGroup()
+
+        public init() {}
+
+        /// Starts `count` threads (at least 1, at most `maximumWorkers`),
+        /// each running `body` once.
+        public func start(_ count: Int, _ body: @escaping @Sendable () -> Void) {
+            for _ in 0..<max(1, min(count, WorkerPool.maximumWorkers)) {
+                group.enter()
+                let thread = Thread { [group] in
+                    defer { group.leave() }
+                    body()
+                }
+                thread.stackSize = WorkerPool.stackBytes
+                thread.start()
+            }
+        }
+
+        /// Waits until every thread started has returned.
+        public func wait() { group.wait() }
+    }
+
+    /// Each thread's stack (a thread would reserve 8 MiB by default).
+    static let stackBytes = 1 << 20
 }
 
 /// What a pool's threads share: the next item, and the failure of the

@@ -46,7 +46,7 @@ struct TagListing {
                 why = "a temporary of a shardfs write that did not finish (a crashed convert or --persist-to daemon)"
             } else if name.hasSuffix(".tensors") {
                 why = "the layout (\(plan.options.format.rawValue)) names no such file; a *.tensors entry makes NxD's trainer load the tag as xser"
-            } else if NxDRankFiles.parseRanks(name, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") != nil {
+            } else if NxDFileName.ranks(of: name) != nil {
                 why = "a rank file the layout (\(plan.files.count) files) does not name"
             } else {
                 why = "the layout names no such file"
@@ -61,7 +61,7 @@ struct TagListing {
             return ["\(tag)/model cannot be listed: is \(tag) the checkpoint tag directory (the one holding model/)?"]
         }
         var hints: [String] = []
-        let ranks = entries.compactMap { NxDRankFiles.parseRanks($0, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") }
+        let ranks = entries.compactMap { NxDFileName.ranks(of: $0) }
         if !ranks.isEmpty {
             // Only a full grid of other size says "another layout"; a stray
             // or missing file is reported as such.

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// What a check reports as it goes, for a progress display.
 public enum VerifyEvent: Sendable {

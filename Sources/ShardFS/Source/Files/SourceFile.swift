@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,7 +26,7 @@ public final class SourceFile: Sendable {
     private let budget: OpenFiles
     /// This file's key in the budget.
     private let id: Int
-    private static let nextID = Atomic<Int>(0)
+    private static let nextID = Locked(0)
 
     /// Opens `directory/name` to learn what it is (the handle stays in the
     /// budget: a header parse usually follows).
@@ -41,7 +39,7 @@ public final class SourceFile: Sendable {
         let name = sourceName.string
         self.directory = directory
         self.budget = budget
-        id = SourceFile.nextID.add(1, ordering: .relaxed).newValue
+        id = SourceFile.nextID.withLock { $0 += 1; return $0 }
         let handle = try OpenSourceFile(path: directory.hasSuffix("/") ? directory + name : directory + "/" + name, name: name, expected: nil)
         identity = handle.identity
         _ = budget.insert(id, handle)

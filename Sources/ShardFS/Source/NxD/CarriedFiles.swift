@@ -12,10 +12,7 @@ enum CarriedFiles {
 
     /// The carried files present, and notes on the tag's other entries (not carried).
     static func read(tag: String) throws(ShardFSError) -> (files: [(path: String, bytes: [UInt8])], notes: [String]) {
-        let entries: [String]
-        do { entries = try FileManager.default.contentsOfDirectory(atPath: tag).sorted() } catch {
-            throw ShardFSError.badSource(file: tag, reason: "cannot list it: \(error.localizedDescription)")
-        }
+        let entries = try Directories.list(tag)
         var files: [(path: String, bytes: [UInt8])] = []
         var notes: [String] = []
         var containment = try SourceContainment(directory: tag)

@@ -187,17 +187,14 @@ struct NxDRankFiles {
     /// ranks) by name.
     static func rankFileNames(tag: String) throws(ShardFSError) -> [Name] {
         let model = tag + "/model"
-        let entries: [String]
-        do { entries = try FileManager.default.contentsOfDirectory(atPath: model).sorted() } catch {
-            throw ShardFSError.badSource(file: model, reason: "cannot list it: \(error.localizedDescription)")
-        }
+        let entries = try Directories.list(model)
         var names: [Name] = []
         for entry in entries {
             if entry.contains("ep_rank") {
                 throw ShardFSError.badSource(
                     file: "model/" + entry, reason: "is an expert-parallel rank file (ep_rank): NxD checkpoints with expert parallelism are not supported yet")
             }
-            if let (dp, tp, pp) = parseRanks(entry, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") {
+            if let (dp, tp, pp) = NxDFileName.ranks(of: entry) {
                 guard dp == 0 else {
                     throw ShardFSError.badSource(file: "model/" + entry, reason: "is a data-parallel rank \(dp) file; NxD saves the model from dp rank 0 only, and ShardFS reads only those")
                 }

@@ -126,7 +126,7 @@ struct ZeroOptimizerTag: Sendable {
         var names: [Name] = []
         var seen: Set<String> = []
         for entry in entries {
-            guard let (dp, tp, pp) = NxDRankFiles.parseRanks(entry, pattern: ["dp_rank_", "_tp_rank_", "_pp_rank_"], suffix: ".pt") else { continue }
+            guard let (dp, tp, pp) = NxDFileName.ranks(of: entry) else { continue }
             guard tp < tpSize, pp < ppSize else {
                 throw ShardFSError.badSource(
                     file: "optim/" + entry, reason: "is for tp rank \(tp), pp rank \(pp), but the model's rank files are tp 0..\(tpSize - 1), pp 0..\(ppSize - 1)")
@@ -151,7 +151,7 @@ struct ZeroOptimizerTag: Sendable {
         for tp in 0..<tpSize {
             for pp in 0..<ppSize {
                 for dp in 0..<dpSize {
-                    let name = "optim/dp_rank_\(twoDigits(dp))_tp_rank_\(twoDigits(tp))_pp_rank_\(twoDigits(pp)).pt"
+                    let name = "optim/" + NxDFileName.rankFile(dp: dp, tp: tp, pp: pp)
                     guard present.contains("\(dp) \(tp) \(pp)") else {
                         throw ShardFSError.badSource(
                             file: name, reason: "missing: optim/ holds dp ranks 0..\(dpSize - 1) and the model tp 0..\(tpSize - 1), pp 0..\(ppSize - 1), so every triple needs a file")
@@ -162,8 +162,6 @@ struct ZeroOptimizerTag: Sendable {
         }
         return sorted
     }
-
-    static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
 
     /// One file read, its shards numbered within `files`.
     struct Parsed: Sendable {
