@@ -430,6 +430,17 @@ def load_pair(mounted: Path, converted: Path, what: str, **kw) -> None:
 
 
 
+def converted_copy(shardfs, ckpts, tmp_path: Path, c: Case) -> tuple:
+    """A copy of case `c`'s checkpoint under tmp_path/src, for a test to
+    change, converted: (the copy, the converted files as `Expected`, the
+    sources each rank file uses)."""
+    src = ckpts.get(c.ckpt).copy_to(tmp_path / "src")
+    out = tmp_path / "converted"
+    conv = shardfs.run("convert", src, out, *c.args)
+    assert conv.returncode == 0, conv.describe()
+    return src, Expected(out), _sources_by_file(shardfs, src, c.args)
+
+
 def _sources_by_file(shardfs, src: Path, args: list) -> dict:
     """rank file name -> set of safetensors files its tensors come from
     (`plan --json`)."""

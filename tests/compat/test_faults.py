@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from mounting import (  # noqa: F401
-    FUSE_TYPE, GQA_TP2_PP2, MANY, Expected, _alive, _sources_by_file, expected_for, is_mounted, log_tail,
+    FUSE_TYPE, GQA_TP2_PP2, MANY, _alive, converted_copy, expected_for, is_mounted, log_tail,
     new_mnt, proc_mounts, wait_for,
 )
 
@@ -381,12 +381,7 @@ def test_source_deleted_or_truncated(shardfs, ckpts, mounts, tmp_path, how):
     using it fails with EIO (new opens, and a descriptor opened before), the
     log names the shard, files not using it read correctly, the daemon lives."""
     c = GQA_TP2_PP2
-    src = ckpts.get(c.ckpt).copy_to(tmp_path / "src")
-    out = tmp_path / "converted"
-    conv = shardfs.run("convert", src, out, *c.args)
-    assert conv.returncode == 0, conv.describe()
-    exp = Expected(out)
-    uses = _sources_by_file(shardfs, src, c.args)
+    src, exp, uses = converted_copy(shardfs, ckpts, tmp_path, c)
     shards = sorted(p.name for p in src.glob("*.safetensors"))
     shard = next((s for s in shards if 0 < sum(s in u for u in uses.values()) < len(uses)), None)
     assert shard is not None, f"no shard used by only some files: {uses}"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mounting import (  # the fixtures (mounts, ...) come from conftest.py
-    _alive, assert_file_equals, _errno_of, Expected, GQA_TP2_PP2, is_mounted, log_tail, new_mnt, READ_MODES,
-    _sources_by_file, wait_for,
+    _alive, assert_file_equals, _errno_of, GQA_TP2_PP2, is_mounted, log_tail, new_mnt, READ_MODES,
+    converted_copy, wait_for,
 )
 
 pytestmark = pytest.mark.mount
@@ -62,12 +62,7 @@ def test_source_changed(shardfs, ckpts, mounts, tmp_path, how, mode):
     opened before the change), the log names the shard; files not using it
     still read correctly; the daemon stays up."""
     c = GQA_TP2_PP2
-    src = ckpts.get(c.ckpt).copy_to(tmp_path / "src")
-    out = tmp_path / "converted"
-    conv = shardfs.run("convert", src, out, *c.args)
-    assert conv.returncode == 0, conv.describe()
-    exp = Expected(out)
-    uses = _sources_by_file(shardfs, src, c.args)
+    src, exp, uses = converted_copy(shardfs, ckpts, tmp_path, c)
     assert set(uses) == set(exp.names)
     all_sources = sorted(p.name for p in src.glob("*.safetensors"))
     shard = next((s for s in all_sources if 0 < sum(s in u for u in uses.values()) < len(uses)), None)

@@ -28,6 +28,7 @@ from reference import Layout, rank_file_name, validate
 import checkpoints
 
 # Mount helpers (the fixture comes from conftest.py).
+import mounting
 from mounting import new_mnt, zero_crcs
 
 L = Layout
@@ -55,10 +56,8 @@ _install_stand_in()
 
 
 @dataclass(frozen=True)
-class Case:
-    id: str
-    ckpt: str
-    layout: Layout
+class Case(mounting.Case):
+    """A mount case, converted to xser (`args`) or plain (`pt_args`)."""
 
     @property
     def pt_args(self) -> list:
@@ -66,7 +65,7 @@ class Case:
 
     @property
     def args(self) -> list:
-        return self.layout.cli_args() + XSER
+        return self.pt_args + XSER
 
 
 CASES = [
