@@ -24,4 +24,12 @@ static inline int shardfs_wake_event(void) {
 static inline void shardfs_limit_malloc_arenas(int count) {
     mallopt(M_ARENA_MAX, count);
 }
+
+/* Allocations of at least `bytes` get pages of their own (mmap), given back
+   when freed, whatever sizes came before: glibc's default threshold rises
+   with every large block freed, after which large transient buffers are
+   carved from the heap and leave it fragmented. */
+static inline void shardfs_malloc_mmap_threshold(int bytes) {
+    mallopt(M_MMAP_THRESHOLD, bytes);
+}
 #endif

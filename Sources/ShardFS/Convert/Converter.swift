@@ -61,16 +61,18 @@ public struct Converter: Sendable {
 
         let kept = try Converter.keepFinished(outputs, finished: prepared.finished, root: root, manifest: target.manifest,
                                               jobs: jobs, isCancelled: isCancelled, events: events)
-        let remaining = outputs.indices.filter { !kept.contains($0) }.map { outputs[$0] }
+        // By index: an xser training state is 350,000 outputs, a copy of
+        // their list 17 MB.
+        let remaining = outputs.indices.filter { !kept.contains($0) }
         outcome.keptFiles = kept.count
         outcome.keptBytes = kept.reduce(0) { $0 + outputs[$1].file.size }
         outcome.writtenFiles = remaining.count
-        outcome.writtenBytes = remaining.reduce(0) { $0 + $1.file.size }
+        outcome.writtenBytes = remaining.reduce(0) { $0 + outputs[$1].file.size }
         let topLevel = plan.options.format == .hf || plan.options.format == .dcp
-        let created = try target.makeDirectories(for: remaining.map(\.path), top: topLevel ? "" : "model")
+        let created = try target.makeDirectories(for: remaining.map { outputs[$0].path }, top: topLevel ? "" : "model")
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
-            try write(remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
+            try write(outputs, remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
             if part != .whole {
                 outcome.writtenFiles += try completeShares(root: root, manifest: target.manifest, events: events)
             }
@@ -92,13 +94,13 @@ public struct Converter: Sendable {
     private func completeShares(root: String, manifest: PersistManifest,
                                 events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) -> Int {
         let whole = plan.virtualFiles()
-        let markers = whole.filter { LayoutPlan.isCompletionMarker($0.path) }
+        let markers = whole.indices.filter { LayoutPlan.isCompletionMarker(whole[$0].path) }
         guard !markers.isEmpty else { return 0 }
         let finished = Dictionary(try manifest.finished().map { ($0.path, $0) }, uniquingKeysWith: { $1 })
         for (path, file) in whole where !LayoutPlan.isCompletionMarker(path) {
             guard let entry = finished[path], entry.problem(in: root, plannedSize: file.size) == nil else { return 0 }
         }
-        try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: { false }, events: events)
+        try writeAtOnce(whole, markers, root: root, manifest: manifest, jobs: 1, isCancelled: { false }, events: events)
         return markers.count
     }
 
@@ -153,23 +155,25 @@ public struct Converter: Sendable {
     /// a DCP folder's `.metadata`, as DCP's `finish` does) is written after
     /// every other file: an output is complete once it exists, so a run
     /// interrupted earlier leaves one no trainer takes for complete.
-    private func write(_ outputs: [(path: String, file: PlannedFile)], root: String, manifest: PersistManifest, jobs: Int,
+    private func write(_ outputs: [(path: String, file: PlannedFile)], _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
-        let markers = outputs.filter { LayoutPlan.isCompletionMarker($0.path) }
-        try writeAtOnce(outputs.filter { !LayoutPlan.isCompletionMarker($0.path) }, root: root, manifest: manifest, jobs: jobs, isCancelled: isCancelled, events: events)
-        try writeAtOnce(markers, root: root, manifest: manifest, jobs: 1, isCancelled: isCancelled, events: events)
+        let markers = chosen.filter { LayoutPlan.isCompletionMarker(outputs[$0].path) }
+        try writeAtOnce(outputs, chosen.filter { !LayoutPlan.isCompletionMarker(outputs[$0].path) }, root: root, manifest: manifest,
+                        jobs: jobs, isCancelled: isCancelled, events: events)
+        try writeAtOnce(outputs, markers, root: root, manifest: manifest, jobs: 1, isCancelled: isCancelled, events: events)
     }
 
-    private func writeAtOnce(_ outputs: [(path: String, file: PlannedFile)], root: String, manifest: PersistManifest, jobs: Int,
+    /// Writes `outputs[i]` for each i of `chosen`.
+    private func writeAtOnce(_ outputs: [(path: String, file: PlannedFile)], _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
-        guard !outputs.isEmpty else { return }
+        guard !chosen.isEmpty else { return }
         let failed = Locked(false)
         let sources = checkpoint.files
-        try WorkerPool.run(items: outputs.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
+        try WorkerPool.run(items: chosen.count, workers: jobs, makeState: { VirtualFileWriter(reader: ExtentReader(sources: sources)) },
                            finish: { $0.close() }) { (writer: inout VirtualFileWriter, item: Int) throws(ShardFSError) in
-            let (path, file) = outputs[item]
+            let (path, file) = outputs[chosen[item]]
             do throws(ShardFSError) {
                 let crc = try writer.write(file.make(), to: root + "/" + path,
                                            progress: { events(.wrote(bytes: $0)) },

@@ -9,7 +9,15 @@ import CLinux
 /// into buffers made once, so they hardly allocate.
 public enum MallocArenas {
     public static let count: Int32 = 2
+    /// Blocks from this size on are mapped apart and unmapped when freed: a
+    /// training tag's tables are built through transient arrays of
+    /// hundreds of thousands of entries (megabytes each), which otherwise
+    /// leave holes in the heap the peak RSS counts.
+    public static let mmapThreshold: Int32 = 256 << 10
 
     /// Call first thing in `main`, before any thread allocates.
-    public static func limit() { shardfs_limit_malloc_arenas(count) }
+    public static func limit() {
+        shardfs_limit_malloc_arenas(count)
+        shardfs_malloc_mmap_threshold(mmapThreshold)
+    }
 }
