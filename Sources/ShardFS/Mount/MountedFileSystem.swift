@@ -25,10 +25,10 @@ public final class MountedFileSystem: Sendable {
     public let prefetcher: Prefetcher?
     /// Recipe files (optimizer files, xser tensor files, DCP files) made for
     /// the reads that follow, by inode: a file is made once for its reader's
-    /// requests, not once per request. 64 files and 64 MiB: a DCP file of
-    /// a 70B state split 64 ways is a few thousand archives, megabytes of
-    /// framing, and eight readers each keep a few files going.
-    let made = MadeFiles<UInt64>(capacity: 64, byteBudget: 64 << 20)
+    /// requests, not once per request. 64 files and 24 MiB: a DCP file of
+    /// a 70B state split 64 ways is a few thousand archives, 1 to 3 MB of
+    /// framing, and eight readers each keep one or two files going.
+    let made = MadeFiles<UInt64>(capacity: 64, byteBudget: 24 << 20)
 
     /// A reader with its request buffer; one per concurrent request. Only
     /// ever used by one thread at a time: the pool's mutex hands it over.
