@@ -409,7 +409,10 @@ class Resume:
                 "layout": dict(tp=lay.tp, pp=lay.pp, vpp=lay.vpp, kv_mult=lay.kv_mult, qkv_linear=lay.qkv_linear,
                                fuse_qkv=lay.fuse_qkv, backend=lay.backend),
                 "dtype": self.dtype, "opt": self.opt, "master": self.master, "xser": self.fmt == "xser",
-                "avoid_lower": False, "order": self.order}
+                "avoid_lower": False, "order": self.order,
+                # tests/zero1's base model (TorchTitan's config here), its
+                # norms in the run's dtype as the NxD run initialises them.
+                "model": "base", "norms": None}
 
 
 TP2_QKV = Layout(tp=2, qkv_linear=True)  # tests/zero1's config: 2 KV heads, one per TP rank
