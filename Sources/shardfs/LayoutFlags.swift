@@ -3,6 +3,7 @@ import ShardFS
 
 extension HardwareBackend: ExpressibleByArgument {}
 extension CheckpointFormat: ExpressibleByArgument {}
+extension SourceSplicing: ExpressibleByArgument {}
 
 /// Output dtypes `--dtype` accepts.
 enum OutputDType: String, CaseIterable, ExpressibleByArgument {

@@ -75,9 +75,15 @@ struct MountCommand: ParsableCommand {
     var pageCache = false
 
     @Flag(name: .customLong("no-splice"), help: ArgumentHelp(
-        "With --persist-to: copy the bytes of persisted files through the daemon instead of handing the kernel their descriptors.",
-        discussion: "Bytes made from the sources are always copied: the daemon checks a source is unchanged after copying from it, and a spliced reply would move the bytes after that check."))
+        "Copy every byte through the daemon: splice nothing (neither sources nor --persist-to copies).",
+        discussion: "By default the daemon hands the kernel file descriptors for bytes that pass unchanged (a persisted copy's, and a source's as --splice-sources says), saving a copy through user space."))
     var noSplice = false
+
+    @Option(name: .customLong("splice-sources"), help: ArgumentHelp(
+        "Which sources' bytes to splice rather than copy: leased, always or never.",
+        discussion: "A spliced byte is read by the kernel when the reply is sent, after any check the daemon can make. 'leased' (the default) splices a source only under a read lease: on a local disk file system the kernel then holds any other process's open for writing until the daemon has marked the source changed (every later read fails with EIO) and its reads in flight are sent, so no reader gets a mix of old and new bytes. Sources where no lease holds (a network or FUSE file system, where writers on other nodes never meet it, or a file already open for writing) are copied and checked before each reply. 'always' splices those too and checks them after the reply: a read racing an in-place write may get either version, as reading the file directly would; the change is found and every later read fails. 'never' copies and checks everything and takes no leases. `shardfs status` shows how the sources are served.",
+        valueName: "when"))
+    var spliceSources: SourceSplicing = .leased
 
     @Option(name: .customLong("max-read-kib"),
             help: "Largest read request in KiB (default 512: a 1 MiB reply no longer fits the 1 MiB pipe that splice needs).")
@@ -193,7 +199,7 @@ struct MountCommand: ParsableCommand {
         var prefetch = Prefetcher.Options()
         prefetch.window = prefetchMiB << 20
         let fileSystem = MountedFileSystem(checkpoint: checkpoint, files: files, maximumRead: options.maximumRead,
-                                           prefetch: prefetchMiB > 0 ? prefetch : nil)
+                                           prefetch: prefetchMiB > 0 ? prefetch : nil, splicing: spliceSources)
         let materialiser = try persistTo.map { directory in
             try failing { () throws(ShardFSError) in
                 try makeMaterialiser(directory: directory, checkpoint: checkpoint, plan: plan, files: files, fileSystem: fileSystem, logger: logger)
@@ -203,7 +209,8 @@ struct MountCommand: ParsableCommand {
         let totalBytes = files.reduce(0) { $0 + $1.file.size }
         let server = FUSEServer(fileSystem: fileSystem, options: options, logger: logger) { reads, bytes in
             MountStatus(mountpoint: mountpoint, source: sourceDirectory, layout: summary, pid: getpid(), files: files.count, bytes: totalBytes,
-                        readsServed: reads, bytesServed: bytes, persist: materialiser?.materialiser.status, log: daemonLog)
+                        readsServed: reads, bytesServed: bytes, persist: materialiser?.materialiser.status, log: daemonLog,
+                        sources: fileSystem.sourceServing)
         }
         materialiser?.server.set(server)
         logger.info("serving \(source) as \(plan.options.summary)")

@@ -69,6 +69,7 @@ struct StatusCommand: ParsableCommand {
             daemon pid \(status.pid): \(status.readsServed) reads served, \(Units.bytes(status.bytesServed))
             """)
         if let log = status.log { Console.out("log: \(log)") }
+        for line in status.sources?.summary ?? [] { Console.out(line) }
         if let persist = status.persist {
             Console.out("persist to \(persist.directory) (part \(persist.part)): \(persist.summary)")
             Console.out("files served from \(persist.directory): \(persist.filesServedFromDirectory)")

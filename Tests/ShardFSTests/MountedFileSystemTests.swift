@@ -23,14 +23,14 @@ import Glibc
     }
 
     /// Resolves segments to bytes without ShardFS's readers: buffer bytes as
-    /// given, a persisted copy's range read with pread.
+    /// given, a persisted copy's or a source's range read with pread.
     static func resolve(_ segments: [ReadSegment], _ buffer: UnsafeMutableRawBufferPointer) throws -> [UInt8] {
         var out: [UInt8] = []
         for segment in segments {
             switch segment {
             case let .buffer(range):
                 out += Array(UnsafeRawBufferPointer(rebasing: buffer[range]))
-            case let .persisted(descriptor, offset, count):
+            case let .persisted(descriptor, offset, count), let .source(descriptor, offset, count):
                 var bytes = [UInt8](repeating: 0, count: count)
                 let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
                 out += bytes.prefix(max(0, n))
@@ -63,8 +63,8 @@ import Glibc
                 }.get()
                 let end = min(whole.count, start + min(count, fs.maximumRead))
                 #expect(try segments.1.get() == Array(whole[start..<end]), "\(path) at \(start) (+\(count))")
-                // Source bytes are copied, then their sources checked: never
-                // handed to the kernel, which would move them after the check.
+                // This fixture's tensors are a few KiB: no run is long enough
+                // to splice (SourceLeaseTests has those).
                 #expect(segments.0.allSatisfy { if case .buffer = $0 { true } else { false } })
             }
         }

@@ -622,3 +622,128 @@ def test_daemon_killed_under_load(conversions, ckpts, mounts, tmp_path):
             assert f.read() == wants[n], f"{n} after remount"
     print(f"\ndaemon killed under load: {before} reads before SIGKILL, readers ended with "
           f"{sorted(errname(e) for e in ended.values())}")
+
+
+# ---------------------------------------------------------------------------
+# leases: a source rewritten in place while its bytes are being spliced
+
+
+def _fresh_copy(src: Path, dest: Path) -> Path:
+    """A private copy of the sparse checkpoint (holes kept), to rewrite."""
+    subprocess.run(["cp", "-r", "--sparse=always", str(src), str(dest)], check=True)
+    return dest
+
+
+def _race_writer(m, rf, path: str, shard_path: Path, lo: int, hi: int, off: int, n: int, readers: int = 8):
+    """`readers` threads pread [off, off+n) of MNT/path (256 KiB at a time)
+    in a loop while one process-local writer opens `shard_path` for writing
+    and overwrites its bytes [lo, hi) with 0xAB. Returns (outcomes, when the
+    writer's open returned, when its write ended): outcomes are (start time,
+    "ok" | "EIO" | what else happened)."""
+    want = rf.expected(off, n)
+    outcomes: list = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    times: dict = {}
+
+    def reader(seed: int) -> None:
+        rnd = random.Random(seed)
+        fd = os.open(m.mnt / path, os.O_RDONLY)
+        try:
+            while not stop.is_set():
+                start = rnd.randrange(0, n - (256 << 10)) // 4096 * 4096
+                t = time.monotonic()
+                try:
+                    got = os.pread(fd, 256 << 10, off + start)
+                    what = "ok" if got == want[start:start + len(got)] and len(got) == 256 << 10 else \
+                        f"wrong bytes at {off + start} ({len(got)} bytes)"
+                except OSError as e:
+                    what = errname(e.errno)
+                with lock:
+                    outcomes.append((t, what))
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    with open(shard_path, "r+b") as f:
+        times["opened"] = time.monotonic()
+        f.seek(lo)
+        f.write(b"\xab" * (hi - lo))
+        f.flush()
+        os.fsync(f.fileno())
+    times["written"] = time.monotonic()
+    times["open_wait"] = times["opened"] - t0
+    time.sleep(2.5)
+    stop.set()
+    for th in threads:
+        th.join()
+    return outcomes, times
+
+
+def _status(shardfs, mnt: Path) -> dict:
+    r = shardfs.run("status", mnt, "--json")
+    assert r.returncode == 0, r.describe()
+    return json.loads(r.stdout)
+
+
+def test_rewrite_during_spliced_reads_under_a_lease(mounts, sparse8b, shardfs, tmp_path):
+    """A leased source (local disk) rewritten in place while 8 readers read
+    bytes spliced from it: the writer's open waits for the reads in flight;
+    no read returns anything but the old bytes or EIO; every read that
+    starts after the writer got in fails with EIO; status counts the break."""
+    src = _fresh_copy(sparse8b.src, tmp_path / "src")
+    path = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
+    size, tensors = sparse8b.files[path]
+    key = "model.layers.0.self_attn.q_proj.weight"  # full-width rows: spliced
+    t = tensors[key]
+    shard, lo, hi = source_span(t, 0, t.rows)
+    m = mounts.mount(src, new_mnt(tmp_path), *LAYOUT_8B)
+    rf = sparse8b.rank_file(m.mnt, path)
+    s, e, _ = span_of(rf, key)
+    assert e - s > (1 << 20)
+    before = _status(shardfs, m.mnt)["sources"]
+    assert before["splicing"] == "leased" and before["leased"] >= 1, before
+    outcomes, times = _race_writer(m, rf, path, src / shard, lo, hi, s, e - s)
+    bad = [w for _, w in outcomes if w not in ("ok", "EIO")]
+    assert not bad, f"{len(bad)} reads got neither the old bytes nor EIO: {bad[:5]}\n{log_tail(m.log)}"
+    assert any(w == "ok" for t0, w in outcomes if t0 < times["opened"]), "no read succeeded before the write"
+    late = [w for t0, w in outcomes if t0 > times["opened"]]
+    assert late and all(w == "EIO" for w in late), f"reads after the writer got in: {sorted(set(late))}"
+    after = _status(shardfs, m.mnt)["sources"]
+    assert after["leasesBroken"] >= 1, after
+    assert shard in m.log_text()
+
+
+@pytest.mark.parametrize("splicing", ["leased", "always"])
+def test_rewrite_where_no_lease_holds(eiofs_mount, mounts, sparse8b, shardfs, tmp_path, splicing):
+    """Sources on a FUSE file system (the tests' passthrough shim, writes
+    made to its backing files as another node would): no lease is taken;
+    status says why. By default they are copied and checked before each
+    reply; with --splice-sources always spliced and checked after. Either
+    way a read returns the old bytes, the new ones (the race reading the
+    file directly has too) or EIO, and within a few seconds of the write
+    every read fails with EIO."""
+    src = _fresh_copy(sparse8b.src, tmp_path / "src")
+    shim, _ = eiofs_mount.mount(src, [])
+    path = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
+    size, tensors = sparse8b.files[path]
+    key = "model.layers.0.self_attn.q_proj.weight"
+    t = tensors[key]
+    shard, lo, hi = source_span(t, 0, t.rows)
+    m = mounts.mount(shim, new_mnt(tmp_path), *LAYOUT_8B, "--splice-sources", splicing)
+    rf = sparse8b.rank_file(m.mnt, path)
+    s, e, _ = span_of(rf, key)
+    status = _status(shardfs, m.mnt)["sources"]
+    assert status["splicing"] == splicing and status["leased"] == 0 and status["unleased"] >= 1, status
+    assert all("FUSE file system" in why for why in status["unleasedExamples"]), status
+    outcomes, times = _race_writer(m, rf, path, src / shard, lo, hi, s, e - s)
+    # 0xAB bytes are "wrong bytes" to the checker: allowed while racing the write.
+    odd = [w for _, w in outcomes if w != "ok" and w != "EIO" and not w.startswith("wrong bytes")]
+    assert not odd, odd[:5]
+    settled = [w for t0, w in outcomes if t0 > times["written"] + 2.0]
+    assert settled and all(w == "EIO" for w in settled), \
+        f"reads 2 s after the write: {sorted(set(settled))}\n{log_tail(m.log)}"

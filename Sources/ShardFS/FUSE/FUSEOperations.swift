@@ -124,15 +124,20 @@ private func opRead(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offs
             switch segment {
             case let .buffer(range):
                 shardfs_bufvec_set_memory(vector, i, buffer.baseAddress! + range.lowerBound, range.count)
-            case let .persisted(descriptor, offset, count):
+            case let .persisted(descriptor, offset, count), let .source(descriptor, offset, count):
                 shardfs_bufvec_set_fd(vector, i, descriptor, offset, count)
             }
         }
-        // A reply made in our buffer alone (every read from the sources)
-        // goes out with one writev: through the splice path libfuse would
-        // first copy it into a pipe, a third copy of those bytes.
-        let inBufferOnly = segments.allSatisfy { if case .buffer = $0 { true } else { false } }
-        let status = fuse_reply_data(req, vector, inBufferOnly ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE)
+        // A reply made in our buffer alone goes out with one writev: through
+        // the splice path libfuse would first copy it into a pipe, a third
+        // copy of those bytes. A source's pages are spliced without MOVE:
+        // the kernel may otherwise take them out of the source's page cache.
+        var flags = FUSE_BUF_NO_SPLICE
+        for segment in segments {
+            if case .source = segment { flags = fuse_buf_copy_flags(rawValue: 0); break }
+            if case .persisted = segment { flags = FUSE_BUF_SPLICE_MOVE }
+        }
+        let status = fuse_reply_data(req, vector, flags)
         served = segments.reduce(0) { $0 + $1.count }
         return status < 0 ? -status : 0
     }

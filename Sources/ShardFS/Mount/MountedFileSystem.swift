@@ -29,6 +29,8 @@ public final class MountedFileSystem: Sendable {
     /// a 70B state split 64 ways is a few thousand archives, 1 to 3 MB of
     /// framing, and eight readers each keep one or two files going.
     let made = MadeFiles<UInt64>(capacity: 64, byteBudget: 24 << 20)
+    /// Which source bytes are spliced rather than copied.
+    public let splicing: SourceSplicing
 
     /// A reader with its request buffer; one per concurrent request. Only
     /// ever used by one thread at a time: the pool's mutex hands it over.
@@ -46,7 +48,8 @@ public final class MountedFileSystem: Sendable {
 
     /// `prefetch` nil turns reading ahead off.
     public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], maximumRead: Int = 1 << 20,
-                prefetch: Prefetcher.Options? = Prefetcher.Options()) {
+                prefetch: Prefetcher.Options? = Prefetcher.Options(), splicing: SourceSplicing = .leased) {
+        self.splicing = splicing
         let tree = FileTree(files: files)
         self.tree = tree
         watch = SourceWatch(sources: checkpoint.files)
@@ -157,11 +160,13 @@ public final class MountedFileSystem: Sendable {
 
     /// Serves `count` bytes of `inode` from `offset`: calls `reply` with the
     /// segments and the buffer they refer to (valid only during the call).
-    /// `allowSplice` lets a persisted copy's bytes go as its descriptor.
+    /// `allowSplice` (the kernel connection can splice) lets a persisted
+    /// copy's bytes go as its descriptor, and sources' as `splicing` says.
     ///
-    /// Source bytes are copied into the buffer first and the sources they
-    /// came from checked after: a source written before or while it was
-    /// copied has its mtime changed by then, so no mixed bytes are replied.
+    /// Every source a request uses is held in use until `reply` returns: a
+    /// lease break waits for it. A leased source needs no other check;
+    /// bytes copied from an unleased one are checked (an fstat) before the
+    /// reply, spliced ones after it (`SourceSplicing`).
     public func read<R>(_ inode: UInt64, offset: Int, count: Int, allowSplice: Bool,
                         reply: ([ReadSegment], UnsafeMutableRawBufferPointer) -> R) -> Result<R, ReadError> {
         guard let node = tree.node(inode) else { return .failure(.notFound) }
@@ -172,20 +177,28 @@ public final class MountedFileSystem: Sendable {
         let context = takeContext()
         defer { readers.withLock { $0.append(context) } }
         let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
+        let range = offset..<offset + min(wanted, max(0, file.size - offset))
         do throws(ShardFSError) {
             if let copy = persisted.copy(inode) {
-                let range = offset..<offset + min(wanted, max(0, file.size - offset))
                 let handle = try copy.file.open()
                 let segments = try copy.segments(of: range, handle: handle, buffer: buffer, allowSplice: allowSplice)
                 return .success(withExtendedLifetime(handle) { reply(segments, context.buffer) })
             }
-            context.reader.touchedSources = []
-            defer { context.reader.touchedSources = nil }
-            let read = try context.reader.read(made.file(inode, file), at: offset, into: buffer)
-            for index in (context.reader.touchedSources ?? []).sorted() {
-                if let problem = watch.check(index) { return .failure(.sourceChanged(source: watch.sources[index].name, problem: problem)) }
+            let reader = context.reader
+            reader.startRequest()
+            defer { reader.endRequest() }
+            let leases = splicing == .never ? nil : ReadLeases.shared
+            var splicedUnleased = false
+            let splice: ((OpenSourceFile) -> Bool)? = !allowSplice || splicing == .never ? nil : { handle in
+                if let leases, handle.leased(leases) { return true }
+                splicedUnleased = splicedUnleased || self.splicing == .always
+                return self.splicing == .always
             }
-            return .success(reply(read > 0 ? [.buffer(0..<read)] : [], context.buffer))
+            let segments = try reader.segments(of: made.file(inode, file), range: range, buffer: buffer, splice: splice)
+            if let failure = checkUnleased(reader, leases) { return .failure(failure) }
+            let replied = reply(segments, context.buffer)
+            if splicedUnleased { _ = checkUnleased(reader, leases) }
+            return .success(replied)
         } catch {
             if case let .sourceChanged(name, problem) = error, let index = watch.sources.firstIndex(where: { $0.name == name }) {
                 // Found on reopening it: every file using it fails from now on.
@@ -193,6 +206,23 @@ public final class MountedFileSystem: Sendable {
             }
             return .failure(.io(error))
         }
+    }
+
+    /// Checks the request's sources that hold no lease (an fstat each):
+    /// any write that reached bytes before they were copied changed the
+    /// mtime first.
+    private func checkUnleased(_ reader: ExtentReader, _ leases: ReadLeases?) -> ReadError? {
+        for (index, handle) in reader.requestSources where leases == nil || !handle.leased(leases!) {
+            if let problem = watch.check(index) { return .sourceChanged(source: watch.sources[index].name, problem: problem) }
+        }
+        return nil
+    }
+
+    /// How the sources are served so far (for `status`).
+    public var sourceServing: MountStatus.SourceServing {
+        let counts = splicing == .never ? (held: 0, refused: 0, broken: 0, refusedExamples: []) : ReadLeases.shared?.counts
+        return MountStatus.SourceServing(splicing: splicing.rawValue, leased: counts?.held ?? 0, unleased: counts?.refused ?? 0,
+                                         unleasedExamples: counts?.refusedExamples ?? [], leasesBroken: counts?.broken ?? 0)
     }
 
     private func takeContext() -> ReadContext {

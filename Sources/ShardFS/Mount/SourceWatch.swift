@@ -10,9 +10,11 @@ import Glibc
 /// contents differ from what was planned against, every file that uses it
 /// must fail with EIO rather than serve stale or mixed bytes.
 ///
-/// Three ways, from cheapest to widest:
-/// - every read checks the sources it copied from, after copying (`check`:
-///   an fstat of the open descriptor);
+/// Four ways, from cheapest to widest:
+/// - a source read under a lease (`ReadLeases`) is marked the moment another
+///   process opens it for writing, before that writer may write;
+/// - every read checks the unleased sources it copied from, after copying
+///   (`check`: an fstat of the open descriptor);
 /// - inotify on the sources' directories reports a write, rename or removal
 ///   made on this node as it happens (one watch per directory);
 /// - a sweep stats the paths of a share of the sources each tick, all of
@@ -20,7 +22,7 @@ import Glibc
 ///   node writing a network file system). With 60,000 sources that is 2,000
 ///   stats a second, where polling every path five times a second cost 12%
 ///   of a core at 16,000.
-public final class SourceWatch: Sendable {
+public final class SourceWatch: ReadLeases.Observer {
     public let sources: [SourceFile]
     private let broken: Locked<[Int: String]>
     /// How many sources `broken` holds. An `Atomic`, not in `broken`'s lock:
@@ -68,6 +70,7 @@ public final class SourceWatch: Sendable {
         useEvents = events
         broken = Locked([:])
         wakeEvent = shardfs_wake_event()
+        ReadLeases.shared?.observe(self)
     }
 
     deinit {
@@ -244,5 +247,17 @@ public final class SourceWatch: Sendable {
             brokenCount.add(1, ordering: .releasing)
             return reason
         }
+    }
+
+    /// A leased source is being opened for writing (or truncated): broken
+    /// from now on. Called on the leases' thread, before the writer may write.
+    public func leaseBroken(path: String, identity: SourceIdentity) {
+        // Rare: a scan is cheaper than an index of every source kept for it.
+        var found = false
+        for index in sources.indices where sources[index].identity == identity && sources[index].path == path {
+            markBroken(index, OpenSourceFile.leaseBreak)
+            found = true
+        }
+        if found { wake() }
     }
 }

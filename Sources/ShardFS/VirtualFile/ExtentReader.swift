@@ -7,9 +7,11 @@ public final class ExtentReader {
     public let sources: [SourceFile]
     private let scratch: UnsafeMutableRawBufferPointer
     private let staging: UnsafeMutableRawBufferPointer
-    /// When not nil, the indexes of the sources read since it was last set
-    /// (a mount checks them after each read: see `MountedFileSystem.read`).
-    public var touchedSources: Set<Int>?
+    /// Between `startRequest` and `endRequest` (a mount's read): the sources
+    /// the request used, each held in use (`OpenSourceFile.startUse`) until
+    /// its reply has gone, so that a lease break waits for it.
+    public private(set) var requestSources: [(index: Int, handle: OpenSourceFile)] = []
+    private var inRequest = false
 
     /// `scratchBytes` bounds the conversion buffers (two of this size).
     public init(sources: [SourceFile], scratchBytes: Int = 1 << 20) {
@@ -26,8 +28,24 @@ public final class ExtentReader {
     /// Source `index`, open for the access at hand (from the budget of open
     /// files, or opened again and checked to be unchanged).
     func open(_ index: Int) throws(ShardFSError) -> OpenSourceFile {
-        touchedSources?.insert(index)
-        return try sources[index].open()
+        guard inRequest else { return try sources[index].open() }
+        if let used = requestSources.first(where: { $0.index == index }) { return used.handle }
+        let handle = try sources[index].open()
+        guard handle.startUse() else { throw ShardFSError.sourceChanged(file: sources[index].name, reason: OpenSourceFile.leaseBreak) }
+        requestSources.append((index, handle))
+        return handle
+    }
+
+    /// Starts a request whose sources are held in use until `endRequest`.
+    public func startRequest() {
+        inRequest = true
+    }
+
+    /// Ends the request: its sources are no longer in use.
+    public func endRequest() {
+        for (_, handle) in requestSources { handle.endUse() }
+        requestSources.removeAll(keepingCapacity: true)
+        inRequest = false
     }
 
     /// Fills `buffer` with the file's bytes from `offset` on; returns the byte
@@ -162,5 +180,58 @@ public final class ExtentReader {
             }
             element += count
         }
+    }
+
+    // MARK: Splicing (a mount's replies)
+
+    /// Pieces shorter than this, and rows narrower (a row-parallel cut at
+    /// TP 32 is 512-byte rows), are copied into the buffer rather than
+    /// handed to the kernel: a splice per piece would cost more than the copy.
+    public static let minimumSpliceRun = 64 << 10
+
+    /// Answers a read of `range` of `file` as segments: literal, converted
+    /// and narrow-row bytes are made in `buffer` (which must hold
+    /// `range.count` bytes); unchanged source bytes in long runs become
+    /// `.source` segments when `splice` says so of their source's open file.
+    /// Concatenated, the segments are exactly the file's bytes in `range`.
+    public func segments(of file: VirtualFile, range: Range<Int>, buffer: UnsafeMutableRawBufferPointer,
+                         splice: ((OpenSourceFile) -> Bool)?) throws(ShardFSError) -> [ReadSegment] {
+        var segments: [ReadSegment] = []
+        var used = 0
+        for piece in file.pieces(of: range) {
+            let extent = file.extents[piece.extent]
+            if let splice, case let .slice(slice) = extent, slice.sourceDType == slice.outputDType,
+               piece.range.count >= ExtentReader.minimumSpliceRun,
+               slice.rowCount == 1 || slice.sourceRowBytes >= ExtentReader.minimumSpliceRun {
+                let handle = try open(slice.fileIndex)
+                if splice(handle) {
+                    for run in slice.sourceRuns(of: piece.range) {
+                        segments.appendSource(handle.descriptor.rawValue, offset: run.offset, count: run.count)
+                    }
+                    continue
+                }
+            }
+            try read(extent, range: piece.range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[used..<used + piece.range.count]))
+            segments.appendBuffer(used..<used + piece.range.count)
+            used += piece.range.count
+        }
+        return segments
+    }
+}
+
+extension SliceExtent {
+    /// The source file ranges holding packed bytes `range` of this slice (in
+    /// the source dtype): a run per row it touches.
+    func sourceRuns(of range: Range<Int>) -> [(offset: Int, count: Int)] {
+        let rowBytes = sourceRowBytes
+        var runs: [(offset: Int, count: Int)] = []
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let row = position / rowBytes, column = position % rowBytes
+            let count = min(rowBytes - column, range.upperBound - position)
+            runs.append((offset + row * rowStride + column, count))
+            position += count
+        }
+        return runs
     }
 }

@@ -1,4 +1,5 @@
 import CGather
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -25,6 +26,18 @@ public final class OpenSourceFile: Sendable {
         var tried = false
     }
     private let mappings = Locked(Mappings())
+
+    /// Whether this descriptor holds a read lease (`ReadLeases`), as the
+    /// hot path reads it: no lock, no system call once decided.
+    private let leaseState = Atomic<UInt8>(LeaseState.untried)
+    /// Why it holds none (nil while leased or untried).
+    private let unleasedReason = Locked<String?>(nil)
+    /// Reads using this descriptor now: a lease break waits for them.
+    private let users = Atomic<Int>(0)
+
+    private enum LeaseState {
+        static let untried: UInt8 = 0, leased: UInt8 = 1, unleased: UInt8 = 2, broken: UInt8 = 3
+    }
 
     /// Opens `path`; when `expected` is given, the file must still be that file.
     init(path: String, name: String, expected: SourceIdentity?) throws(ShardFSError) {
@@ -55,6 +68,7 @@ public final class OpenSourceFile: Sendable {
     }
 
     deinit {
+        if leaseState.load(ordering: .relaxed) != LeaseState.untried { ReadLeases.shared?.forget(descriptor.rawValue) }
         let mapped = mappings.withLock { $0 }
         if let random = mapped.random {
             // Before the address range can be reused: a later release of a
@@ -122,6 +136,7 @@ public final class OpenSourceFile: Sendable {
     /// How the file differs now from what was opened (an fstat of the open
     /// descriptor: catches a change in place, not a rename over the path).
     public func change() -> String? {
+        if leaseState.load(ordering: .sequentiallyConsistent) == LeaseState.broken { return OpenSourceFile.leaseBreak }
         var info = stat()
         guard fstat(descriptor.rawValue, &info) == 0 else { return "fstat failed (errno \(errno))" }
         return identity.difference(from: info)
@@ -141,5 +156,66 @@ public final class OpenSourceFile: Sendable {
         if let hugePage = mapped().hugePage, shardfs_populate(descriptor.rawValue, hugePage, size, range.lowerBound, range.count) != EINVAL { return }
         // Kernels before 5.14 lack MADV_POPULATE_READ.
         _ = posix_fadvise(descriptor.rawValue, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
+    }
+
+    // MARK: Leases (what a mount's reads use; see `ReadLeases`)
+
+    static let leaseBreak = "opened for writing or truncated by another process"
+
+    /// Whether this descriptor holds a read lease, taking one on first ask
+    /// (and checking, under it, that the file is still what was planned:
+    /// a write just before the lease is then caught too).
+    public func leased(_ leases: ReadLeases) -> Bool {
+        switch leaseState.load(ordering: .acquiring) {
+        case LeaseState.leased: return true
+        case LeaseState.untried: break
+        default: return false
+        }
+        return unleasedReason.withLock { reason in
+            let now = leaseState.load(ordering: .acquiring)
+            guard now == LeaseState.untried else { return now == LeaseState.leased }
+            reason = leases.take(self)
+            if reason == nil, let difference = change() {
+                // Changed before the lease: refused, so the read's own check finds it.
+                _ = shardfs_release_lease(descriptor.rawValue)
+                reason = difference
+            }
+            leaseState.store(reason == nil ? LeaseState.leased : LeaseState.unleased, ordering: .releasing)
+            return reason == nil
+        }
+    }
+
+    /// How this file is served as to leases: "leased", "unleased: why",
+    /// "lease broken", or nil before any read asked.
+    public var leaseDescription: String? {
+        switch leaseState.load(ordering: .acquiring) {
+        case LeaseState.leased: return "leased"
+        case LeaseState.broken: return "lease broken"
+        case LeaseState.unleased: return "unleased: " + (unleasedReason.withLock { $0 } ?? "")
+        default: return nil
+        }
+    }
+
+    /// Starts a read's use of this descriptor; false (and nothing to end)
+    /// once its lease has broken. The order (count, then look) against the
+    /// break's (mark, then wait for the count) lets no read slip between.
+    public func startUse() -> Bool {
+        users.add(1, ordering: .sequentiallyConsistent)
+        if leaseState.load(ordering: .sequentiallyConsistent) == LeaseState.broken {
+            users.subtract(1, ordering: .sequentiallyConsistent)
+            return false
+        }
+        return true
+    }
+
+    /// Ends a use begun with `startUse` (after the reply holding its bytes was sent).
+    public func endUse() { users.subtract(1, ordering: .sequentiallyConsistent) }
+
+    /// The lease is breaking: no new read may use this descriptor.
+    func leaseBroke() { leaseState.store(LeaseState.broken, ordering: .sequentiallyConsistent) }
+
+    /// Waits until no read uses this descriptor (a break, before letting go).
+    func waitUntilUnused() {
+        while users.load(ordering: .sequentiallyConsistent) > 0 { usleep(50) }
     }
 }

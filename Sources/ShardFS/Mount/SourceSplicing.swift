@@ -1,0 +1,20 @@
+/// Which source bytes a mount hands the kernel as file descriptors (splice)
+/// rather than copying them through its own buffer.
+///
+/// Splicing skips a copy, but the kernel reads spliced bytes when the reply
+/// is sent, after anything the daemon could check. Under a read lease
+/// (`ReadLeases`) no writer can get in before then; without one (a network
+/// or FUSE file system, or a file already open for writing), a copy can be
+/// checked before it is sent, a splice only after.
+public enum SourceSplicing: String, CaseIterable, Sendable {
+    /// Splice sources under a lease; copy the others and check them before
+    /// replying (a changed source never reaches a reader).
+    case leased
+    /// Splice every source, checking unleased ones after replying: a read
+    /// racing an in-place write of an unleased source may get either
+    /// version, as reading the file directly would; the change is found and
+    /// every read after it fails.
+    case always
+    /// Copy every source's bytes and check them before replying; take no leases.
+    case never
+}
