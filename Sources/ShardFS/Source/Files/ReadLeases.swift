@@ -159,7 +159,7 @@ public final class ReadLeases: Sendable {
         ]
         let magic = Int(type) & 0xFFFF_FFFF
         if local[magic] != nil { return nil }
-        let named: [Int: String] = [0x6546_5546: "a FUSE file system", 0x0BD0_0BD0: "Lustre", 0x6969: "NFS",
+        let named: [Int: String] = [0x6573_5546: "a FUSE file system", 0x0BD0_0BD0: "Lustre", 0x6969: "NFS",
                                     0xFF53_4D42: "CIFS", 0x0102_1997: "9p"]
         return named[magic] ?? "a file system of type 0x\(String(magic, radix: 16))"
     }
