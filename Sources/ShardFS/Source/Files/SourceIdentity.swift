@@ -10,19 +10,24 @@ import Glibc
 public struct SourceIdentity: Equatable, Sendable {
     public let size: Int
     public let modificationTime: timespec
+    /// The status-change time: moves on every write and metadata change, and
+    /// unlike the mtime cannot be set back (`touch -r` restores an mtime).
+    public let changeTime: timespec
     public let inode: UInt
     public let device: UInt
 
     public init(_ info: stat) {
         size = Int(info.st_size)
         modificationTime = info.st_mtim
+        changeTime = info.st_ctim
         inode = UInt(info.st_ino)
         device = UInt(info.st_dev)
     }
 
-    public init(size: Int, modificationTime: timespec, inode: UInt, device: UInt) {
+    public init(size: Int, modificationTime: timespec, changeTime: timespec, inode: UInt, device: UInt) {
         self.size = size
         self.modificationTime = modificationTime
+        self.changeTime = changeTime
         self.inode = inode
         self.device = device
     }
@@ -36,11 +41,15 @@ public struct SourceIdentity: Equatable, Sendable {
         if info.st_mtim.tv_sec != modificationTime.tv_sec || info.st_mtim.tv_nsec != modificationTime.tv_nsec {
             return "modified (mtime changed)"
         }
+        if info.st_ctim.tv_sec != changeTime.tv_sec || info.st_ctim.tv_nsec != changeTime.tv_nsec {
+            return "changed (ctime moved: written with its mtime restored, or its metadata changed)"
+        }
         return nil
     }
 
     public static func == (a: SourceIdentity, b: SourceIdentity) -> Bool {
         a.size == b.size && a.inode == b.inode && a.device == b.device
             && a.modificationTime.tv_sec == b.modificationTime.tv_sec && a.modificationTime.tv_nsec == b.modificationTime.tv_nsec
+            && a.changeTime.tv_sec == b.changeTime.tv_sec && a.changeTime.tv_nsec == b.changeTime.tv_nsec
     }
 }
