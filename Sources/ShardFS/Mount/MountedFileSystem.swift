@@ -13,7 +13,11 @@ public final class MountedFileSystem: Sendable {
     /// mtime shown for every entry: the newest source's.
     public let modificationTime: timespec
     public let owner: (uid: uid_t, gid: gid_t)
-    private let readers: Locked<[ReadContext]>
+    /// Idle read contexts, in stripes chosen by thread: a request takes one
+    /// from its thread's stripe, so readers on different threads meet at no
+    /// common lock.
+    private let readers: [Locked<[ReadContext]>]
+    private static let readerStripes = 16
     /// The largest read the kernel will send (the buffer each context holds).
     public let maximumRead: Int
     /// Files at least this large are streamed (direct_io, large reads);
@@ -62,7 +66,7 @@ public final class MountedFileSystem: Sendable {
         modificationTime = checkpoint.files.map(\.modificationTime)
             .max { ($0.tv_sec, $0.tv_nsec) < ($1.tv_sec, $1.tv_nsec) } ?? timespec()
         owner = (getuid(), getgid())
-        readers = Locked([])
+        readers = (0..<MountedFileSystem.readerStripes).map { _ in Locked([]) }
         self.maximumRead = maximumRead
         let persisted = PersistedCopies(inodes: tree.nodes.count)
         self.persisted = persisted
@@ -174,8 +178,10 @@ public final class MountedFileSystem: Sendable {
         if let (source, problem) = sourceProblem(inode) { return .failure(.sourceChanged(source: source, problem: problem)) }
         let wanted = min(count, maximumRead)
         prefetcher?.read(inode, offset: offset, count: wanted)
-        let context = takeContext()
-        defer { readers.withLock { $0.append(context) } }
+        // Thread ids are addresses a stack apart: hashed, not masked.
+        let stripe = readers[Int(truncatingIfNeeded: (UInt64(pthread_self()) &* 0x9E37_79B9_7F4A_7C15) >> 60) % MountedFileSystem.readerStripes]
+        let context = stripe.withLock { $0.popLast() } ?? ReadContext(sources: watch.sources, bufferSize: maximumRead)
+        defer { stripe.withLock { $0.append(context) } }
         let buffer = UnsafeMutableRawBufferPointer(rebasing: context.buffer[0..<wanted])
         let range = offset..<offset + min(wanted, max(0, file.size - offset))
         do throws(ShardFSError) {
@@ -225,8 +231,4 @@ public final class MountedFileSystem: Sendable {
                                          unleasedExamples: counts?.refusedExamples ?? [], leasesBroken: counts?.broken ?? 0)
     }
 
-    private func takeContext() -> ReadContext {
-        if let context = readers.withLock({ $0.popLast() }) { return context }
-        return ReadContext(sources: watch.sources, bufferSize: maximumRead)
-    }
 }

@@ -30,9 +30,30 @@ public final class ExtentReader {
     func open(_ index: Int) throws(ShardFSError) -> OpenSourceFile {
         guard inRequest else { return try sources[index].open() }
         if let used = requestSources.first(where: { $0.index == index }) { return used.handle }
-        let handle = try sources[index].open()
+        let handle = try recentlyOpened(index)
         guard handle.startUse() else { throw ShardFSError.sourceChanged(file: sources[index].name, reason: OpenSourceFile.leaseBreak) }
         requestSources.append((index, handle))
+        return handle
+    }
+
+    /// The sources this reader's last requests used, with how often each
+    /// was taken from here since the budget last saw it: a request takes
+    /// its source from here, not through the budget's lock (which every
+    /// reader shares), and asks the budget every 64th time so that a source
+    /// in use stays recent there. One the budget evicted meanwhile stays
+    /// open while held here: at most `recentCapacity` per reader over it.
+    private var recent: [(index: Int, handle: OpenSourceFile, uses: Int)] = []
+    static let recentCapacity = 4
+
+    private func recentlyOpened(_ index: Int) throws(ShardFSError) -> OpenSourceFile {
+        if let position = recent.firstIndex(where: { $0.index == index }), recent[position].uses < 64 {
+            recent[position].uses += 1
+            return recent[position].handle
+        }
+        let handle = try sources[index].open()
+        recent.removeAll { $0.index == index }
+        if recent.count == ExtentReader.recentCapacity { recent.removeFirst() }
+        recent.append((index, handle, 0))
         return handle
     }
 

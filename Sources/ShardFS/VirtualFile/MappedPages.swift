@@ -1,4 +1,9 @@
 import CGather
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Bounds the page-table entries that gathers leave behind in the sources'
 /// mappings, process-wide, releasing the least recently used first.
@@ -20,21 +25,31 @@ enum MappedPages {
     static let chunkBytes = 2 << 20
 
     private static let chunks = Locked(MappedChunks(chunkBytes: chunkBytes, limit: budget / chunkBytes))
+    /// Releases taken from the record but not yet done. The madvise calls
+    /// run outside the lock (they were a sixth of a warm read's CPU, and
+    /// under the lock every gathering thread waited on them); `forget`
+    /// waits for this to drain instead.
+    private static let releasing = Atomic<Int>(0)
 
     /// Records bytes `span` (offsets in the file) touched through `mapping`
     /// (of `size` bytes), and releases what falls out of the budget.
     ///
-    /// The release happens under the lock, as `forget` does: a mapping is
-    /// unmapped (when its file is closed to stay within the open-file budget)
-    /// only after `forget` returns, so no chunk on record here can belong to
+    /// A mapping is unmapped (when its file is closed to stay within the
+    /// open-file budget) only after `forget` returns, and `forget` waits for
+    /// every release taken from the record before it: so no release can hit
     /// an address range that was unmapped and then reused by other memory,
     /// which MADV_DONTNEED would wipe.
     static func touched(_ span: Range<Int>, of mapping: UnsafeRawPointer, size: Int) {
-        chunks.withLock { chunks in
-            for range in chunks.touch(span, mapping: Int(bitPattern: mapping), size: size) {
-                shardfs_release_mapped(UnsafeRawPointer(bitPattern: range.mapping)! + range.bytes.lowerBound, range.bytes.count)
-            }
+        let released: [(mapping: Int, bytes: Range<Int>)] = chunks.withLock { chunks in
+            let released = chunks.touch(span, mapping: Int(bitPattern: mapping), size: size)
+            if !released.isEmpty { releasing.add(1, ordering: .sequentiallyConsistent) }
+            return released
         }
+        guard !released.isEmpty else { return }
+        for range in released {
+            shardfs_release_mapped(UnsafeRawPointer(bitPattern: range.mapping)! + range.bytes.lowerBound, range.bytes.count)
+        }
+        releasing.subtract(1, ordering: .sequentiallyConsistent)
     }
 }
 
@@ -43,6 +58,7 @@ extension MappedPages {
     /// it returns no release touches that mapping.
     static func forget(_ mapping: UnsafeRawPointer) {
         chunks.withLock { $0.forget(mapping: Int(bitPattern: mapping)) }
+        while releasing.load(ordering: .sequentiallyConsistent) > 0 { usleep(20) }
     }
 }
 
