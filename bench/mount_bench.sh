@@ -26,7 +26,8 @@
 #     sizes of `shardfs plan`), and through the shardfs mount, with the same
 #     --max-read-kib. --repeat PAIRED rounds (zerofs then mount in odd rounds,
 #     mount then zerofs in even ones, fresh mounts each): GB/s of each, the
-#     ratio mount/transport per round and the median of those ratios. The
+#     ratio mount/transport per round and the median of those ratios (and
+#     of the ratios of the two servers' CPU seconds for the same bytes). The
 #     ratio is the share of FUSE's own ceiling here that the daemon reaches;
 #     absolute GB/s swing with the machine's other load, ratios of a pair less.
 # Untimed checks after each mount read: dd byte counts equal the file sizes,
@@ -706,14 +707,15 @@ if (( ! SKIP_TRANSPORT )); then
                 SUMMARY+=("| e | mount bf16 beside it (paired rounds, --max-read-kib $MAX_READ_KIB), $readers reader$(plural "$readers") | [$c_tm] + [$dd_ref] | $T_BYTES | $med s | $(minmax "${times[@]}") s | **${MED_GBPS[transport-m-$readers]}** | $rss MiB | $(median "${cpus[@]}") s | $(median "${busys[@]}")% | |")
             fi
         done
-        ratios=() rounds=()
+        ratios=() rounds=() cpu_ratios=()
         for (( r = 1; r <= REPEAT; r++ )); do
             z=${TS[z,$readers,$r]} m=${TS[m,$readers,$r]}
             ratios+=("$(awk -v z="$z" -v m="$m" 'BEGIN { printf "%.3f", z / m }')")
+            cpu_ratios+=("$(awk -v z="${TCPU[z,$readers,$r]}" -v m="${TCPU[m,$readers,$r]}" 'BEGIN { if (z > 0) printf "%.3f", m / z; else print 0 }')")
             rounds+=("round $r: $(gbps "$T_BYTES" "$m") / $(gbps "$T_BYTES" "$z") GB/s = $(awk -v x="${ratios[-1]}" 'BEGIN { printf "%.2fx", x }') ($( ((r % 2)) && echo "zerofs first" || echo "mount first"))")
         done
         medr=$(awk -v x="$(median "${ratios[@]}")" 'BEGIN { printf "%.2fx", x }')
-        SUMMARY+=("| e | mount / transport, $readers reader$(plural "$readers"): GB/s of the mount / of zerofs in each round | [$c_tm] / [$c_z] | - | - | $(IFS=';'; echo "${rounds[*]}" | sed 's/;/; /g') | **$medr** (median of the rounds' ratios) | - | - | - | |")
+        SUMMARY+=("| e | mount / transport, $readers reader$(plural "$readers"): GB/s of the mount / of zerofs in each round | [$c_tm] / [$c_z] | - | - | $(IFS=';'; echo "${rounds[*]}" | sed 's/;/; /g') | **$medr** (median of the rounds' ratios) | - | $(awk -v x="$(median "${cpu_ratios[@]}")" 'BEGIN { printf "%.1fx", x }') zerofs's CPU (median of the rounds' ratios) | - | |")
         bench_summary mount "mount Llama-3-8B TP=32 bf16 warm, $readers reader$(plural "$readers"), vs the FUSE transport alone (zerofs), median of $REPEAT paired round$(plural "$REPEAT")" "$medr (${MED_GBPS[transport-m-$readers]} of ${MED_GBPS[transport-z-$readers]} GB/s)" "" ""
     done
 fi
