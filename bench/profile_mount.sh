@@ -18,7 +18,10 @@
 #  2. strace: `strace -f -p DAEMON` during a short read (1 reader: 4 files;
 #     8 readers: 8 files, one each): every system call per read request, for
 #     the FUSE worker threads and for the others (prefetcher, watcher).
-#  3. the same perf profile of bench/zerofs.c (the transport alone: zero
+#  3. locks: a uprobe on libc's pthread_mutex_lock (`perf probe`, removed on
+#     exit), recorded with call chains during the same short reads: every
+#     lock taken per read request, by the ShardFS function that took it.
+#  4. the same perf profile of bench/zerofs.c (the transport alone: zero
 #     replies, set up as the daemon is, the mount's names and sizes), for
 #     comparison: what the kernel and libfuse cost per request by themselves.
 # Requests counted: the daemon's readsServed (MNT/.shardfs-status), zerofs's
@@ -37,7 +40,7 @@
 #   --freq HZ           perf sampling frequency (default 999)
 #   --call-graph MODE   perf's --call-graph (default dwarf,16384; `fp` loses the
 #                       caller of every libc function, libfuse is stripped)
-#   --skip-strace --skip-zerofs
+#   --skip-strace --skip-locks --skip-zerofs
 #   --keep              keep the perf.data files (hundreds of MB; deleted by default)
 #   -h, --help
 # Environment:
@@ -56,7 +59,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 WORK="$REPO/bench-out"
 SRC8="" DTYPE=bfloat16 MAX_READ_KIB="" READERS="8 1" PASSES=2 FREQ=999 CALLGRAPH="dwarf,16384"
-SKIP_STRACE=0 SKIP_ZEROFS=0 KEEP=0
+SKIP_STRACE=0 SKIP_LOCKS=0 SKIP_ZEROFS=0 KEEP=0 PROBE_ADDED=0
+LOCK_EVENT=probe_libc:pthread_mutex_lock
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "profile_mount: $*" >&2; exit 2; }
@@ -73,6 +77,7 @@ while [[ $# -gt 0 ]]; do
         --freq) posint "$1" "$2"; FREQ="$2"; shift 2 ;;
         --call-graph) CALLGRAPH="$2"; shift 2 ;;
         --skip-strace) SKIP_STRACE=1; shift ;;
+        --skip-locks) SKIP_LOCKS=1; shift ;;
         --skip-zerofs) SKIP_ZEROFS=1; shift ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -112,7 +117,7 @@ LOGS="$RESULTS/profile-logs-$STAMP"
 MNT="$WORK/mnt-profile-$STAMP-$$"
 ZMNT="$WORK/mnt-profile-zerofs-$STAMP-$$"
 mkdir -p "$LOGS" "$MNT"
-READER_PIDS=() TOOL_PID="" ZPID="" DPID=""
+READER_PIDS=() TOOL_PID="" STAT_PID="" ZPID="" DPID=""
 
 is_mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 daemon_pid() { pgrep -f "shardfs.*mount.*$MNT .*--foreground" | head -n 1 || true; }
@@ -139,11 +144,13 @@ zerofs_stop() {
 }
 # tool_stop: ends the perf or strace started here (SIGINT: both then write out).
 tool_stop() {
-    if [[ -n "$TOOL_PID" ]]; then
-        kill -INT "$TOOL_PID" 2>/dev/null || true
-        wait "$TOOL_PID" 2>/dev/null || true
-        TOOL_PID=""
-    fi
+    local pid
+    for pid in "$TOOL_PID" "$STAT_PID"; do
+        [[ -n "$pid" ]] || continue
+        kill -INT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    TOOL_PID="" STAT_PID=""
 }
 cleanup() {
     local pid
@@ -156,6 +163,7 @@ cleanup() {
         if is_mounted "$m"; then echo "!! $m is STILL MOUNTED; run: fusermount3 -u -z $m" >&2; else rmdir "$m" 2>/dev/null || true; fi
     done
     (( KEEP )) || rm -f "$LOGS"/*.data "$LOGS"/*.data.old
+    if (( PROBE_ADDED )); then perf probe -d "$LOCK_EVENT" >> "$LOGS/probe.log" 2>&1 || echo "!! could not remove the uprobe: run perf probe -d $LOCK_EVENT" >&2; fi
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
@@ -184,14 +192,16 @@ read_files() {
     return $st
 }
 
-# perf_start PID DATA: sampling PID's threads with call chains; waits until perf is attached.
+# perf_start PID DATA [PERF-RECORD-OPTIONS...]: recording PID's threads
+# (default: sampling at --freq with --call-graph); waits until perf is attached.
 perf_start() {
-    local i
-    perf record -F "$FREQ" --call-graph "$CALLGRAPH" -p "$1" -o "$2" > "$2.log" 2>&1 &
+    local i pid="$1" data="$2"; shift 2
+    (( $# )) || set -- -F "$FREQ" --call-graph "$CALLGRAPH"
+    perf record "$@" -p "$pid" -o "$data" > "$data.log" 2>&1 &
     TOOL_PID=$!
-    for (( i = 0; i < 50; i++ )); do [[ -s "$2" ]] && break; sleep 0.1; done
+    for (( i = 0; i < 50; i++ )); do [[ -s "$data" ]] && break; sleep 0.1; done
     sleep 0.3
-    kill -0 "$TOOL_PID" 2>/dev/null || { cat "$2.log" >&2; die "perf record failed"; }
+    kill -0 "$TOOL_PID" 2>/dev/null || { cat "$data.log" >&2; die "perf record failed"; }
 }
 
 # ---------------------------------------------------------------- the mount
@@ -242,6 +252,35 @@ if (( ! SKIP_STRACE )); then
         r1=$(reads_served)
         OUT+=("$(python3 "$HERE/profile_report.py" strace "$LOGS/strace-$readers.txt" --requests $(( r1 - r0 )) \
             --label "the daemon, $readers reader$( (( readers > 1 )) && echo s), $count file$( (( count > 1 )) && echo s)")")
+    done
+fi
+if (( ! SKIP_LOCKS )); then
+    libc=$(ldd "$SHARDFS_BIN" | awk '$1 ~ /^libc\.so/ { print $3 }')
+    [[ -n "$libc" ]] || die "locks: libc not found in ldd $SHARDFS_BIN"
+    if ! perf probe -l 2>/dev/null | grep -q "$LOCK_EVENT "; then
+        perf probe -x "$libc" --add pthread_mutex_lock > "$LOGS/probe.log" 2>&1 \
+            || { cat "$LOGS/probe.log" >&2; die "perf probe -x $libc --add pthread_mutex_lock failed (or --skip-locks)"; }
+        PROBE_ADDED=1
+    fi
+    for readers in $READERS; do
+        count=$(( readers == 1 ? 4 : readers ))
+        echo "== locks: the daemon, $readers reader(s), $count file(s)" >&2
+        data="$LOGS/locks-$readers.data"
+        # The record (with call chains) may drop events when the machine is
+        # busy; perf stat counts them all, and the callers' shares are scaled to it.
+        perf stat -e "$LOCK_EVENT" -x, -o "$LOGS/locks-$readers.count" -p "$DPID" &
+        STAT_PID=$!
+        r0=$(reads_served)
+        perf_start "$DPID" "$data" -e "$LOCK_EVENT" --call-graph dwarf,8192 -m 1024
+        read_files "$readers" "${FILES[@]:0:count}" || die "reads failed under the lock probe"
+        tool_stop
+        r1=$(reads_served)
+        total=$(awk -F, -v e="$LOCK_EVENT" '$3 == e { print $1 }' "$LOGS/locks-$readers.count")
+        perf script -i "$data" -F tid,ip,sym,dso > "$LOGS/locks-$readers.txt" 2> "$LOGS/locks-$readers.script.log"
+        OUT+=("$(python3 "$HERE/profile_report.py" locks "$LOGS/locks-$readers.txt" --requests $(( r1 - r0 )) --total "${total:-0}" \
+            --binary "$(basename "$SHARDFS_BIN")" --top 25 \
+            --label "the daemon, $readers reader$( (( readers > 1 )) && echo s), $count file$( (( count > 1 )) && echo s)")")
+        rm -f "$data"
     done
 fi
 unmount

@@ -3,6 +3,7 @@
 
     profile_report.py perf SCRIPT.txt --requests N [--bytes B] [--seconds S] [--label TEXT]
     profile_report.py strace TRACE.txt --requests N [--label TEXT]
+    profile_report.py locks SCRIPT.txt --requests N [--label TEXT]
 
 `perf`: SCRIPT.txt is `perf script -F comm,tid,period,ip,sym,dso` of a
 `perf record --call-graph dwarf -p DAEMON` (call chains needed). Every
@@ -34,6 +35,10 @@ the read requests served meanwhile (the daemon's readsServed).
 Swift names are demangled with `swift-demangle` (PATH, or $SWIFT_DEMANGLE)
 when it is there, and simplified (`specialized`, closures and argument
 lists dropped: a closure counts as its function).
+
+`locks`: SCRIPT.txt is `perf script` of `perf record -e probe_libc:pthread_mutex_lock
+--call-graph dwarf -p DAEMON` (a uprobe on libc's pthread_mutex_lock): every
+lock taken, per read request, by the ShardFS function that took it.
 
 `strace`: TRACE.txt is `strace -f -o TRACE.txt -p DAEMON` during a short
 read. Threads that write replies (writev) are the FUSE workers; counts per
@@ -71,7 +76,8 @@ SYSCALL_BODY = {"do_writev": "writev", "do_readv": "readv", "do_preadv": "preadv
                 "do_futex": "futex", "do_sys_openat2": "openat", "do_sys_poll": "poll", "do_epoll_wait": "epoll_wait"}
 WRAPPERS = {"writev": "writev", "pread64": "pread64", "pread": "pread64", "lll_lock_wake": "futex",
             "lll_lock_wait": "futex", "futex": "futex", "madvise": "madvise", "sigprocmask": "rt_sigprocmask",
-            "pthread_sigmask": "rt_sigprocmask", "sigsetjmp": "rt_sigprocmask", "fstat": "newfstatat",
+            "pthread_sigmask": "rt_sigprocmask", "futex_wake": "futex", "futex_wait": "futex",
+            "lll_lock_wait_private": "futex", "lll_lock_wake_private": "futex", "sigsetjmp": "rt_sigprocmask", "fstat": "newfstatat",
             "fstatat": "newfstatat", "read": "read", "cachestat": "cachestat", "mmap": "mmap", "munmap": "munmap"}
 FUSE_WRITE = {"fuse_dev_write", "fuse_dev_do_write", "fuse_dev_splice_write"}
 FUSE_READ = {"fuse_dev_read", "fuse_dev_do_read", "fuse_dev_splice_read"}
@@ -141,7 +147,7 @@ def read_samples(path):
                     yield head[0], head[1], frames
                 head, frames, pending, last_addr = None, [], [], None
                 continue
-            if not line.startswith("\t") and not line.startswith(" "):
+            if not line.startswith("\t"):  # a sample's header (frames are indented by a tab)
                 parts = line.split()
                 # comm may hold spaces: tid and period are the last two numbers
                 nums = [p for p in parts if p.isdigit()]
@@ -263,6 +269,8 @@ def classify(frames, name, binary):
         return TRANSPORT, "libfuse in user space (request parsing, reply building)", "-"
     if is_ours(leaf, binary):
         return OURCODE, leafname, context
+    if re.match(r"^(__GI_+)?(__libc_)?(writev|read)$", leaf.sym) and any(f.dso and "libfuse3" in f.dso for f in user):
+        return TRANSPORT, "libfuse in user space (request parsing, reply building)", context
     if not any(is_ours(f, binary) for f in user) and any(f.dso and "libfuse3" in f.dso for f in user):
         return TRANSPORT, "libfuse in user space (request parsing, reply building)", "-"
     return OTHER, "user space: " + leafname + " (" + os.path.basename(leaf.dso or "?") + ")", context
@@ -411,6 +419,52 @@ def perf_report(args):
     print("\n".join(out))
 
 
+def locks_report(args):
+    """Calls of a probed function (pthread_mutex_lock) per read request, by caller."""
+    samples = list(read_samples(args.file))
+    symbols = {f.sym for _, _, fr in samples for f in fr}
+    name = demangler(symbols)
+    sites = collections.Counter()
+    roles = collections.Counter()
+    for _, _, frames in samples:
+        user = [f for f in frames if not f.kernel]
+        role = thread_role(frames, name)
+        roles[role] += 1
+        # The first frame past libc's: ours, or libfuse's own locking.
+        first = next((f for f in user if not (f.dso and "libc.so" in f.dso) and "pthread_mutex" not in f.sym), None)
+        if first is not None and first.dso and "libfuse3" in first.dso:
+            named = next((f.sym for f in user if f.dso and "libfuse3" in f.dso and not f.sym.startswith("[unknown]")), None)
+            ours = caller(user, name, args.binary)
+            site = "libfuse" + (f" ({named})" if named else "") + (f" ← {ours}" if ours != "-" else "")
+        else:
+            site = caller(user, name, args.binary)
+            # and the ShardFS function that called that one
+            chain = [name.get(f.sym, f.sym) for f in user if f.sym.startswith("$s7ShardFS")]
+            chain = [c for c in chain if not c.startswith(("Locked.withLock", "$defer"))]
+            if len(chain) > 1:
+                nxt = next((c for c in chain[1:] if c != chain[0]), None)
+                if nxt:
+                    site += f" ← {nxt}"
+        sites[(site, "read handler" if role.startswith("in the read") else role)] += 1
+    req = args.requests
+    label = f" ({args.label})" if args.label else ""
+    print(f"#### {args.what} calls per read request{label}")
+    print()
+    total = args.total or len(samples)
+    line = f"{total} calls while {req} read requests were served" + (f": {total / req:.2f} per request" if req else "")
+    if args.total and args.total != len(samples):
+        line += (f" ({len(samples)} of them recorded with their callers, the rest lost by a busy machine:"
+                 f" the callers' counts are scaled by {args.total / len(samples):.2f})")
+    print(line)
+    print()
+    scale = total / len(samples) if samples else 1
+    print(f"| per request | called from (the nearest ShardFS function ← its caller) | thread |")
+    print("|---:|---|---|")
+    for (site, role), n in sites.most_common(args.top):
+        n *= scale
+        print(f"| {n / req:.2f} | `{site}` | {role} |" if req else f"| {n:.0f} | `{site}` | {role} |")
+
+
 def strace_report(args):
     calls = collections.defaultdict(collections.Counter)
     with open(args.file, errors="replace") as f:
@@ -453,7 +507,9 @@ def strace_report(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["perf", "strace"])
+    p.add_argument("mode", choices=["perf", "strace", "locks"])
+    p.add_argument("--what", default="pthread_mutex_lock", help="locks: the probed function's name, for the title")
+    p.add_argument("--total", type=int, default=0, help="locks: the exact count (perf stat), when the record lost some")
     p.add_argument("file")
     p.add_argument("--requests", type=int, default=0, help="read requests served during the recording")
     p.add_argument("--bytes", type=float, default=0)
@@ -466,6 +522,8 @@ def main():
     args = p.parse_args()
     if args.mode == "perf":
         perf_report(args)
+    elif args.mode == "locks":
+        locks_report(args)
     else:
         strace_report(args)
 
