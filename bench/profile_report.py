@@ -76,7 +76,7 @@ SYSCALL_BODY = {"do_writev": "writev", "do_readv": "readv", "do_preadv": "preadv
                 "do_futex": "futex", "do_sys_openat2": "openat", "do_sys_poll": "poll", "do_epoll_wait": "epoll_wait"}
 WRAPPERS = {"writev": "writev", "pread64": "pread64", "pread": "pread64", "lll_lock_wake": "futex",
             "lll_lock_wait": "futex", "futex": "futex", "madvise": "madvise", "sigprocmask": "rt_sigprocmask",
-            "pthread_sigmask": "rt_sigprocmask", "futex_wake": "futex", "futex_wait": "futex",
+            "pthread_sigmask": "rt_sigprocmask", "futex_wake": "futex", "futex_wait": "futex", "futex_abstimed_wait_common": "futex",
             "lll_lock_wait_private": "futex", "lll_lock_wake_private": "futex", "sigsetjmp": "rt_sigprocmask", "fstat": "newfstatat",
             "fstatat": "newfstatat", "read": "read", "cachestat": "cachestat", "mmap": "mmap", "munmap": "munmap"}
 FUSE_WRITE = {"fuse_dev_write", "fuse_dev_do_write", "fuse_dev_splice_write"}
@@ -375,7 +375,7 @@ def perf_report(args):
         shown = 0
         rest = 0
         for n, s in rows:
-            if shown < args.rows and n / total >= 0.002:
+            if shown < args.rows and n / total >= args.min_share / 100:
                 ctx = contexts[(g, s)]
                 callers = ", ".join(f"{c} {pct(v, n)}" for c, v in ctx.most_common(3) if c != "-") or "-"
                 out.append(f"| | {s} | {pct(n, total)} | {per_request(n, req)} | {callers} |")
@@ -518,6 +518,7 @@ def main():
     p.add_argument("--binary", default="shardfs", help="file name of the daemon's executable (its own frames)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--rows", type=int, default=8, help="sub-rows per group at most")
+    p.add_argument("--min-share", type=float, default=0.2, help="sub-rows below this %% of the CPU go to the group's rest")
     p.add_argument("--brief", action="store_true", help="the group table and the top symbols only")
     args = p.parse_args()
     if args.mode == "perf":
