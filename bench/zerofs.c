@@ -26,7 +26,7 @@
 //   clone_fd 1 and max_threads 16 (--threads);
 // - -o ro,noatime,default_permissions,max_read=N with N = --max-read-kib
 //   (default 512, the daemon's default), and conn->max_read = N in init:
-//   they must agree or INIT fails with EPROTO (see fuse.md);
+//   they must agree, or libfuse fails INIT with EPROTO;
 // - direct_io on open for files of 8 MiB and more (--direct-io-from), the
 //   page cache with keep_cache below; attribute and entry timeouts of an hour;
 // - splice write/move asked for in init when offered (the daemon asks; a
