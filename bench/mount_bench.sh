@@ -19,6 +19,17 @@
 #     read after the reads, before unmounting; target < 256 MB).
 #  d. variants --page-cache, --no-splice, --max-read-kib 1024: bf16 (see
 #     --variant-dtypes), 1 and 8 readers, --variant-repeat runs each (default 1).
+#  e. the transport alone beside the mount: the same 32 bf16 files of b read
+#     (same dd patterns, 1 and 8 readers, warm) through bench/zerofs.c, a
+#     FUSE file system set up as the daemon is that replies zeros (compiled
+#     with cc into the run's log directory; a manifest of the 128 names and
+#     sizes of `shardfs plan`), and through the shardfs mount, with the same
+#     --max-read-kib. --repeat PAIRED rounds (zerofs then mount in odd rounds,
+#     mount then zerofs in even ones, fresh mounts each): GB/s of each, the
+#     ratio mount/transport per round and the median of those ratios (and
+#     of the ratios of the two servers' CPU seconds for the same bytes). The
+#     ratio is the share of FUSE's own ceiling here that the daemon reaches;
+#     absolute GB/s swing with the machine's other load, ratios of a pair less.
 # Untimed checks after each mount read: dd byte counts equal the file sizes,
 # and the sha256 of two rank files agrees across all bf16 (and all fp32) mounts;
 # with --check, torch.load of two files compared with the source (needs torch).
@@ -26,7 +37,7 @@
 # Usage: bench/mount_bench.sh [options]
 #   --work DIR            scratch + results directory (default REPO/bench-out)
 #   --src8 DIR --src70 DIR  sparse checkpoints (default WORK/sparse-llama-3-{8b,70b})
-#   --repeat N            runs per read measurement in b (default 3)
+#   --repeat N            runs per read measurement in b, paired rounds in e (default 3)
 #   --mount-repeat N      runs of a (default 5)
 #   --variant-repeat N    runs per variant in d (default 1)
 #   --variants LIST       ';'-separated flag sets for d
@@ -36,7 +47,12 @@
 #                         A variant may hold `--bench-readahead-kib N`: the bench
 #                         then writes N to the mount's bdi read_ahead_kb after
 #                         mounting (root; the kernel's readahead request size).
-#   --skip-mount-time --skip-reads --skip-fp32 --skip-variants
+#   --max-read-kib N      e: the request size given to both zerofs and the mount
+#                         (default: the daemon's default, from `shardfs mount --help`)
+#   --skip-mount-time --skip-reads --skip-fp32 --skip-variants --skip-transport
+#                         (--skip-reads skips b, c, d; --skip-transport skips e)
+#   --transport-only      e alone (= --skip-mount-time --skip-reads): about a
+#                         minute per round
 #   --check               also torch.load two rank files per mount and compare
 #                         tensors with the source (PYTHON needs torch, safetensors)
 #   -h, --help
@@ -49,7 +65,7 @@
 #
 # Output: a markdown table on stdout, also saved to WORK/results/mount-<time>.md;
 # per-run logs (dd output, daemon logs) in WORK/results/mount-logs-<time>/.
-# Every mount made here is unmounted on exit, also on error or Ctrl-C.
+# Every mount made here (zerofs's too) is unmounted on exit, also on error or Ctrl-C.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,7 +76,8 @@ SRC8="" SRC70=""
 REPEAT=3 MOUNT_REPEAT=5 VARIANT_REPEAT=1
 VARIANTS="--page-cache;--no-splice;--max-read-kib 1024"
 VARIANT_DTYPES=bfloat16
-SKIP_MOUNT=0 SKIP_READS=0 SKIP_FP32=0 SKIP_VARIANTS=0 CHECK=0
+SKIP_MOUNT=0 SKIP_READS=0 SKIP_FP32=0 SKIP_VARIANTS=0 SKIP_TRANSPORT=0 CHECK=0
+MAX_READ_KIB=""
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -83,6 +100,9 @@ while [[ $# -gt 0 ]]; do
         --skip-reads) SKIP_READS=1; shift ;;
         --skip-fp32) SKIP_FP32=1; shift ;;
         --skip-variants) SKIP_VARIANTS=1; shift ;;
+        --skip-transport) SKIP_TRANSPORT=1; shift ;;
+        --transport-only) SKIP_MOUNT=1; SKIP_READS=1; SKIP_TRANSPORT=0; shift ;;
+        --max-read-kib) posint "$1" "$2"; MAX_READ_KIB="$2"; shift 2 ;;
         --check) CHECK=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -105,6 +125,14 @@ if [[ ! -x "$SHARDFS_BIN" ]]; then
     echo "== copied $REPO/.build/release/shardfs to $SHARDFS_BIN" >&2
 fi
 
+if (( ! SKIP_TRANSPORT )) && [[ -z "$MAX_READ_KIB" ]]; then
+    # The daemon's own default: "(default: N)" in the option's help.
+    # (awk reads to the end: leaving early would SIGPIPE the writer, and pipefail fail it)
+    MAX_READ_KIB=$("$SHARDFS_BIN" mount --help 2>/dev/null | awk '/--max-read-kib/ { f = 1 }
+        f && !done && match($0, /\(default: [0-9]+\)/) { print substr($0, RSTART + 10, RLENGTH - 11); done = 1 }')
+    [[ "$MAX_READ_KIB" =~ ^[1-9][0-9]*$ ]] || die "could not read --max-read-kib's default from '$SHARDFS_BIN mount --help': pass --max-read-kib"
+fi
+
 for spec in "8b:$SRC8" "70b:$SRC70"; do
     model="${spec%%:*}" dir="${spec#*:}"
     if [[ ! -f "$dir/model.safetensors.index.json" ]]; then
@@ -121,8 +149,10 @@ STAMP="$(date +%Y%m%d-%H%M%S)"
 RESULTS="$WORK/results"
 LOGS="$RESULTS/mount-logs-$STAMP"
 MNT="$WORK/mnt-bench-$STAMP-$$"
+ZMNT="$WORK/mnt-zerofs-$STAMP-$$"   # e: zerofs's mount point
 mkdir -p "$LOGS" "$MNT"
 READER_PIDS=()
+ZPID=""
 
 is_mounted() { awk -v m="$MNT" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 # The daemon is `shardfs mount SRC MNT ... --foreground --ready-fd 3` (re-exec'd
@@ -146,6 +176,19 @@ unmount() {
     fi
     wait_gone "$pid" || true
 }
+zerofs_mounted() { awk -v m="$ZMNT" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+# zerofs_stop: SIGTERM to zerofs (it unmounts and exits), then make sure.
+zerofs_stop() {
+    local i
+    if [[ -n "$ZPID" ]]; then
+        kill -TERM "$ZPID" 2>/dev/null || true
+        for (( i = 0; i < 100; i++ )); do kill -0 "$ZPID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$ZPID" 2>/dev/null && echo "warning: zerofs $ZPID still running 10 s after SIGTERM" >&2
+        wait "$ZPID" 2>/dev/null || true
+        ZPID=""
+    fi
+    if zerofs_mounted; then fusermount3 -u "$ZMNT" 2>>"$LOGS/unmount.log" || fusermount3 -u -z "$ZMNT" 2>>"$LOGS/unmount.log" || true; fi
+}
 cleanup() {
     local pid
     trap '' INT TERM  # a second signal must not cut the unmount short
@@ -155,6 +198,12 @@ cleanup() {
         echo "!! $MNT is STILL MOUNTED; run: $SHARDFS_BIN unmount --lazy $MNT" >&2
     else
         rmdir "$MNT" 2>/dev/null || true
+    fi
+    zerofs_stop
+    if zerofs_mounted; then
+        echo "!! $ZMNT is STILL MOUNTED; run: fusermount3 -u -z $ZMNT" >&2
+    else
+        rmdir "$ZMNT" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
@@ -355,7 +404,7 @@ shards_for() {
     done
 }
 
-declare -A HASH0 HASH31 RA_SEEN
+declare -A HASH0=() HASH31=() RA_SEEN=()
 # measure KEY LABEL DTYPE READERS REPEATS MODE-FLAGS...: mount reads; records a row.
 measure_mount() {
     local key="$1" label="$2" dtype="$3" readers="$4" reps="$5"; shift 5
@@ -480,6 +529,13 @@ measure_direct() {
     ROW_BYTES=$total ROW_MED=$med ROW_RANGE="$(minmax "${times[@]}") s" ROW_BUSY=$(median "${busys[@]}")
 }
 
+c_dd1="" c_dd8=""
+dd_commands() {  # numbers the reads' two dd commands, once (b and e share them)
+    [[ -z "$c_dd1" ]] || return 0
+    cmd_ref "for f in MNT/model/$PP0_GLOB; do dd if=\$f of=/dev/null bs=1M; done   # 1 reader, 32 files in a row"; c_dd1=$CREF
+    cmd_ref "8 x ( for f in <4 of the 32 files>; do dd if=\$f of=/dev/null bs=1M; done ) &  wait   # 8 readers"; c_dd8=$CREF
+}
+
 ratio() { awk -v a="${MED_GBPS[$1]:-0}" -v b="${MED_GBPS[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
 if (( ! SKIP_READS )); then
@@ -492,8 +548,7 @@ if (( ! SKIP_READS )); then
             awk '/^model\/dp_rank_00_tp_rank_[0-9]+_pp_rank_00\.pt  *[0-9]+ bytes/ { s += $2 } END { printf "%.0f\n", s }')
         (( BYTES_OUT[$dt] > 0 )) || die "could not read pp rank 0 sizes from shardfs plan"
     done
-    cmd_ref "for f in MNT/model/$PP0_GLOB; do dd if=\$f of=/dev/null bs=1M; done   # 1 reader, 32 files in a row"; c_dd1=$CREF
-    cmd_ref "8 x ( for f in <4 of the 32 files>; do dd if=\$f of=/dev/null bs=1M; done ) &  wait   # 8 readers"; c_dd8=$CREF
+    dd_commands
     cmd_ref "dd if=SRC/model-0000i-of-00004.safetensors of=/dev/null bs=1M iflag=skip_bytes,count_bytes skip=S count=C   # the first N bytes of shards 1, 2, ... in a row"; c_dir1=$CREF
     cmd_ref "8 parallel dd as above, reader k reading bytes [kN/8, (k+1)N/8) of the shards' concatenation"; c_dir8=$CREF
     for dt in "${DTYPES[@]}"; do
@@ -537,15 +592,144 @@ if (( ! SKIP_READS )); then
 
 fi
 
+# ================================================================ e. the transport alone
+if (( ! SKIP_TRANSPORT )); then
+    command -v cc > /dev/null && pkg-config --exists fuse3 \
+        || die "e: compiling bench/zerofs.c needs cc and pkg-config with fuse3 (libfuse3-dev); or --skip-transport"
+    ZEROFS="$LOGS/zerofs"  # compiled per run: the binary measured is the source committed
+    cc -O2 -o "$ZEROFS" "$HERE/zerofs.c" $(pkg-config --cflags --libs fuse3) 2> "$LOGS/zerofs-cc.log" \
+        || { cat "$LOGS/zerofs-cc.log" >&2; die "e: compiling bench/zerofs.c failed"; }
+    # The mount's file names and sizes, from the plan (no mount needed).
+    "$SHARDFS_BIN" plan "$SRC8" "${LAYOUT8[@]}" --dtype bfloat16 |
+        awk '/^model\/[^ ]+  *[0-9]+ bytes/ { printf "%s\t%s\n", $1, $2 }' > "$LOGS/zerofs.manifest"
+    ZFILES=$(wc -l < "$LOGS/zerofs.manifest")
+    T_BYTES=$(awk -F'\t' '$1 ~ /^model\/dp_rank_00_tp_rank_[0-9]+_pp_rank_00\.pt$/ { s += $2 } END { printf "%.0f\n", s }' "$LOGS/zerofs.manifest")
+    (( ZFILES > 0 && T_BYTES > 0 )) || die "e: could not read the file sizes from shardfs plan"
+
+    # zerofs_start: zerofs on $ZMNT, ready once `ls` lists every file; sets ZPID.
+    zerofs_start() {
+        local i n
+        zerofs_stop
+        mkdir -p "$ZMNT"
+        "$ZEROFS" "$LOGS/zerofs.manifest" "$ZMNT" --max-read-kib "$MAX_READ_KIB" 2>> "$LOGS/zerofs.log" &
+        ZPID=$!
+        for (( i = 0; i < 200; i++ )); do
+            if zerofs_mounted; then
+                n=$(ls "$ZMNT/model" 2>/dev/null | wc -l)
+                (( n == ZFILES )) && return 0
+            fi
+            kill -0 "$ZPID" 2>/dev/null || { tail -n 3 "$LOGS/zerofs.log" >&2; die "e: zerofs exited before it was ready"; }
+            sleep 0.05
+        done
+        die "e: zerofs on $ZMNT not ready after 10 s (log: $LOGS/zerofs.log)"
+    }
+
+    # transport_run KIND READERS ROUND: one timed read of the 32 pp rank 0
+    # files through a fresh zerofs (KIND z) or shardfs mount (KIND m), sources
+    # warmed first for both. Sets RUN_S, RUN_CPU (the server's CPU seconds),
+    # RUN_RSS (its VmHWM, KiB), RUN_BUSY; RUN_VANISHED=1 when the shardfs
+    # mount was unmounted from outside meanwhile (the run is then void).
+    transport_run() {
+        local kind="$1" readers="$2" round="$3" dir pid log st=0 files=() bytes got c0 b0 t0 t1
+        RUN_VANISHED=0
+        warm $(shards_for "$T_BYTES")
+        if [[ $kind == z ]]; then
+            zerofs_start; dir="$ZMNT"; pid="$ZPID"
+        else
+            do_mount "$SRC8" "${LAYOUT8[@]}" --dtype bfloat16 --max-read-kib "$MAX_READ_KIB"; dir="$MNT"; pid="$DPID"
+        fi
+        mapfile -t files < <(ls "$dir/model"/$PP0_GLOB | sort)
+        (( ${#files[@]} == 32 )) || die "e: ${#files[@]} pp rank 0 files under $dir, expected 32"
+        bytes=$(size_of "${files[@]}")
+        (( bytes == T_BYTES )) || { NOTES+=("BUG: e: the pp rank 0 files under $dir hold $bytes bytes, the plan $T_BYTES"); FAIL=1; }
+        log="$LOGS/transport-$kind-$readers.$round.dd"
+        c0=$(proc_cpu_s "$pid"); b0=$(cpu_ticks); t0=$(now)
+        read_files "$readers" "$log" "${files[@]}" || st=$?
+        t1=$(now)
+        RUN_S=$(elapsed "$t0" "$t1")
+        RUN_BUSY=$(busy_pct "$b0" "$(cpu_ticks)")
+        RUN_CPU=$(awk -v a="$c0" -v b="$(proc_cpu_s "$pid")" 'BEGIN { printf "%.2f", b - a }')
+        RUN_RSS=$(vmhwm_kb "$pid")
+        if [[ $kind == z ]]; then
+            zerofs_stop
+        elif ! is_mounted || [[ "$(daemon_pid)" != "$DPID" ]]; then
+            RUN_VANISHED=1
+            for f in "$log".*; do mv "$f" "$LOGS/vanished-${f##*/}"; done
+            NOTES+=("e: the mount disappeared during round $round's reads at $(date +%T) (unmounted from outside); run repeated")
+            unmount
+            return 0
+        else
+            unmount
+        fi
+        got=$(dd_bytes "$log".*)
+        if (( st != 0 || got != bytes )); then
+            NOTES+=("BUG: e: $([[ $kind == z ]] && echo zerofs || echo mount), $readers reader(s), round $round: dd exit status $st, read $got bytes of $bytes (logs $log.*)")
+            FAIL=1
+        fi
+    }
+
+    echo "== e. the transport alone beside the mount: zerofs and shardfs, max-read $MAX_READ_KIB KiB, $REPEAT paired round$(plural "$REPEAT"), $T_BYTES bytes (32 files of pp rank 0, bf16)" >&2
+    dd_commands
+    cmd_ref "cc -O2 -o zerofs bench/zerofs.c \$(pkg-config --cflags --libs fuse3); zerofs MANIFEST MNT --max-read-kib $MAX_READ_KIB   # MANIFEST: \"path<TAB>size\" of the $ZFILES model/*.pt files \`shardfs plan\` lists"; c_z=$CREF
+    cmd_ref "shardfs mount $SRC8 MNT ${LAYOUT8[*]} --dtype bfloat16 --max-read-kib $MAX_READ_KIB"; c_tm=$CREF
+    declare -A TS TCPU TRSS TBUSY   # "kind,readers,round" -> value
+    for (( r = 1; r <= REPEAT; r++ )); do
+        if (( r % 2 )); then order=(z m); else order=(m z); fi
+        for readers in 1 8; do
+            for kind in "${order[@]}"; do
+                tries=0
+                while :; do
+                    transport_run "$kind" "$readers" "$r"
+                    (( RUN_VANISHED )) || break
+                    (( ++tries <= 3 )) || die "e: the mount keeps disappearing; is something unmounting fuse.shardfs mounts?"
+                done
+                TS[$kind,$readers,$r]=$RUN_S TCPU[$kind,$readers,$r]=$RUN_CPU TRSS[$kind,$readers,$r]=$RUN_RSS TBUSY[$kind,$readers,$r]=$RUN_BUSY
+                printf '   round %d/%d %-7s %d reader(s): %s s, %s GB/s, CPU %s s, VmHWM %s MiB, machine busy %s%%\n' "$r" "$REPEAT" \
+                    "$([[ $kind == z ]] && echo zerofs || echo mount)" "$readers" "$RUN_S" "$(gbps "$T_BYTES" "$RUN_S")" "$RUN_CPU" "$(( RUN_RSS / 1024 ))" "$RUN_BUSY" >&2
+            done
+            printf '   round %d/%d mount/transport, %d reader(s): %s\n' "$r" "$REPEAT" "$readers" \
+                "$(awk -v z="${TS[z,$readers,$r]}" -v m="${TS[m,$readers,$r]}" 'BEGIN { printf "%.2fx", z / m }')" >&2
+        done
+    done
+    for readers in 1 8; do
+        for kind in z m; do
+            times=() cpus=() rsses=() busys=()
+            for (( r = 1; r <= REPEAT; r++ )); do
+                times+=("${TS[$kind,$readers,$r]}") cpus+=("${TCPU[$kind,$readers,$r]}") rsses+=("${TRSS[$kind,$readers,$r]}") busys+=("${TBUSY[$kind,$readers,$r]}")
+            done
+            med=$(median "${times[@]}")
+            MED_GBPS[transport-$kind-$readers]=$(gbps "$T_BYTES" "$med")
+            rss=$(( $(printf '%s\n' "${rsses[@]}" | sort -n | tail -n 1) / 1024 ))
+            dd_ref=$( ((readers == 1)) && echo "$c_dd1" || echo "$c_dd8")
+            if [[ $kind == z ]]; then
+                SUMMARY+=("| e | transport alone: zerofs (zero replies, the mount's names and sizes, direct_io, max-read $MAX_READ_KIB KiB), $readers reader$(plural "$readers") | [$c_z] + [$dd_ref] | $T_BYTES | $med s | $(minmax "${times[@]}") s | **${MED_GBPS[transport-z-$readers]}** | $rss MiB (zerofs) | $(median "${cpus[@]}") s | $(median "${busys[@]}")% | |")
+            else
+                SUMMARY+=("| e | mount bf16 beside it (paired rounds, --max-read-kib $MAX_READ_KIB), $readers reader$(plural "$readers") | [$c_tm] + [$dd_ref] | $T_BYTES | $med s | $(minmax "${times[@]}") s | **${MED_GBPS[transport-m-$readers]}** | $rss MiB | $(median "${cpus[@]}") s | $(median "${busys[@]}")% | |")
+            fi
+        done
+        ratios=() rounds=() cpu_ratios=()
+        for (( r = 1; r <= REPEAT; r++ )); do
+            z=${TS[z,$readers,$r]} m=${TS[m,$readers,$r]}
+            ratios+=("$(awk -v z="$z" -v m="$m" 'BEGIN { printf "%.3f", z / m }')")
+            cpu_ratios+=("$(awk -v z="${TCPU[z,$readers,$r]}" -v m="${TCPU[m,$readers,$r]}" 'BEGIN { if (z > 0) printf "%.3f", m / z; else print 0 }')")
+            rounds+=("round $r: $(gbps "$T_BYTES" "$m") / $(gbps "$T_BYTES" "$z") GB/s = $(awk -v x="${ratios[-1]}" 'BEGIN { printf "%.2fx", x }') ($( ((r % 2)) && echo "zerofs first" || echo "mount first"))")
+        done
+        medr=$(awk -v x="$(median "${ratios[@]}")" 'BEGIN { printf "%.2fx", x }')
+        SUMMARY+=("| e | mount / transport, $readers reader$(plural "$readers"): GB/s of the mount / of zerofs in each round | [$c_tm] / [$c_z] | - | - | $(IFS=';'; echo "${rounds[*]}" | sed 's/;/; /g') | **$medr** (median of the rounds' ratios) | - | $(awk -v x="$(median "${cpu_ratios[@]}")" 'BEGIN { printf "%.1fx", x }') zerofs's CPU (median of the rounds' ratios) | - | |")
+        bench_summary mount "mount Llama-3-8B TP=32 bf16 warm, $readers reader$(plural "$readers"), vs the FUSE transport alone (zerofs), median of $REPEAT paired round$(plural "$REPEAT")" "$medr (${MED_GBPS[transport-m-$readers]} of ${MED_GBPS[transport-z-$readers]} GB/s)" "" ""
+    done
+fi
+
 # ---------------------------------------------------------------- report
 unmount
+zerofs_stop
 REPORT="$RESULTS/mount-$STAMP.md"
 {
     echo "### ShardFS mount benchmark ($STAMP)"
     echo
     echo "binary: \`$SHARDFS_BIN\` ($(stat -c %y "$SHARDFS_BIN" | cut -d. -f1)); sources: sparse checkpoints (\`bench/make_sparse_checkpoint.py\`), warm in page cache  "
     echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r), pipe-max-size $(cat /proc/sys/fs/pipe-max-size); CPU busy before the run (others' load): ${base_busy}%  "
-    echo "runs: a: $MOUNT_REPEAT, b: $REPEAT, d: $VARIANT_REPEAT; seconds are medians; GB = 10^9 bytes; daemon RSS = max VmHWM over the runs; CPU = median per run (machine busy % of all $(nproc) CPUs)"
+    echo "runs: a: $MOUNT_REPEAT, b: $REPEAT, d: $VARIANT_REPEAT, e: $REPEAT paired rounds (the ratio row: each round's, and their median); seconds are medians; GB = 10^9 bytes; daemon RSS = max VmHWM over the runs; CPU = median per run (machine busy % of all $(nproc) CPUs)"
     echo
     echo "| | measurement | commands | bytes | median | runs | GB/s | daemon peak RSS | daemon CPU | machine busy | target |"
     echo "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|"
