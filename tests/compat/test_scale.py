@@ -166,6 +166,12 @@ def test_mount_with_eight_readers(shardfs, mounts, tutorial_tag, tmp_path):
         stop.set()
         sampler.join()
     assert all(b == reads[0] for b in reads), "the 8 readers saw different bytes"
+    # Read leases (one per open source on this local disk) cost no descriptor
+    # of their own: the counts below hold with them.
+    st = shardfs.run("status", mnt, "--json")
+    assert st.returncode == 0, st.describe()
+    sources = json.loads(st.stdout)["sources"]
+    assert 0 < sources["leased"] < 900 and sources["leasesBroken"] == 0, sources
     (tmp_path / "served.safetensors").write_bytes(reads[0])
     assert_same_tensors(load_file(str(tmp_path / "served.safetensors")), tensors, "mount --format hf")
     assert samples, "the daemon was never sampled"
