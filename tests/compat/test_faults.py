@@ -706,7 +706,7 @@ def test_rewrite_during_spliced_reads_under_a_lease(mounts, sparse8b, shardfs, t
     s, e, _ = span_of(rf, key)
     assert e - s > (1 << 20)
     before = _status(shardfs, m.mnt)["sources"]
-    assert before["splicing"] == "leased" and before["leased"] >= 1, before
+    assert before["splicing"] == "always" and before["leased"] >= 1, before
     outcomes, times = _race_writer(m, rf, path, src / shard, lo, hi, s, e - s)
     bad = [w for _, w in outcomes if w not in ("ok", "EIO")]
     assert not bad, f"{len(bad)} reads got neither the old bytes nor EIO: {bad[:5]}\n{log_tail(m.log)}"
@@ -718,12 +718,12 @@ def test_rewrite_during_spliced_reads_under_a_lease(mounts, sparse8b, shardfs, t
     assert shard in m.log_text()
 
 
-@pytest.mark.parametrize("splicing", ["leased", "always"])
+@pytest.mark.parametrize("splicing", ["always", "leased"])
 def test_rewrite_where_no_lease_holds(eiofs_mount, mounts, sparse8b, shardfs, tmp_path, splicing):
     """Sources on a FUSE file system (the tests' passthrough shim, writes
     made to its backing files as another node would): no lease is taken;
-    status says why. By default they are copied and checked before each
-    reply; with --splice-sources always spliced and checked after. Either
+    status says why. By default they are spliced and checked after each
+    reply; with --splice-sources leased copied and checked before. Either
     way a read returns the old bytes, the new ones (the race reading the
     file directly has too) or EIO, and within a few seconds of the write
     every read fails with EIO."""

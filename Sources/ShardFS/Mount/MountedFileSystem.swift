@@ -52,7 +52,7 @@ public final class MountedFileSystem: Sendable {
 
     /// `prefetch` nil turns reading ahead off.
     public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], maximumRead: Int = 1 << 20,
-                prefetch: Prefetcher.Options? = Prefetcher.Options(), splicing: SourceSplicing = .leased) {
+                prefetch: Prefetcher.Options? = Prefetcher.Options(), splicing: SourceSplicing = .always) {
         self.splicing = splicing
         let tree = FileTree(files: files)
         self.tree = tree
