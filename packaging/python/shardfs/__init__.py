@@ -57,7 +57,7 @@ from collections import deque
 from typing import IO, Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Type, TypedDict, Union
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "Layout", "Mount", "MountStatus", "PersistStatus", "ShardFSError", "ShardFSTimeout", "StrPath", "Option",
+    "DEFAULT_TIMEOUT", "Layout", "Mount", "MountStatus", "PersistStatus", "SourceServing", "ShardFSError", "ShardFSTimeout", "StrPath", "Option",
     "binary", "version", "plan", "convert", "mount", "unmount", "status", "verify", "logger",
 ]
 
@@ -153,6 +153,20 @@ class PersistStatus(_PersistKeys, total=False):
     lastError: str
 
 
+class SourceServing(TypedDict):
+    """``status()["sources"]``: how source bytes are served. ``splicing`` is
+    the ``splice_sources`` option (always, leased, never); ``leased`` sources
+    are read under a read lease (spliced), ``unleased`` ones (a network or
+    FUSE file system, a file open for writing) as ``splicing`` says, with
+    the reasons for a few in ``unleasedExamples``; ``leasesBroken`` counts
+    sources another process opened for writing."""
+    splicing: str
+    leased: int
+    unleased: int
+    unleasedExamples: List[str]
+    leasesBroken: int
+
+
 class _MountStatusKeys(TypedDict):
     mountpoint: str
     source: str
@@ -166,9 +180,11 @@ class _MountStatusKeys(TypedDict):
 
 class MountStatus(_MountStatusKeys, total=False):
     """What a mount serves: ``shardfs status MNT --json``, parsed. ``persist``
-    is there with ``persist_to``, ``log`` for a daemon in the background."""
+    is there with ``persist_to``, ``log`` for a daemon in the background,
+    ``sources`` from every daemon of this version."""
     persist: PersistStatus
     log: str
+    sources: SourceServing
 
 
 def binary() -> str:
