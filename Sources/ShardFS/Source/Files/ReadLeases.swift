@@ -89,9 +89,12 @@ public final class ReadLeases: Sendable {
         }
     }
 
-    /// Leases held now, refused so far, broken so far, and some refused files.
+    /// Leases held now (taken, not broken), refused so far, broken so far,
+    /// and some refused files.
     public var counts: (held: Int, refused: Int, broken: Int, refusedExamples: [String]) {
-        state.withLock { s in (s.byDescriptor.values.filter { $0.handle != nil }.count, s.refused, s.broken, s.refusedExamples) }
+        state.withLock { s in
+            (s.byDescriptor.values.filter { $0.handle?.leaseDescription == "leased" }.count, s.refused, s.broken, s.refusedExamples)
+        }
     }
 
     /// Tries to lease `handle`'s file; returns why not, or nil when leased.
