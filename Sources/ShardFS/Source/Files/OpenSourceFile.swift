@@ -185,6 +185,10 @@ public final class OpenSourceFile: Sendable {
         }
     }
 
+    /// Whether a lease is held now (taken, not broken). No lock: `ReadLeases`
+    /// asks it under its own.
+    var holdsLease: Bool { leaseState.load(ordering: .acquiring) == LeaseState.leased }
+
     /// How this file is served as to leases: "leased", "unleased: why",
     /// "lease broken", or nil before any read asked.
     public var leaseDescription: String? {

@@ -93,7 +93,7 @@ public final class ReadLeases: Sendable {
     /// and some refused files.
     public var counts: (held: Int, refused: Int, broken: Int, refusedExamples: [String]) {
         state.withLock { s in
-            (s.byDescriptor.values.filter { $0.handle?.leaseDescription == "leased" }.count, s.refused, s.broken, s.refusedExamples)
+            (s.byDescriptor.values.filter { $0.handle?.holdsLease == true }.count, s.refused, s.broken, s.refusedExamples)
         }
     }
 
