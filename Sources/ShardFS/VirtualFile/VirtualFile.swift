@@ -22,31 +22,84 @@ public struct VirtualFile: Sendable {
     public let crcSlots: [CRCSlot]
 
     public init(extents: [Extent], crcSlots: [CRCSlot] = []) {
-        // Adjacent literals are merged: fewer, larger pieces per read. A run
-        // of literals is gathered in one buffer, not re-concatenated per piece.
-        var merged: [Extent] = []
-        var pending: [UInt8] = []
-        for extent in extents where extent.byteCount > 0 {
+        var builder = Builder(capacity: extents.count)
+        for extent in extents { builder.append(extent) }
+        self = builder.finish(crcSlots: crcSlots)
+    }
+
+    private init(extents: [Extent], starts: [Int], crcSlots: [CRCSlot], size: Int) {
+        self.extents = extents
+        self.starts = starts
+        self.crcSlots = crcSlots
+        self.size = size
+    }
+
+    /// A file put together extent by extent, merged as they come: a file of
+    /// many parts (a `.distcp` file is thousands of archives) is built
+    /// without a list of all their extents beside the file's own.
+    ///
+    /// Adjacent literals are merged: fewer, larger pieces per read. A run of
+    /// literals is copied once into a buffer of exactly its size (grown by
+    /// appending, a `.distcp` file's framing took four times its size); a
+    /// lone literal is kept as it is, not copied (a DCP `.metadata` is tens
+    /// of megabytes).
+    public struct Builder {
+        private var merged: [Extent] = []
+        private var starts: [Int] = []
+        /// The literals of the current run, and their bytes.
+        private var run: [[UInt8]] = []
+        private var runBytes = 0
+        private var offset = 0
+
+        public init(capacity: Int = 0) {
+            merged.reserveCapacity(capacity)
+            starts.reserveCapacity(capacity)
+        }
+
+        /// The file's size so far.
+        public var size: Int { offset + runBytes }
+
+        public mutating func append(_ extent: Extent) {
+            guard extent.byteCount > 0 else { return }
             switch extent {
             case let .literal(bytes):
-                pending += bytes
+                run.append(bytes)
+                runBytes += bytes.count
             case .zeros, .slice, .stitched:
-                if !pending.isEmpty { merged.append(.literal(pending)) }
-                pending = []
-                merged.append(extent)
+                flush()
+                add(extent)
             }
         }
-        if !pending.isEmpty { merged.append(.literal(pending)) }
-        var starts: [Int] = []
-        var offset = 0
-        for extent in merged {
+
+        public mutating func append(contentsOf extents: [Extent]) {
+            for extent in extents { append(extent) }
+        }
+
+        public mutating func finish(crcSlots: [CRCSlot] = []) -> VirtualFile {
+            flush()
+            return VirtualFile(extents: merged, starts: starts, crcSlots: crcSlots, size: offset)
+        }
+
+        private mutating func flush() {
+            guard let first = run.first else { return }
+            if run.count == 1 {
+                add(.literal(first))
+            } else {
+                add(.literal([UInt8](unsafeUninitializedCapacity: runBytes) { buffer, count in
+                    for bytes in run {
+                        count = buffer[count...].initialize(fromContentsOf: bytes)
+                    }
+                }))
+            }
+            run.removeAll(keepingCapacity: true)
+            runBytes = 0
+        }
+
+        private mutating func add(_ extent: Extent) {
+            merged.append(extent)
             starts.append(offset)
             offset += extent.byteCount
         }
-        self.extents = merged
-        self.starts = starts
-        self.crcSlots = crcSlots
-        self.size = offset
     }
 
     /// The source files this file's extents read, in order.
