@@ -158,23 +158,19 @@ extension DCPPlan {
             return (files[index].name, file)
         }
         if share == .whole {
-            result.append((DCPPlan.metadataPath, PlannedFile(VirtualFile(extents: [.literal(metadataBytes.bytes)]))))
+            result.append((DCPPlan.metadataPath, PlannedFile(VirtualFile(literals: metadataBytes.pieces))))
         }
         return result
     }
 }
 
 /// `.metadata`'s bytes, pickled once per plan (a 70B training state's are
-/// tens of megabytes, and a mount asks for its files more than once).
+/// tens of megabytes, and a mount asks for its files more than once), in
+/// the pieces they were written in: never copied into one array.
 public final class DCPMetadataBytes: Sendable {
-    public let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public let pieces: [[UInt8]]
+    /// Large enough that a read rarely spans two.
+    static let pieceSize = 1 << 20
 
-    /// Held in a buffer of exactly their size: a pickle grows by doubling,
-    /// and a 70B training state's 24 MB sat in 34.
-    convenience init(exactly bytes: [UInt8]) {
-        self.init([UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
-            count = buffer.initialize(fromContentsOf: bytes)
-        })
-    }
+    init(_ pieces: [[UInt8]]) { self.pieces = pieces }
 }

@@ -27,6 +27,18 @@ public struct VirtualFile: Sendable {
         self = builder.finish(crcSlots: crcSlots)
     }
 
+    /// A file of `literals`, each its own extent, none copied (a DCP
+    /// `.metadata` is tens of megabytes, kept in pieces).
+    public init(literals: [[UInt8]]) {
+        var starts: [Int] = [], extents: [Extent] = [], offset = 0
+        for bytes in literals where !bytes.isEmpty {
+            starts.append(offset)
+            extents.append(.literal(bytes))
+            offset += bytes.count
+        }
+        self.init(extents: extents, starts: starts, crcSlots: [], size: offset)
+    }
+
     private init(extents: [Extent], starts: [Int], crcSlots: [CRCSlot], size: Int) {
         self.extents = extents
         self.starts = starts
