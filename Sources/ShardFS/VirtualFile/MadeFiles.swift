@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Recipe files made most recently by one reader (a mount), kept for the
 /// reads that follow: a mount is asked for a file once per request (1 MiB),
 /// and an optimizer file of a few hundred tensors takes a fraction of a
@@ -11,8 +13,23 @@ public final class MadeFiles<Key: Hashable & Sendable>: Sendable {
         var lastUse: UInt64
     }
 
+    /// A file one reader is making, which the others wait for: a file
+    /// read by several FUSE threads at once (readahead) was made by each,
+    /// a 64-shard `.distcp` file's extents several times over.
+    private final class Making: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let file = Locked<VirtualFile?>(nil)
+    }
+
+    private enum Step {
+        case found(VirtualFile)
+        case wait(Making)
+        case make(Making)
+    }
+
     private struct State {
         var entries: [Key: Entry] = [:]
+        var making: [Key: Making] = [:]
         var clock: UInt64 = 0
         var total = 0
     }
@@ -30,20 +47,36 @@ public final class MadeFiles<Key: Hashable & Sendable>: Sendable {
     /// at planning is returned as it is and never held.
     public func file(_ key: Key, _ planned: PlannedFile) -> VirtualFile {
         guard planned.isRecipe else { return planned.make() }
-        let found: VirtualFile? = state.withLock { s in
-            guard s.entries[key] != nil else { return nil }
-            s.clock += 1
-            s.entries[key]!.lastUse = s.clock
-            return s.entries[key]!.file
+        let step: Step = state.withLock { s in
+            if s.entries[key] != nil {
+                s.clock += 1
+                s.entries[key]!.lastUse = s.clock
+                return .found(s.entries[key]!.file)
+            }
+            if let making = s.making[key] { return .wait(making) }
+            let making = Making()
+            s.making[key] = making
+            return .make(making)
         }
-        if let found { return found }
+        let making: Making
+        switch step {
+        case let .found(file):
+            return file
+        case let .wait(other):
+            other.done.wait()
+            other.done.signal()  // for the next waiter
+            return other.file.withLock { $0 } ?? planned.make()
+        case let .make(mine):
+            making = mine
+        }
         // Made outside the lock: readers of other files do not wait on it.
         let file = planned.make()
         let cost = file.memoryCost
+        making.file.withLock { $0 = file }
+        defer { making.done.signal() }
         state.withLock { s in
             s.clock += 1
-            // Another reader may have made it meanwhile: theirs is kept.
-            guard s.entries[key] == nil else { return }
+            s.making[key] = nil
             s.total += cost
             s.entries[key] = Entry(file: file, cost: cost, lastUse: s.clock)
             // The oldest go first; the newest stays even alone over the

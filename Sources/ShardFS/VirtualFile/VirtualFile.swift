@@ -151,12 +151,16 @@ public struct VirtualFile: Sendable {
     }
 
     /// About what this file holds in memory: its literal bytes and, per
-    /// extent, the extent and its start (what `MadeFiles` bounds).
+    /// extent, the extent and its start, and its CRC slots, each with the
+    /// array of its field offsets (what `MadeFiles` bounds: a 64-shard
+    /// `.distcp` file has tens of thousands of slots, which uncounted let a
+    /// mount hold several times its budget).
     var memoryCost: Int {
-        extents.reduce(0) { total, extent in
+        let extentCost = extents.reduce(0) { total, extent in
             if case let .literal(bytes) = extent { return total + bytes.count + 64 }
             if case let .stitched(s) = extent { return total + 64 + s.segments.count * 40 }
             return total + 64
         }
+        return extentCost + starts.count * MemoryLayout<Int>.stride + crcSlots.count * (MemoryLayout<CRCSlot>.stride + 64)
     }
 }
