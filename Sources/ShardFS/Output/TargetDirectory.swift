@@ -185,7 +185,9 @@ public struct TargetDirectory: Sendable {
         let decision = try TargetDirectory.decide(inventory, wanted: layout, planned: planned, mine: mine, force: force, naming: naming)
         if inventory.unreadableManifest != nil || decision.replaceLayout {
             try manifest.replace(with: layout)
-        } else {
+        } else if inventory.layout != layout {
+            // A rerun's manifest was just found to hold `layout` (a 70B-count
+            // xser tag's is 50 MB of JSON): not read a second time.
             _ = try manifest.claim(layout, force: false)
         }
         var removed: [String] = []
