@@ -32,4 +32,11 @@ static inline void shardfs_limit_malloc_arenas(int count) {
 static inline void shardfs_malloc_mmap_threshold(int bytes) {
     mallopt(M_MMAP_THRESHOLD, bytes);
 }
+
+/* Gives the system back every whole free page of every arena (not only the
+   top of the heap): what a phase of many small transient allocations left
+   free between the blocks it keeps. */
+static inline void shardfs_release_free_memory(void) {
+    malloc_trim(0);
+}
 #endif

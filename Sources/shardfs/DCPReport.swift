@@ -25,9 +25,9 @@ struct DCPReport: Encodable {
     let entries: [Entry]
     let notes: [String]
 
-    init(_ plan: DCPPlan, sizeOf: [String: Int]) {
+    init(_ plan: DCPPlan, sizeOf: (String) -> Int?) {
         shards = plan.shards
-        files = plan.virtualFiles().map { File(path: $0.path, size: sizeOf[$0.path] ?? $0.file.size) }
+        files = plan.virtualFiles().map { File(path: $0.path, size: sizeOf($0.path) ?? $0.file.size) }
         entries = plan.items.map { item in
             switch item.value {
             case let .tensor(t):

@@ -199,6 +199,7 @@ func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFl
     // hold no data).
     if options.format == .hf { sourceOptions.weightsOnly = true }
     let checkpoint = try Checkpoint.open(source, options: sourceOptions)
+    MallocArenas.releaseFree()
     if announceSource {
         if let layout = checkpoint.sourceLayout {
             note("source: NxD checkpoint, \(checkpoint.files.count) files, layout \(layout.summary)")
@@ -211,6 +212,7 @@ func openAndPlan(_ source: String, _ sourceFlags: SourceFlags, _ flags: LayoutFl
         for text in checkpoint.trainingState?.notes ?? [] { note("note: \(text)") }
     }
     let plan = try LayoutPlanner.plan(checkpoint: checkpoint, options: options)
+    MallocArenas.releaseFree()
     for warning in plan.warnings { note("warning: \(warning)") }
     return (checkpoint, plan)
 }

@@ -262,7 +262,7 @@ struct MountCommand: ParsableCommand {
     /// The materialiser of --persist-to, prepared (DIR claimed, finished files
     /// found) so that a refusal reaches the user before the mount exists.
     private func makeMaterialiser(directory: String, checkpoint: Checkpoint, plan: LayoutPlan,
-                                  files: [(path: String, file: PlannedFile)], fileSystem: MountedFileSystem,
+                                  files: PlannedFiles, fileSystem: MountedFileSystem,
                                   logger: Logger) throws(ShardFSError) -> (materialiser: Materialiser, server: ServerBox) {
         let part = self.part ?? .whole
         let target = MountTable.absolute(directory)

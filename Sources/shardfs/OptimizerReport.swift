@@ -40,7 +40,7 @@ struct OptimizerReport: Encodable {
     let source: [Numbering]
     let files: [File]
 
-    init(_ plan: OptimizerPlan, sizeOf: [String: Int]) {
+    init(_ plan: OptimizerPlan, sizeOf: (String) -> Int?) {
         let state = plan.state
         sourceDPSize = state.dpSize
         dpSize = plan.dpSize
@@ -63,7 +63,7 @@ struct OptimizerReport: Encodable {
                 let rows = p.shape[0], shard = (rows + plan.dpSize - 1) / plan.dpSize
                 return Parameter(index: index, key: p.key, shape: p.shape, shardRows: shard, paddingRows: shard * plan.dpSize - rows)
             }
-            files.append(File(tpRank: file.tpRank, ppRank: file.ppRank, paths: all.map(\.path), sizes: all.map { sizeOf[$0.path] ?? 0 },
+            files.append(File(tpRank: file.tpRank, ppRank: file.ppRank, paths: all.map(\.path), sizes: all.map { sizeOf($0.path) ?? 0 },
                               groupSizes: file.groupSizes, parameters: parameters))
         }
         self.files = files

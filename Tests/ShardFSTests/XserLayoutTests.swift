@@ -40,6 +40,33 @@ import Glibc
         #expect(ptPlan.virtualFiles().map(\.path) == plan.files.map(\.path))
     }
 
+    /// The compact list finds each file by its path alone, and nothing that
+    /// is not one of its files: a tensor file of a tid past the group's, or
+    /// spelt otherwise (`tensor_01.pt`), a group that does not exist.
+    @Test func filesAreFoundByPath() throws {
+        let dir = try Fixture.TemporaryDirectory()
+        let (_, plan) = try Self.plan(dir, Self.xserTP2PP2)
+        let files = plan.virtualFiles()
+        for (path, file) in files {
+            #expect(files.file(at: path)?.size == file.size, "\(path)")
+        }
+        let p = "model/dp_rank_00_tp_rank_00_pp_rank_00.pt"
+        let count = Fixture.expectedTensors(tp: 0, layers: [0], first: true, last: false).count
+        #expect(files.contains(path: "\(p).tensors/tensor_\(count - 1).pt"))
+        for absent in ["\(p).tensors/tensor_\(count).pt", "\(p).tensors/tensor_01.pt", "\(p).tensors/tensor_-1.pt",
+                       "\(p).tensors/tensor_x.pt", "model/dp_rank_00_tp_rank_07_pp_rank_00.pt.info.pt", "\(p).tensors", "model", p + ".pt"] {
+            #expect(!files.contains(path: absent), "\(absent)")
+        }
+        var folders: Set<String> = ["model"]
+        for tp in 0..<2 {
+            for pp in 0..<2 { folders.insert("model/dp_rank_00_tp_rank_0\(tp)_pp_rank_0\(pp).pt.tensors") }
+        }
+        #expect(files.folders == folders)
+        #expect(files.totalSize == files.reduce(0) { $0 + $1.file.size })
+        // A share without the markers keeps whole groups.
+        #expect(files.removing { $0 == p }.map(\.path) == files.map(\.path).filter { !$0.hasPrefix(p) })
+    }
+
     /// Each tensor file holds exactly its tensor's bytes, under its own archive name.
     @Test(arguments: [DType.bfloat16, .float32])
     func tensorFilesHoldTheTensors(output: DType) throws {
@@ -75,7 +102,7 @@ import Glibc
         #expect(LayoutOptions(tpSize: 2, format: .xser).summary == "tp=2 pp=1 vpp=1 kv_mult=1 trn1 source-dtype xser")
         let dir = try Fixture.TemporaryDirectory()
         let (_, plan) = try Self.plan(dir, Self.xserTP2PP2)
-        func ids(_ files: [(path: String, file: PlannedFile)]) throws -> [String] {
+        func ids(_ files: PlannedFiles) throws -> [String] {
             try files.map { path, file in
                 let name = TorchSaveFile.archiveName(forFileName: path) + "/.data/serialization_id"
                 return String(decoding: try TestZip.contents(try readWhole(literalOnly(file.make())))[name] ?? [], as: UTF8.self)

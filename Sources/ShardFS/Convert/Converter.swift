@@ -49,11 +49,11 @@ public struct Converter: Sendable {
         let outputs = try plan.virtualFiles(part: part)
         // Every path of the layout (all --part shares), to tell another
         // layout's files from those of the other shares.
-        let planned = part == .whole ? outputs.map(\.path) : plan.virtualFiles().map(\.path)
+        let planned = PathSet(part == .whole ? outputs : plan.virtualFiles())
         let fingerprints = try checkpoint.fingerprints()
         let target = TargetDirectory(directory: root, naming: .out(root))
         let prepared = try target.prepare(layout: PersistManifest.Layout(layout: plan.options.summary, sources: fingerprints),
-                                          family: TargetFamily(plan.options.format), planned: planned, mine: outputs.map(\.path),
+                                          family: TargetFamily(plan.options.format), planned: planned, mine: PathSet(outputs),
                                           sources: checkpoint.files, force: force)
         var outcome = Outcome()
         outcome.removed = prepared.removed
@@ -69,7 +69,7 @@ public struct Converter: Sendable {
         outcome.writtenFiles = remaining.count
         outcome.writtenBytes = remaining.reduce(0) { $0 + outputs[$1].file.size }
         let topLevel = plan.options.format == .hf || plan.options.format == .dcp
-        let created = try target.makeDirectories(for: remaining.map { outputs[$0].path }, top: topLevel ? "" : "model")
+        let created = try target.makeDirectories(for: remaining.lazy.map { outputs[$0].path }, top: topLevel ? "" : "model")
         events(.started(files: remaining.count, bytes: outcome.writtenBytes, keptFiles: outcome.keptFiles, keptBytes: outcome.keptBytes))
         do throws(ShardFSError) {
             try write(outputs, remaining, root: root, manifest: target.manifest, jobs: jobs, isCancelled: isCancelled, events: events)
@@ -108,7 +108,7 @@ public struct Converter: Sendable {
     /// recorded size and CRC-32 (read back, `jobs` files at a time, in
     /// bounded memory); the entries of the others are forgotten (they are
     /// rewritten).
-    static func keepFinished(_ outputs: [(path: String, file: PlannedFile)], finished: [String: PersistManifest.FinishedFile],
+    static func keepFinished(_ outputs: PlannedFiles, finished: [String: PersistManifest.FinishedFile],
                              root: String, manifest: PersistManifest, jobs: Int,
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) -> Set<Int> {
@@ -155,7 +155,7 @@ public struct Converter: Sendable {
     /// a DCP folder's `.metadata`, as DCP's `finish` does) is written after
     /// every other file: an output is complete once it exists, so a run
     /// interrupted earlier leaves one no trainer takes for complete.
-    private func write(_ outputs: [(path: String, file: PlannedFile)], _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
+    private func write(_ outputs: PlannedFiles, _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
                        isCancelled: @escaping @Sendable () -> Bool,
                        events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         let markers = chosen.filter { LayoutPlan.isCompletionMarker(outputs[$0].path) }
@@ -165,7 +165,7 @@ public struct Converter: Sendable {
     }
 
     /// Writes `outputs[i]` for each i of `chosen`.
-    private func writeAtOnce(_ outputs: [(path: String, file: PlannedFile)], _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
+    private func writeAtOnce(_ outputs: PlannedFiles, _ chosen: [Int], root: String, manifest: PersistManifest, jobs: Int,
                              isCancelled: @escaping @Sendable () -> Bool,
                              events: @escaping @Sendable (ConvertEvent) -> Void) throws(ShardFSError) {
         guard !chosen.isEmpty else { return }

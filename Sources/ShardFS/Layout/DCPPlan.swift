@@ -69,7 +69,7 @@ public struct DCPPlan: Sendable {
     /// This plan with its `.metadata` pickled.
     func withMetadata() -> DCPPlan {
         DCPPlan(items: items, shards: shards, files: files, placements: placements, notes: notes,
-                metadataBytes: DCPMetadataBytes(metadata.pickled()))
+                metadataBytes: DCPMetadataBytes(metadata.pickled(pieceSize: DCPMetadataBytes.pieceSize)))
     }
 
     private init(items: [Item], shards: Int, files: [File], placements: [[Placement]], notes: [String], metadataBytes: DCPMetadataBytes) {

@@ -51,10 +51,10 @@ public final class MountedFileSystem: Sendable {
     }
 
     /// `prefetch` nil turns reading ahead off.
-    public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], maximumRead: Int = 1 << 20,
+    public init(checkpoint: Checkpoint, files: some Collection<(path: String, file: PlannedFile)>, maximumRead: Int = 1 << 20,
                 prefetch: Prefetcher.Options? = Prefetcher.Options(), splicing: SourceSplicing = .always) {
         self.splicing = splicing
-        let tree = FileTree(files: files)
+        let tree = FileTree(files: Array(files))
         self.tree = tree
         watch = SourceWatch(sources: checkpoint.files)
         var sourcesOfInode: [UInt64: [Int]] = [:]

@@ -88,8 +88,12 @@ public final class Prefetcher: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     /// The workers, threads of `WorkerPool`.
     private let threads = WorkerPool.Threads()
-    /// Per source, a bit per granule already requested.
-    private let requested: Locked<[[UInt64]]>
+    /// Per source, a bit per granule already requested: one array for every
+    /// source, source s's words from `firstWord[s]` to `firstWord[s + 1]` (a
+    /// 70B-count xser tag is 350,000 files of a few KB: an array each took
+    /// 14 MB).
+    private let requested: Locked<[UInt64]>
+    private let firstWord: [Int]
     private let targets: @Sendable (_ inode: UInt64, _ range: Range<Int>) -> [PrefetchTarget]
     private let advise: @Sendable (PrefetchTarget) -> Void
 
@@ -102,7 +106,11 @@ public final class Prefetcher: Sendable {
         self.options = options
         self.targets = targets
         self.advise = advise
-        requested = Locked(sourceSizes.map { size in [UInt64](repeating: 0, count: (size / Prefetcher.granule + 64) / 64) })
+        var firstWord = [0]
+        firstWord.reserveCapacity(sourceSizes.count + 1)
+        for size in sourceSizes { firstWord.append(firstWord[firstWord.count - 1] + (size / Prefetcher.granule + 64) / 64) }
+        self.firstWord = firstWord
+        requested = Locked([UInt64](repeating: 0, count: firstWord[firstWord.count - 1]))
         threads.start(workerCount) { [self] in
             while work() {}
         }
@@ -312,16 +320,17 @@ public final class Prefetcher: Sendable {
     private func claim(_ source: Int, from: Int, to: Int) -> (Int, Int) {
         let granule = Prefetcher.granule
         return requested.withLock { all in
-            guard source >= 0, source < all.count else { return (from, to) }
+            guard source >= 0, source < firstWord.count - 1 else { return (from, to) }
+            let base = firstWord[source], words = firstWord[source + 1] - base
             var first: Int?, last = from
             var index = from / granule
             while index * granule < to {
                 let start = max(from, index * granule), end = min(to, (index + 1) * granule)
                 let word = index / 64, bit = UInt64(1) << UInt64(index % 64)
                 var wanted = true
-                if end - start == granule, word < all[source].count {
-                    wanted = all[source][word] & bit == 0
-                    all[source][word] |= bit
+                if end - start == granule, word < words {
+                    wanted = all[base + word] & bit == 0
+                    all[base + word] |= bit
                 }
                 if wanted {
                     if first == nil { first = start }

@@ -61,6 +61,47 @@ public enum TargetFamily: Equatable, Sendable {
     }
 }
 
+/// Paths a writer plans, asked one at a time: a set of them, or a plan's
+/// files (`PlannedFiles`), whose 350,000 xser paths are never all spelt.
+public struct PathSet: Sendable {
+    private enum Paths: Sendable {
+        case set(Set<String>)
+        case files(PlannedFiles)
+    }
+
+    private let paths: Paths
+
+    public init(_ paths: some Sequence<String>) {
+        self.paths = .set(Set(paths))
+    }
+
+    public init(_ files: PlannedFiles) {
+        paths = .files(files)
+    }
+
+    public func contains(_ path: String) -> Bool {
+        switch paths {
+        case let .set(set): return set.contains(path)
+        case let .files(files): return files.contains(path: path)
+        }
+    }
+
+    /// The folders holding the paths (relative, no trailing `/`), parents included.
+    public var folders: Set<String> {
+        switch paths {
+        case let .files(files):
+            return files.folders
+        case let .set(set):
+            var folders = Set<String>()
+            for path in set {
+                var folder = TargetDirectory.parent(of: path)
+                while !folder.isEmpty, folders.insert(folder).inserted { folder = TargetDirectory.parent(of: folder) }
+            }
+            return folders
+        }
+    }
+}
+
 /// What a target directory holds, as far as a layout is concerned: its
 /// manifest and the files of the family found in it. Gathered without
 /// changing anything, so that a refusal leaves the directory as it was.
@@ -138,14 +179,15 @@ public struct TargetDirectory: Sendable {
     /// that killed writers left of `mine` or of files no longer planned.
     /// `planned` is every path of the whole layout (all `--part`s); nil when
     /// unknown, and then only the manifest is compared.
-    public func prepare(layout: PersistManifest.Layout, family: TargetFamily, planned: [String]?, mine: [String],
+    public func prepare(layout: PersistManifest.Layout, family: TargetFamily, planned: PathSet?, mine: PathSet,
                         sources: [SourceFile], force: Bool) throws(ShardFSError) -> Prepared {
         let inventory = inspect(family: family, sources: sources, expecting: layout)
-        let decision = try TargetDirectory.decide(inventory, wanted: layout, planned: planned.map(Set.init), mine: Set(mine),
-                                                  force: force, naming: naming)
+        let decision = try TargetDirectory.decide(inventory, wanted: layout, planned: planned, mine: mine, force: force, naming: naming)
         if inventory.unreadableManifest != nil || decision.replaceLayout {
             try manifest.replace(with: layout)
-        } else {
+        } else if inventory.layout != layout {
+            // A rerun's manifest was just found to hold `layout` (a 70B-count
+            // xser tag's is 50 MB of JSON): not read a second time.
             _ = try manifest.claim(layout, force: false)
         }
         var removed: [String] = []
@@ -166,9 +208,8 @@ public struct TargetDirectory: Sendable {
         }
         // Temporaries: of this writer's files (any pid: with --part they are
         // this writer's alone), and of files no layout here writes any more.
-        let ours = Set(mine), plannedSet = planned.map(Set.init)
         for (final, temporaries) in inventory.temporaries
-        where ours.contains(final) || (plannedSet.map { !$0.contains(final) } ?? false) && family.holds(final) {
+        where mine.contains(final) || (planned.map { !$0.contains(final) } ?? false) && family.holds(final) {
             for temporary in temporaries where unlink(directory + "/" + temporary) == 0 {
                 touched.insert(TargetDirectory.parent(of: temporary))
             }
@@ -185,7 +226,7 @@ public struct TargetDirectory: Sendable {
     /// `p.tensors/`), each made durable in its parent, before any file is
     /// written: convert and the materialiser alike. Returns the directories
     /// made below `top`, parents first, for a writer that fails to remove.
-    public func makeDirectories(for paths: [String], top: String) throws(ShardFSError) -> [String] {
+    public func makeDirectories(for paths: some Sequence<String>, top: String) throws(ShardFSError) -> [String] {
         let root = top.isEmpty ? directory : directory + "/" + top
         var directories = [root]
         var seen = Set(directories)
@@ -209,6 +250,11 @@ public struct TargetDirectory: Sendable {
     /// whose files of the family are the source's own.
     public static func decide(_ inventory: TargetInventory, wanted: PersistManifest.Layout, planned: Set<String>?,
                               mine: Set<String>, force: Bool, naming: TargetNaming) throws(ShardFSError) -> TargetDecision {
+        try decide(inventory, wanted: wanted, planned: planned.map { PathSet($0) }, mine: PathSet(mine), force: force, naming: naming)
+    }
+
+    public static func decide(_ inventory: TargetInventory, wanted: PersistManifest.Layout, planned: PathSet?,
+                              mine: PathSet, force: Bool, naming: TargetNaming) throws(ShardFSError) -> TargetDecision {
         if let (path, source) = inventory.sourceFiles.min(by: { $0.key < $1.key }) {
             throw ShardFSError.badLayout(flag: naming.subject, reason: "holds \(path), which is the source's \(source): writing here would overwrite or remove the source; use \(naming.alternative)")
         }
@@ -219,13 +265,8 @@ public struct TargetDirectory: Sendable {
         var staleFiles: [String]
         var staleFolders: [String]
         if let planned {
-            var plannedFolders = Set<String>()
-            for path in planned {
-                var folder = parent(of: path)
-                while !folder.isEmpty, plannedFolders.insert(folder).inserted { folder = parent(of: folder) }
-            }
-            staleFiles = inventory.files.subtracting(planned).sorted()
-            staleFolders = inventory.folders.subtracting(plannedFolders).sorted()
+            staleFiles = inventory.files.filter { !planned.contains($0) }.sorted()
+            staleFolders = inventory.folders.subtracting(planned.folders).sorted()
         } else {
             // The whole layout unknown: only what the replaced manifest
             // recorded, and not this writer's own files.

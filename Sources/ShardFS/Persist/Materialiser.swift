@@ -59,11 +59,11 @@ public final class Materialiser: Sendable {
     /// `readersActive` tells whether the mount is serving reads right now;
     /// `verified` is called with the path (relative, as in `files`) and the
     /// copy's full path of each file persisted and read back intact.
-    public init(checkpoint: Checkpoint, files: [(path: String, file: PlannedFile)], options: Options, logger: Logger,
+    public init(checkpoint: Checkpoint, files: some Collection<(path: String, file: PlannedFile)>, options: Options, logger: Logger,
                 readersActive: @escaping @Sendable () -> Bool,
                 verified: @escaping @Sendable (_ path: String, _ copy: String) -> Void) {
         self.options = options
-        self.files = files
+        self.files = Array(files)
         self.checkpoint = checkpoint
         target = TargetDirectory(directory: options.directory, naming: .persistTo(options.directory))
         self.logger = logger
@@ -90,8 +90,8 @@ public final class Materialiser: Sendable {
         let fingerprints = try checkpoint.fingerprints()
         let family: TargetFamily = files.allSatisfy { $0.path.hasPrefix("model/") } ? .rankFiles : .huggingFace
         let prepared = try target.prepare(layout: PersistManifest.Layout(layout: options.layout, sources: fingerprints), family: family,
-                                          planned: options.plannedPaths ?? (options.part == .whole ? files.map(\.path) : nil),
-                                          mine: files.map(\.path), sources: sources, force: options.force)
+                                          planned: (options.plannedPaths ?? (options.part == .whole ? files.map(\.path) : nil)).map { PathSet($0) },
+                                          mine: PathSet(files.map(\.path)), sources: sources, force: options.force)
         for path in prepared.removed { logger.info("removed \(path), of another layout") }
         let finished = prepared.finished
         var kept: [(index: Int, crc32: UInt32)] = []

@@ -15,6 +15,13 @@ public enum MallocArenas {
     /// leave holes in the heap the peak RSS counts.
     public static let mmapThreshold: Int32 = 256 << 10
 
+    /// Gives the pages freed since back to the system: after a phase that
+    /// allocates and frees much in small pieces (a tag's parse, a plan),
+    /// its free pages between the blocks kept still count in the RSS.
+    public static func releaseFree() {
+        shardfs_release_free_memory()
+    }
+
     /// Call first thing in `main`, before any thread allocates.
     public static func limit() {
         shardfs_limit_malloc_arenas(count)

@@ -7,19 +7,24 @@ extension OptimizerPlan {
     /// format (pt or xser).
     /// A pt file is a recipe (`PlannedFile.recipe`): 1,024 of them, each
     /// the framing of a few hundred records, held at once took 130 MB.
-    func virtualFiles(ranks: Set<[Int]>, layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
+    func virtualFiles(ranks: Set<[Int]>, layout: LayoutOptions) -> PlannedFiles {
         let state = self.state
-        return files.filter { ranks.contains([$0.tpRank, $0.ppRank]) }.flatMap { file in
-            layout.format == .xser ? file.xserFiles(state: state, layout: layout)
-                : [(file.path, PlannedFile.recipe { file.virtualFile(state: state, layout: layout) })]
+        var result = PlannedFiles()
+        for file in files where ranks.contains([file.tpRank, file.ppRank]) {
+            if layout.format == .xser {
+                result.append(contentsOf: file.xserFiles(state: state, layout: layout))
+            } else {
+                result.append(file.path, PlannedFile.recipe { file.virtualFile(state: state, layout: layout) })
+            }
         }
+        return result
     }
 
     /// The files carried from the source as they are. `done` comes last, as
     /// NxD writes it: a tag is complete once it exists.
-    var carriedFiles: [(path: String, file: PlannedFile)] {
+    var carriedFiles: PlannedFiles {
         let sorted = state.carried.filter { $0.path != "done" } + state.carried.filter { $0.path == "done" }
-        return sorted.map { ($0.path, PlannedFile(VirtualFile(extents: [.literal($0.bytes)]))) }
+        return PlannedFiles(sorted.map { ($0.path, PlannedFile(VirtualFile(extents: [.literal($0.bytes)]))) })
     }
 }
 
@@ -107,7 +112,7 @@ extension OptimizerFile {
 
     /// This file as NxD's trainer saves it with xser (`XserFiles`): the
     /// state dict with a `TensorReference` for each tensor.
-    func xserFiles(state: TrainingState, layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
+    func xserFiles(state: TrainingState, layout: LayoutOptions) -> PlannedFiles {
         let (statePickle, sources) = pickle(state: state)
         var tensors: [(description: TensorDescription, id: Int)] = []
         let references = statePickle.pickle { p, n, tensor, id in

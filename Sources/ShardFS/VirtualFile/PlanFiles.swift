@@ -10,23 +10,29 @@ extension LayoutPlan {
     /// A training tag's plan adds the optimizer files of those rank files
     /// (every data-parallel rank of each), and, with the first rank file,
     /// the files carried as they are, `done` last.
-    public func virtualFiles(_ files: [RankFile]? = nil) -> [(path: String, file: PlannedFile)] {
+    public func virtualFiles(_ files: [RankFile]? = nil) -> PlannedFiles {
         let files = files ?? self.files
         switch options.format {
         case .pt, .xser:
-            var result = options.format == .pt ? files.map { ($0.path, PlannedFile($0.virtualFile(layout: options))) }
-                                               : files.flatMap { $0.xserFiles(layout: options) }
+            var result = PlannedFiles()
+            for file in files {
+                if options.format == .pt {
+                    result.append(file.path, PlannedFile(file.virtualFile(layout: options)))
+                } else {
+                    result.append(contentsOf: file.xserFiles(layout: options))
+                }
+            }
             if let optimizer {
-                result += optimizer.virtualFiles(ranks: Set(files.map { [$0.tpRank, $0.ppRank] }), layout: options)
-                if files.contains(where: { $0.tpRank == 0 && $0.ppRank == 0 }) { result += optimizer.carriedFiles }
+                result.append(contentsOf: optimizer.virtualFiles(ranks: Set(files.map { [$0.tpRank, $0.ppRank] }), layout: options))
+                if files.contains(where: { $0.tpRank == 0 && $0.ppRank == 0 }) { result.append(contentsOf: optimizer.carriedFiles) }
             }
             return result
         case .dcp:
-            return dcp?.virtualFiles() ?? []
+            return PlannedFiles(dcp?.virtualFiles() ?? [])
         case .hf:
             let tensors = huggingFaceTensors.map { HFTensor(name: $0.key, dtype: $0.dtype, shape: $0.shape, storage: $0.storage) }
-            return [("config.json", PlannedFile(VirtualFile(extents: [.literal(configBytes)])))]
-                + HuggingFaceShards.files(tensors, maxShardSize: options.maxShardSize)
+            return PlannedFiles([("config.json", PlannedFile(VirtualFile(extents: [.literal(configBytes)])))]
+                + HuggingFaceShards.files(tensors, maxShardSize: options.maxShardSize))
         }
     }
 }
@@ -36,16 +42,16 @@ extension LayoutPlan {
     /// (pt, xser) or of a DCP folder's `.distcp` files; a Hugging Face
     /// checkpoint is written whole. A completion marker (`isCompletionMarker`)
     /// belongs to the whole only: a share cannot know when the others finish.
-    public func virtualFiles(part: Part) throws(ShardFSError) -> [(path: String, file: PlannedFile)] {
+    public func virtualFiles(part: Part) throws(ShardFSError) -> PlannedFiles {
         guard part != .whole else { return virtualFiles() }
         try LayoutPlan.checkPart(part, format: options.format)
         switch options.format {
         case .hf:
-            return []
+            return PlannedFiles()
         case .dcp:
-            return dcp?.virtualFiles(part) ?? []
+            return PlannedFiles(dcp?.virtualFiles(part) ?? [])
         case .pt, .xser:
-            return virtualFiles(part.select(files)).filter { !LayoutPlan.isCompletionMarker($0.path) }
+            return virtualFiles(part.select(files)).removing(LayoutPlan.isCompletionMarker)
         }
     }
 
@@ -82,7 +88,7 @@ extension RankFile {
     /// This rank file as NxD's trainer saves it with xser (`XserFiles`):
     /// each tensor file over the same extents the pt file uses; only
     /// literals (pickles, zip framing) are new.
-    public func xserFiles(layout: LayoutOptions) -> [(path: String, file: PlannedFile)] {
+    public func xserFiles(layout: LayoutOptions) -> PlannedFiles {
         let tensors = self.tensors
         return XserFiles.group(path: path, references: PickleWriter.tensorReferences(keys: tensors.map(\.key)),
                                descriptions: tensors.map(\.torchDescription), seed: layout.summary + " ") { tensors[$0].storage }

@@ -22,31 +22,96 @@ public struct VirtualFile: Sendable {
     public let crcSlots: [CRCSlot]
 
     public init(extents: [Extent], crcSlots: [CRCSlot] = []) {
-        // Adjacent literals are merged: fewer, larger pieces per read. A run
-        // of literals is gathered in one buffer, not re-concatenated per piece.
-        var merged: [Extent] = []
-        var pending: [UInt8] = []
-        for extent in extents where extent.byteCount > 0 {
+        var builder = Builder(capacity: extents.count)
+        for extent in extents { builder.append(extent) }
+        self = builder.finish(crcSlots: crcSlots)
+    }
+
+    /// A file of `literals`, each its own extent, none copied (a DCP
+    /// `.metadata` is tens of megabytes, kept in pieces).
+    public init(literals: [[UInt8]]) {
+        var starts: [Int] = [], extents: [Extent] = [], offset = 0
+        for bytes in literals where !bytes.isEmpty {
+            starts.append(offset)
+            extents.append(.literal(bytes))
+            offset += bytes.count
+        }
+        self.init(extents: extents, starts: starts, crcSlots: [], size: offset)
+    }
+
+    private init(extents: [Extent], starts: [Int], crcSlots: [CRCSlot], size: Int) {
+        self.extents = extents
+        self.starts = starts
+        self.crcSlots = crcSlots
+        self.size = size
+    }
+
+    /// A file put together extent by extent, merged as they come: a file of
+    /// many parts (a `.distcp` file is thousands of archives) is built
+    /// without a list of all their extents beside the file's own.
+    ///
+    /// Adjacent literals are merged: fewer, larger pieces per read. A run of
+    /// literals is copied once into a buffer of exactly its size (grown by
+    /// appending, a `.distcp` file's framing took four times its size); a
+    /// lone literal is kept as it is, not copied (a DCP `.metadata` is tens
+    /// of megabytes).
+    public struct Builder {
+        private var merged: [Extent] = []
+        private var starts: [Int] = []
+        /// The literals of the current run, and their bytes.
+        private var run: [[UInt8]] = []
+        private var runBytes = 0
+        private var offset = 0
+
+        public init(capacity: Int = 0) {
+            merged.reserveCapacity(capacity)
+            starts.reserveCapacity(capacity)
+        }
+
+        /// The file's size so far.
+        public var size: Int { offset + runBytes }
+
+        public mutating func append(_ extent: Extent) {
+            guard extent.byteCount > 0 else { return }
             switch extent {
             case let .literal(bytes):
-                pending += bytes
+                run.append(bytes)
+                runBytes += bytes.count
             case .zeros, .slice, .stitched:
-                if !pending.isEmpty { merged.append(.literal(pending)) }
-                pending = []
-                merged.append(extent)
+                flush()
+                add(extent)
             }
         }
-        if !pending.isEmpty { merged.append(.literal(pending)) }
-        var starts: [Int] = []
-        var offset = 0
-        for extent in merged {
+
+        public mutating func append(contentsOf extents: [Extent]) {
+            for extent in extents { append(extent) }
+        }
+
+        public mutating func finish(crcSlots: [CRCSlot] = []) -> VirtualFile {
+            flush()
+            return VirtualFile(extents: merged, starts: starts, crcSlots: crcSlots, size: offset)
+        }
+
+        private mutating func flush() {
+            guard let first = run.first else { return }
+            if run.count == 1 {
+                add(.literal(first))
+            } else {
+                add(.literal([UInt8](unsafeUninitializedCapacity: runBytes) { buffer, count in
+                    for bytes in run {
+                        count = buffer[count...].initialize(fromContentsOf: bytes)
+                    }
+                }))
+            }
+            run.removeAll(keepingCapacity: true)
+            runBytes = 0
+        }
+
+        private mutating func add(_ extent: Extent) {
+            merged.append(extent)
             starts.append(offset)
             offset += extent.byteCount
         }
-        self.extents = merged
-        self.starts = starts
-        self.crcSlots = crcSlots
-        self.size = offset
     }
 
     /// The source files this file's extents read, in order.
@@ -86,12 +151,16 @@ public struct VirtualFile: Sendable {
     }
 
     /// About what this file holds in memory: its literal bytes and, per
-    /// extent, the extent and its start (what `MadeFiles` bounds).
+    /// extent, the extent and its start, and its CRC slots, each with the
+    /// array of its field offsets (what `MadeFiles` bounds: a 64-shard
+    /// `.distcp` file has tens of thousands of slots, which uncounted let a
+    /// mount hold several times its budget).
     var memoryCost: Int {
-        extents.reduce(0) { total, extent in
+        let extentCost = extents.reduce(0) { total, extent in
             if case let .literal(bytes) = extent { return total + bytes.count + 64 }
             if case let .stitched(s) = extent { return total + 64 + s.segments.count * 40 }
             return total + 64
         }
+        return extentCost + starts.count * MemoryLayout<Int>.stride + crcSlots.count * (MemoryLayout<CRCSlot>.stride + 64)
     }
 }

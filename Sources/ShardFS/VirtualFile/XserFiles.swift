@@ -10,23 +10,20 @@ enum XserFiles {
     /// serialization id (the layout), the file's path ends it, so each file
     /// has its own and the same layout always the same bytes.
     static func group(path: String, references: [UInt8], descriptions: [TensorDescription], seed: String,
-                      storage: @escaping @Sendable (Int) -> [Extent]) -> [(path: String, file: PlannedFile)] {
+                      storage: @escaping @Sendable (Int) -> [Extent]) -> PlannedFiles {
         // The reference dict and the info dict are recipes too: each is a
         // pickle of every tensor of its file, 15 KB for an optimizer file,
         // 45 MB for a 70B run's 1,280 files held at once.
         let infoPath = RankFile.xserInfoPath(path)
-        var result = [
-            (path, PlannedFile.recipe { file(path, pickle: references, storages: [], seed: seed) }),
-            (infoPath, PlannedFile.recipe { file(infoPath, pickle: PickleWriter.tensorInfo(descriptions), storages: [], seed: seed) }),
-        ]
-        result.reserveCapacity(2 + descriptions.count)
         let tensors = RecipeGroup(count: descriptions.count) { tid in
             file(RankFile.xserTensorPath(path, tid: tid), pickle: PickleWriter.singleTensor(descriptions[tid]), storages: [storage(tid)], seed: seed)
         }
-        for tid in descriptions.indices {
-            result.append((RankFile.xserTensorPath(path, tid: tid), PlannedFile(tensors, member: tid)))
-        }
-        return result
+        // One entry for the group: the tensor files' paths are spelt when read.
+        var group = PlannedFiles()
+        group.appendXser(path: path, reference: PlannedFile.recipe { file(path, pickle: references, storages: [], seed: seed) },
+                         info: PlannedFile.recipe { file(infoPath, pickle: PickleWriter.tensorInfo(descriptions), storages: [], seed: seed) },
+                         tensors: tensors)
+        return group
     }
 
     private static func file(_ path: String, pickle: [UInt8], storages: [[Extent]], seed: String) -> VirtualFile {

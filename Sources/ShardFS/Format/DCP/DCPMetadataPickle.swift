@@ -14,6 +14,20 @@
 extension DCPMetadata {
     public func pickled() -> [UInt8] {
         var p = PickleWriter()
+        write(&p)
+        return p.finish()
+    }
+
+    /// The pickle in pieces of about `pieceSize` bytes: a 70B training
+    /// state's is 24 MB, which one growing array held twice at its last
+    /// doubling.
+    public func pickled(pieceSize: Int) -> [[UInt8]] {
+        var p = PickleWriter(pieceSize: pieceSize)
+        write(&p)
+        return p.finishInPieces()
+    }
+
+    private func write(_ p: inout PickleWriter) {
         p.dcpObject(.metadata) { p in
             p.fields([
                 ("state_dict_metadata", { p in p.dict(entries) { p, e in p.sharedString(e.fqn); p.entry(e.entry) } }),
@@ -28,7 +42,6 @@ extension DCPMetadata {
                 ("version", { p in p.optionalString(version) }),
             ])
         }
-        return p.finish()
     }
 }
 

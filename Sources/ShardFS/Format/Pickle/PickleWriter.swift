@@ -6,11 +6,41 @@
 /// through `shared(_:)`, which emits `BINGET` after first use; everything else
 /// is new each time and gets a fresh `BINPUT`.
 public struct PickleWriter {
+    /// The bytes written (since the last piece, with `pieceSize`).
     public internal(set) var bytes: [UInt8] = [0x80, 0x02]  // PROTO 2
     private var memoCount = 0
     private var sharedMemo: [String: Int] = [:]
+    /// Bytes written before `bytes`, in pieces (`init(pieceSize:)`).
+    private var pieces: [[UInt8]] = []
+    private let pieceSize: Int
 
-    public init() {}
+    public init() {
+        pieceSize = .max
+    }
+
+    /// A writer that keeps what it writes in pieces of about `pieceSize`
+    /// bytes (`finishInPieces`): a pickle of tens of megabytes (a 70B
+    /// training state's DCP `.metadata`) grown in one array is, at each
+    /// doubling, held twice.
+    public init(pieceSize: Int) {
+        self.pieceSize = pieceSize
+        bytes.reserveCapacity(min(pieceSize, 1 << 20) + 4096)
+    }
+
+    /// Starts a new piece once this one is full: nothing written is ever
+    /// looked at again (no opcode refers back by position), so any op
+    /// boundary may end a piece.
+    private mutating func endPieceIfFull() {
+        guard bytes.count >= pieceSize else { return }
+        pieces.append(bytes)
+        bytes = []
+        bytes.reserveCapacity(pieceSize + 4096)
+    }
+
+    public mutating func op(_ code: UInt8) {
+        endPieceIfFull()
+        bytes.append(code)
+    }
 
     // Opcodes used here, named as in pickletools.
     static let mark: UInt8 = 0x28           // (
@@ -40,7 +70,6 @@ public struct PickleWriter {
     static let newfalse: UInt8 = 0x89
     static let long1: UInt8 = 0x8A
 
-    public mutating func op(_ code: UInt8) { bytes.append(code) }
 
     private mutating func appendUInt32(_ v: UInt32) {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
@@ -48,6 +77,7 @@ public struct PickleWriter {
 
     /// Memoizes the object just written (Python's `memoize`).
     public mutating func put() {
+        endPieceIfFull()
         if memoCount < 256 {
             bytes += [PickleWriter.binput, UInt8(memoCount)]
         } else {
@@ -177,6 +207,12 @@ public struct PickleWriter {
 
     public mutating func finish() -> [UInt8] {
         op(PickleWriter.stop)
-        return bytes
+        return pieces.isEmpty ? bytes : pieces.joined() + bytes
+    }
+
+    /// The pickle, in the pieces it was written in (`init(pieceSize:)`).
+    public mutating func finishInPieces() -> [[UInt8]] {
+        op(PickleWriter.stop)
+        return pieces + [bytes]
     }
 }

@@ -64,6 +64,14 @@ public struct SourceFingerprint: Codable, Equatable, Sendable {
         headerCRC32 = crc.value
     }
 
+    /// The fingerprint of `file` whose header sums to `headerCRC32`.
+    init(_ file: SourceFile, headerCRC32: UInt32) {
+        sourceName = file.sourceName
+        size = file.size
+        mtimeNanoseconds = file.modificationTime.tv_sec * 1_000_000_000 + file.modificationTime.tv_nsec
+        self.headerCRC32 = headerCRC32
+    }
+
     /// The fingerprint of an NxD rank or tensor file from the bytes its
     /// parse read anyway (a tag's 60,000 files are not opened twice).
     init(_ file: SourceFile, bytes: HeadAndTail) throws(ShardFSError) {
