@@ -33,10 +33,11 @@ import Glibc
         let reader = ExtentReader(sources: [file])
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
-        reader.startRequest()
+        reader.startRequest(leases: nil)
         defer { reader.endRequest() }
         let segments = try reader.segments(of: virtual, range: 100..<virtual.size, buffer: buffer, splice: { _ in true })
-        let descriptor = try #require(reader.requestSources.first?.handle.descriptor.rawValue)
+        #expect(reader.requestSources.map(\.index) == [0])
+        let descriptor = try #require(reader.splicedFrom.first?.descriptor.rawValue)
         let expectedSegments: [ReadSegment] = [.source(descriptor: descriptor, offset: 4096 + 100, count: (128 << 10) - 100),
                                                .buffer(0..<64 * 256 + 4)]
         #expect(segments == expectedSegments)

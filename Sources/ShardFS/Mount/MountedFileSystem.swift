@@ -167,10 +167,13 @@ public final class MountedFileSystem: Sendable {
     /// `allowSplice` (the kernel connection can splice) lets a persisted
     /// copy's bytes go as its descriptor, and sources' as `splicing` says.
     ///
-    /// Every source a request uses is held in use until `reply` returns: a
-    /// lease break waits for it. A leased source needs no other check;
-    /// bytes copied from an unleased one are checked (an fstat) before the
-    /// reply, spliced ones after it (`SourceSplicing`).
+    /// A source a request splices from is held in use until `reply` returns:
+    /// a lease break waits for it. Every source read is checked after the
+    /// copy and before the reply (`SourceWatch.check`): for a leased one that
+    /// is a look at its lease, no system call (a break marks the source
+    /// before the lease is let go, so a write that met a copy is caught);
+    /// for an unleased one an fstat. Unleased spliced sources are checked
+    /// again after the reply (`SourceSplicing`).
     public func read<R>(_ inode: UInt64, offset: Int, count: Int, allowSplice: Bool,
                         reply: ([ReadSegment], UnsafeMutableRawBufferPointer) -> R) -> Result<R, ReadError> {
         guard let node = tree.node(inode) else { return .failure(.notFound) }
@@ -191,19 +194,18 @@ public final class MountedFileSystem: Sendable {
                 return .success(withExtendedLifetime(handle) { reply(segments, context.buffer) })
             }
             let reader = context.reader
-            reader.startRequest()
+            reader.startRequest(leases: splicing == .never ? nil : ReadLeases.shared)
             defer { reader.endRequest() }
-            let leases = splicing == .never ? nil : ReadLeases.shared
             var splicedUnleased = false
             let splice: ((OpenSourceFile) -> Bool)? = !allowSplice || splicing == .never ? nil : { handle in
-                if let leases, handle.leased(leases) { return true }
+                if handle.holdsLease { return true }
                 splicedUnleased = splicedUnleased || self.splicing == .always
                 return self.splicing == .always
             }
             let segments = try reader.segments(of: made.file(inode, file), range: range, buffer: buffer, splice: splice)
-            if let failure = checkUnleased(reader, leases) { return .failure(failure) }
+            if let failure = checkSources(reader) { return .failure(failure) }
             let replied = reply(segments, context.buffer)
-            if splicedUnleased { _ = checkUnleased(reader, leases) }
+            if splicedUnleased { _ = checkSources(reader) }
             return .success(replied)
         } catch {
             if case let .sourceChanged(name, problem) = error, let index = watch.sources.firstIndex(where: { $0.name == name }) {
@@ -214,12 +216,15 @@ public final class MountedFileSystem: Sendable {
         }
     }
 
-    /// Checks the request's sources that hold no lease (an fstat each):
-    /// any write that reached bytes before they were copied changed the
-    /// mtime first.
-    private func checkUnleased(_ reader: ExtentReader, _ leases: ReadLeases?) -> ReadError? {
-        for (index, handle) in reader.requestSources where leases == nil || !handle.leased(leases!) {
-            if let problem = watch.check(index) { return .sourceChanged(source: watch.sources[index].name, problem: problem) }
+    /// Checks the sources the request read: any write that reached bytes
+    /// before they were copied broke the lease or changed the mtime first.
+    private func checkSources(_ reader: ExtentReader) -> ReadError? {
+        for (index, leased) in reader.requestSources {
+            // Leased: a break marks the source before the lease is let go,
+            // and no writer gets in before that; a lock-free look suffices.
+            if let problem = leased ? watch.problem(index) : watch.check(index) {
+                return .sourceChanged(source: watch.sources[index].name, problem: problem)
+            }
         }
         return nil
     }

@@ -7,11 +7,17 @@ public final class ExtentReader {
     public let sources: [SourceFile]
     private let scratch: UnsafeMutableRawBufferPointer
     private let staging: UnsafeMutableRawBufferPointer
-    /// Between `startRequest` and `endRequest` (a mount's read): the sources
-    /// the request used, each held in use (`OpenSourceFile.startUse`) until
-    /// its reply has gone, so that a lease break waits for it.
-    public private(set) var requestSources: [(index: Int, handle: OpenSourceFile)] = []
+    /// Between `startRequest` and `endRequest` (a mount's read): the
+    /// sources the request read, to be checked after it, and whether the
+    /// descriptor read held a lease.
+    public private(set) var requestSources: [(index: Int, leased: Bool)] = []
+    /// The sources the request splices from, held in use
+    /// (`OpenSourceFile.startUse`) until its reply has gone, so that a lease
+    /// break waits for them. Only these: a request over hundreds of small
+    /// xser tensor files must not hold each one's descriptor to its end.
+    public private(set) var splicedFrom: [OpenSourceFile] = []
     private var inRequest = false
+    private var requestLeases: ReadLeases?
 
     /// `scratchBytes` bounds the conversion buffers (two of this size).
     public init(sources: [SourceFile], scratchBytes: Int = 1 << 20) {
@@ -29,10 +35,12 @@ public final class ExtentReader {
     /// files, or opened again and checked to be unchanged).
     func open(_ index: Int) throws(ShardFSError) -> OpenSourceFile {
         guard inRequest else { return try sources[index].open() }
-        if let used = requestSources.first(where: { $0.index == index }) { return used.handle }
         let handle = try recentlyOpened(index)
-        guard handle.startUse() else { throw ShardFSError.sourceChanged(file: sources[index].name, reason: OpenSourceFile.leaseBreak) }
-        requestSources.append((index, handle))
+        // Leased once per open descriptor; from then on its checks cost no system call.
+        let leased = requestLeases.map { handle.leased($0) } ?? false
+        if requestSources.last?.index != index && !requestSources.contains(where: { $0.index == index }) {
+            requestSources.append((index, leased))
+        }
         return handle
     }
 
@@ -57,16 +65,20 @@ public final class ExtentReader {
         return handle
     }
 
-    /// Starts a request whose sources are held in use until `endRequest`.
-    public func startRequest() {
+    /// Starts a request: the sources it reads are noted (and leased, with
+    /// `leases`), those it splices from held in use until `endRequest`.
+    public func startRequest(leases: ReadLeases?) {
         inRequest = true
+        requestLeases = leases
     }
 
     /// Ends the request: its sources are no longer in use.
     public func endRequest() {
-        for (_, handle) in requestSources { handle.endUse() }
+        for handle in splicedFrom { handle.endUse() }
+        splicedFrom.removeAll(keepingCapacity: true)
         requestSources.removeAll(keepingCapacity: true)
         inRequest = false
+        requestLeases = nil
     }
 
     /// Fills `buffer` with the file's bytes from `offset` on; returns the byte
@@ -226,6 +238,12 @@ public final class ExtentReader {
                slice.rowCount == 1 || slice.sourceRowBytes >= ExtentReader.minimumSpliceRun {
                 let handle = try open(slice.fileIndex)
                 if splice(handle) {
+                    if !splicedFrom.contains(where: { $0 === handle }) {
+                        guard handle.startUse() else {
+                            throw ShardFSError.sourceChanged(file: sources[slice.fileIndex].name, reason: OpenSourceFile.leaseBreak)
+                        }
+                        splicedFrom.append(handle)
+                    }
                     for run in slice.sourceRuns(of: piece.range) {
                         segments.appendSource(handle.descriptor.rawValue, offset: run.offset, count: run.count)
                     }

@@ -136,7 +136,12 @@ public final class OpenSourceFile: Sendable {
     /// How the file differs now from what was opened (an fstat of the open
     /// descriptor: catches a change in place, not a rename over the path).
     public func change() -> String? {
-        if leaseState.load(ordering: .sequentiallyConsistent) == LeaseState.broken { return OpenSourceFile.leaseBreak }
+        switch leaseState.load(ordering: .sequentiallyConsistent) {
+        case LeaseState.broken: return OpenSourceFile.leaseBreak
+        // Checked when the lease was taken; any writer since broke it first.
+        case LeaseState.leased: return nil
+        default: break
+        }
         var info = stat()
         guard fstat(descriptor.rawValue, &info) == 0 else { return "fstat failed (errno \(errno))" }
         return identity.difference(from: info)
