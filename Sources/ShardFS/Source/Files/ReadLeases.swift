@@ -57,8 +57,9 @@ public final class ReadLeases: Sendable {
 
     private let state = Locked(State())
     private let signal: Int32
+    /// The pipe's read end; its write end belongs to the signal handler
+    /// for the life of the process.
     private let noticeRead: Int32
-    private let noticeWrite: Int32
 
     private init?() {
         var ends: [Int32] = [0, 0]
@@ -75,7 +76,6 @@ public final class ReadLeases: Sendable {
         _ = fcntl(ends[1], F_SETFL, fcntl(ends[1], F_GETFL) | O_NONBLOCK)
         self.signal = signal
         noticeRead = ends[0]
-        noticeWrite = ends[1]
         // The process's one instance lives as long as the process: so does its thread.
         let leases = Unmanaged.passUnretained(self)
         WorkerPool.Threads().start(1) { leases.takeUnretainedValue().serveNotices() }
