@@ -51,6 +51,7 @@ extension Checkpoint {
     /// An NxD tag: config from `--config` (or a `config.json` in the tag),
     /// layout inferred from the rank files.
     static func openNxD(tag: String, options: SourceOptions) throws(ShardFSError) -> Checkpoint {
+        defer { ParsedPickles.forget() }
         let configBytes: [UInt8]
         if let given = options.config {
             var isDirectory: ObjCBool = false

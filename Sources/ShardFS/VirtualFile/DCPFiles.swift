@@ -55,10 +55,25 @@ extension DCPPlan {
     /// Each file's pieces' placements, and its size: from the framing alone.
     static func placements(items: [Item], files: [File]) -> [(placements: [Placement], size: Int)] {
         let sizing = DCPPlan(items: items, shards: 1, files: [], placements: [], notes: [])
+        // A tensor chunk's archive is as long as any other of its dtype and
+        // shape (the archive name and the serialization id have one length;
+        // the data, its size): framed once per description, not once per
+        // chunk (100,000s of chunks, a few dozen descriptions at 70B).
+        var lengths: [TensorDescription: Int] = [:]
+        func length(_ piece: (item: Int, chunk: Int)) -> Int {
+            guard case let .tensor(t) = items[piece.item].value else {
+                return sizing.archive(item: piece.item, chunk: piece.chunk, sizeOnly: true).size
+            }
+            let description = sizing.description(t, piece.chunk)
+            if let known = lengths[description] { return known }
+            let framed = sizing.archive(item: piece.item, chunk: piece.chunk, sizeOnly: true).size
+            lengths[description] = framed
+            return framed
+        }
         return files.map { file in
             var offset = 0
             let placements = file.pieces.map { piece -> Placement in
-                let length = sizing.archive(item: piece.item, chunk: piece.chunk, sizeOnly: true).size
+                let length = length(piece)
                 defer { offset += length }
                 return Placement(offset: offset, length: length)
             }

@@ -2,7 +2,7 @@
 /// "data.pkl"): `torch._utils._rebuild_tensor_v2` applied to a persistent
 /// storage id, offset 0, size, contiguous stride, `requires_grad=False` and an
 /// empty `OrderedDict` of backward hooks.
-public struct TensorDescription: Equatable, Sendable {
+public struct TensorDescription: Hashable, Sendable {
     public let dtype: DType
     public let shape: [Int]
 

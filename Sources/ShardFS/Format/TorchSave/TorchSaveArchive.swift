@@ -63,7 +63,7 @@ struct TorchSaveArchive {
             throw bad("record \(pickleName) takes \(pickle.size) bytes, more than the \(TorchSaveArchive.maximumPickleLength) ShardFS reads")
         }
         do {
-            root = try PickleReader.parse(try read(pickle.dataOffset, pickle.size), file: file)
+            root = try ParsedPickles.parse(try read(pickle.dataOffset, pickle.size), file: file)
         } catch {
             guard case .badSource(_, let reason) = error else { throw error }
             throw bad("record \(pickleName): \(reason)")

@@ -1,0 +1,46 @@
+/// The `data.pkl`s of a tag, each distinct one unpickled once.
+///
+/// A training tag repeats the same pickle hundreds of times: every ZeRO-1
+/// optimizer file of a pipeline stage (all its DP and TP ranks) and every
+/// xser tensor file of one dtype and shape pickle the same bytes, since
+/// their state dicts differ only in data, which lives in other records.
+/// Unpickling is a pure function of the bytes, so the value of the first is
+/// the value of the others: at 70B counts (1,024 optimizer files) this
+/// takes the pickle machine out of most of a tag's opening.
+///
+/// Only what parsed is kept (a refusal names the file and is raised again
+/// for each), small pickles only, and few of them: the table is emptied
+/// when full, and by `forget()` once a tag is open.
+enum ParsedPickles {
+    /// Larger pickles (a rank file of a wide model) are parsed each time:
+    /// keeping them would cost more memory than their repeats cost time.
+    static let largestKept = 1 << 20
+    /// Pickle bytes kept in all (the values take about ten times that).
+    static let budget = 2 << 20
+
+    private struct Table {
+        var values: [[UInt8]: PickleValue] = [:]
+        var bytes = 0
+    }
+
+    private static let table = Locked(Table())
+
+    /// What `bytes` unpickles to (a torch.save `data.pkl`); `file` names it in errors.
+    static func parse(_ bytes: [UInt8], file: String) throws(ShardFSError) -> PickleValue {
+        guard bytes.count <= largestKept else { return try PickleReader.parse(bytes, file: file) }
+        if let known = table.withLock({ $0.values[bytes] }) { return known }
+        let value = try PickleReader.parse(bytes, file: file)
+        table.withLock { table in
+            guard table.values[bytes] == nil else { return }
+            if table.bytes + bytes.count > budget { table = Table() }
+            table.values[bytes] = value
+            table.bytes += bytes.count
+        }
+        return value
+    }
+
+    /// Lets go of every kept value (a tag is open: its pickles are not read again).
+    static func forget() {
+        table.withLock { $0 = Table() }
+    }
+}
