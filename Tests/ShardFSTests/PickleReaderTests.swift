@@ -146,6 +146,25 @@ import Testing
         expectRefusal(mentioning: words, sourceLocation: sourceLocation) { () throws(ShardFSError) in try parse(b, limits: limits) }
     }
 
+    /// ParsedPickles (a tag's repeated data.pkls unpickled once): the same
+    /// bytes give the same value again (from its table), other bytes their
+    /// own; a refusal is raised again for each file that holds it, naming
+    /// that file (nothing refused is kept); after `forget()` it still parses.
+    @Test func parsedPicklesGiveEachItsOwnValue() throws {
+        let x = Self.proto2 + Self.unicode("x") + Self.stop
+        let seven = Self.proto2 + Self.int1(7) + Self.stop
+        for _ in 0..<2 {
+            #expect(try ParsedPickles.parse(x, file: "a/data.pkl") == .string("x"))
+            #expect(try ParsedPickles.parse(seven, file: "b/data.pkl") == .int(7))
+        }
+        let hostile = Self.proto2 + Self.global("os", "system") + Self.stop
+        for file in ["c/data.pkl", "d/data.pkl"] {
+            expectRefusal(mentioning: [file, "global os.system"]) { () throws(ShardFSError) in try ParsedPickles.parse(hostile, file: file) }
+        }
+        ParsedPickles.forget()
+        #expect(try ParsedPickles.parse(seven, file: "b/data.pkl") == .int(7))
+    }
+
     @Test func disallowedOpcodes() {
         // INST 'os\nsystem\n': protocol 0's way to call a class.
         expectRefused(Self.proto2 + [0x69] + bytes("os\nsystem\n") + Self.stop,
