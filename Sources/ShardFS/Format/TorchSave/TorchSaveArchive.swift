@@ -86,20 +86,21 @@ struct TorchSaveArchive {
         guard !overflow, bytes == record.size else {
             throw bad("storage record \(recordName) holds \(record.size) bytes, but the pickle gives it \(storage.numel) elements of \(storage.dtype) (\(overflow ? "too many" : "\(bytes)") bytes)")
         }
-        let view = "its view (storage offset \(tensor.storageOffset), shape \(tensor.shape), strides \(tensor.strides))"
+        // Built only for a refusal (an optimizer file locates hundreds of tensors).
+        func view() -> String { "its view (storage offset \(tensor.storageOffset), shape \(tensor.shape), strides \(tensor.strides))" }
         if tensor.shape.contains(0) {
-            guard tensor.storageOffset <= storage.numel else { throw bad("\(view) starts past the end of storage \(storage.key) (\(storage.numel) elements)") }
+            guard tensor.storageOffset <= storage.numel else { throw bad("\(view()) starts past the end of storage \(storage.key) (\(storage.numel) elements)") }
         } else {
             // The last element the view reaches: offset + sum((size - 1) * stride).
             var last = tensor.storageOffset
             for (size, stride) in zip(tensor.shape, tensor.strides) {
                 let (step, o1) = (size - 1).multipliedReportingOverflow(by: stride)
                 let (sum, o2) = last.addingReportingOverflow(step)
-                guard !o1, !o2 else { throw bad("\(view) overflows") }
+                guard !o1, !o2 else { throw bad("\(view()) overflows") }
                 last = sum
             }
             guard last < storage.numel else {
-                throw bad("\(view) reaches element \(last) of storage \(storage.key), which holds \(storage.numel)")
+                throw bad("\(view()) reaches element \(last) of storage \(storage.key), which holds \(storage.numel)")
             }
         }
         return LocatedTensor(key: key, dtype: storage.dtype, shape: tensor.shape, strides: tensor.strides,

@@ -77,55 +77,56 @@ public struct ZipDirectory: Sendable {
     private static func entry(_ directory: LittleEndianBytes, at position: Int, number: Int, location: ZipDirectoryLocation,
                               file: String, read: (Int, Int) throws(ShardFSError) -> [UInt8]) throws(ShardFSError) -> (ZipRecord, Int) {
         func bad(_ reason: String) -> ShardFSError { .badSource(file: file, reason: reason) }
-        let at = "central directory entry \(number) (byte \(location.offset + position))"
-        guard directory.field(position, 4) == entrySignature else { throw bad("\(at): no entry signature (PK\\1\\2)") }
+        // Built only for a refusal: a string per entry cost more than the entry's checks.
+        func at() -> String { "central directory entry \(number) (byte \(location.offset + position))" }
+        guard directory.field(position, 4) == entrySignature else { throw bad("\(at()): no entry signature (PK\\1\\2)") }
         guard let flags = directory.u16(position + 8), let method = directory.u16(position + 10),
               let crc = directory.u32(position + 16), let packedSize = directory.u32(position + 20),
               let plainSize = directory.u32(position + 24), let nameLength = directory.u16(position + 28),
               let extraLength = directory.u16(position + 30), let commentLength = directory.u16(position + 32),
               let diskStart = directory.u16(position + 34), let headerOffset = directory.u32(position + 42) else {
-            throw bad("\(at): the entry runs past the end of the central directory")
+            throw bad("\(at()): the entry runs past the end of the central directory")
         }
         let nameStart = position + entryLength
         guard let nameBytes = directory.slice(nameStart, nameLength),
               directory.slice(nameStart + nameLength, extraLength + commentLength) != nil else {
-            throw bad("\(at): its name, extra field and comment run past the end of the central directory")
+            throw bad("\(at()): its name, extra field and comment run past the end of the central directory")
         }
         guard nameLength > 0, nameLength <= maximumNameLength else {
-            throw bad("\(at): a record name of \(nameLength) bytes (ShardFS reads names of 1 to \(maximumNameLength) bytes)")
+            throw bad("\(at()): a record name of \(nameLength) bytes (ShardFS reads names of 1 to \(maximumNameLength) bytes)")
         }
-        guard let name = String(validating: nameBytes, as: UTF8.self) else { throw bad("\(at): the record name is not valid UTF-8") }
-        let record = "record \(name)"
-        guard flags & encryptionFlags == 0 else { throw bad("\(record) is encrypted (flags 0x\(String(flags, radix: 16))); torch.save writes plain records only") }
-        guard method == 0 else { throw bad("\(record) is compressed (method \(method)); torch.save writes stored records only") }
+        guard let name = String(validating: nameBytes, as: UTF8.self) else { throw bad("\(at()): the record name is not valid UTF-8") }
+        func record() -> String { "record \(name)" }
+        guard flags & encryptionFlags == 0 else { throw bad("\(record()) is encrypted (flags 0x\(String(flags, radix: 16))); torch.save writes plain records only") }
+        guard method == 0 else { throw bad("\(record()) is compressed (method \(method)); torch.save writes stored records only") }
 
         // Fields at their maximum are in the zip64 extra, in this order.
         let extra = directory.slice(nameStart + nameLength, extraLength) ?? []
         var fields = Zip64Fields(plainSize: plainSize, packedSize: packedSize, headerOffset: headerOffset, diskStart: diskStart)
-        if let reason = fields.resolve(extra: Array(extra)) { throw bad("\(record): \(reason)") }
-        guard fields.diskStart == 0 else { throw bad("\(record) starts on disk \(fields.diskStart): a multi-disk zip archive; torch.save writes one file") }
+        if let reason = fields.resolve(extra: Array(extra)) { throw bad("\(record()): \(reason)") }
+        guard fields.diskStart == 0 else { throw bad("\(record()) starts on disk \(fields.diskStart): a multi-disk zip archive; torch.save writes one file") }
         guard fields.packedSize == fields.plainSize else {
-            throw bad("\(record) is stored but its compressed size \(fields.packedSize) differs from its size \(fields.plainSize)")
+            throw bad("\(record()) is stored but its compressed size \(fields.packedSize) differs from its size \(fields.plainSize)")
         }
         let size = fields.plainSize, header = fields.headerOffset
 
         // The local header: same name, no compression; its data follows its
         // name and extra field, and must end before the central directory.
         guard header <= location.offset - localLength - nameLength else {
-            throw bad("\(record): its local header at byte \(header) runs into the central directory (byte \(location.offset))")
+            throw bad("\(record()): its local header at byte \(header) runs into the central directory (byte \(location.offset))")
         }
         let local = LittleEndianBytes(try read(header, localLength + nameLength))
-        guard local.field(0, 4) == localSignature else { throw bad("\(record): no local header signature (PK\\3\\4) at byte \(header)") }
+        guard local.field(0, 4) == localSignature else { throw bad("\(record()): no local header signature (PK\\3\\4) at byte \(header)") }
         let localFlags = local.u16(6) ?? 0, localMethod = local.u16(8) ?? 0
-        guard localFlags & encryptionFlags == 0 else { throw bad("\(record) is encrypted (its local header's flags 0x\(String(localFlags, radix: 16))); torch.save writes plain records only") }
-        guard localMethod == 0 else { throw bad("\(record) is compressed (method \(localMethod) in its local header); torch.save writes stored records only") }
-        guard local.u16(26) == nameLength, local.slice(localLength, nameLength).map(Array.init) == Array(nameBytes) else {
+        guard localFlags & encryptionFlags == 0 else { throw bad("\(record()) is encrypted (its local header's flags 0x\(String(localFlags, radix: 16))); torch.save writes plain records only") }
+        guard localMethod == 0 else { throw bad("\(record()) is compressed (method \(localMethod) in its local header); torch.save writes stored records only") }
+        guard local.u16(26) == nameLength, local.slice(localLength, nameLength)?.elementsEqual(nameBytes) == true else {
             let localName = local.u16(26) == nameLength ? String(decoding: local.slice(localLength, nameLength) ?? [], as: UTF8.self) : "a name of \(local.u16(26) ?? 0) bytes"
-            throw bad("\(record): its local header at byte \(header) names \(localName) instead")
+            throw bad("\(record()): its local header at byte \(header) names \(localName) instead")
         }
         let dataOffset = header + localLength + nameLength + (local.u16(28) ?? 0)
         guard dataOffset <= location.offset, size <= location.offset - dataOffset else {
-            throw bad("\(record): its \(size) bytes of data at byte \(dataOffset) run past the start of the central directory (byte \(location.offset))")
+            throw bad("\(record()): its \(size) bytes of data at byte \(dataOffset) run past the start of the central directory (byte \(location.offset))")
         }
         let next = nameStart + nameLength + extraLength + commentLength
         return (ZipRecord(name: name, dataOffset: dataOffset, size: size, crc32: UInt32(crc), localHeaderOffset: header), next)
