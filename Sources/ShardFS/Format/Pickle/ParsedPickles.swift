@@ -19,8 +19,17 @@ enum ParsedPickles {
     static let budget = 2 << 20
 
     private struct Table {
-        var values: [[UInt8]: PickleValue] = [:]
+        var values: [Pickle: PickleValue] = [:]
         var bytes = 0
+    }
+
+    /// A pickle's bytes as a key, hashed as one buffer (an array of bytes
+    /// hashes byte by byte: slower than the pickle machine on small pickles).
+    private struct Pickle: Hashable {
+        let bytes: [UInt8]
+        func hash(into hasher: inout Hasher) {
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     private static let table = Locked(Table())
@@ -28,12 +37,13 @@ enum ParsedPickles {
     /// What `bytes` unpickles to (a torch.save `data.pkl`); `file` names it in errors.
     static func parse(_ bytes: [UInt8], file: String) throws(ShardFSError) -> PickleValue {
         guard bytes.count <= largestKept else { return try PickleReader.parse(bytes, file: file) }
-        if let known = table.withLock({ $0.values[bytes] }) { return known }
+        let key = Pickle(bytes: bytes)
+        if let known = table.withLock({ $0.values[key] }) { return known }
         let value = try PickleReader.parse(bytes, file: file)
         table.withLock { table in
-            guard table.values[bytes] == nil else { return }
+            guard table.values[key] == nil else { return }
             if table.bytes + bytes.count > budget { table = Table() }
-            table.values[bytes] = value
+            table.values[key] = value
             table.bytes += bytes.count
         }
         return value
