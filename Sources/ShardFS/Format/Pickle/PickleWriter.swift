@@ -9,7 +9,17 @@ public struct PickleWriter {
     /// The bytes written (since the last piece, with `pieceSize`).
     public internal(set) var bytes: [UInt8] = [0x80, 0x02]  // PROTO 2
     private var memoCount = 0
-    private var sharedMemo: [String: Int] = [:]
+    private var sharedMemo: [Shared: Int] = [:]
+
+    /// What makes two writes one Python object. Kept apart rather than
+    /// spelled as one string: a DCP `.metadata` names a class or a field
+    /// a million times, and building "global module.name" for each lookup
+    /// was most of its pickling.
+    private enum Shared: Hashable {
+        case global(module: String, name: String)
+        case string(String)
+        case other(String)
+    }
     /// Bytes written before `bytes`, in pieces (`init(pieceSize:)`).
     private var pieces: [[UInt8]] = []
     private let pieceSize: Int
@@ -99,6 +109,10 @@ public struct PickleWriter {
     /// Writes an object that is the same Python object wherever it appears:
     /// the first time with `write` and a `BINPUT`, afterwards as a `BINGET`.
     public mutating func shared(_ identity: String, _ write: (inout PickleWriter) -> Void) {
+        shared(.other(identity), write)
+    }
+
+    private mutating func shared(_ identity: Shared, _ write: (inout PickleWriter) -> Void) {
         if let index = sharedMemo[identity] { return get(index) }
         write(&self)
         sharedMemo[identity] = memoCount
@@ -107,7 +121,7 @@ public struct PickleWriter {
 
     /// `GLOBAL 'module\nname\n'`; a class is one object, so memoized by name.
     public mutating func global(_ module: String, _ name: String) {
-        shared("global \(module).\(name)") { p in
+        shared(.global(module: module, name: name)) { p in
             p.op(PickleWriter.global)
             p.bytes += Array("\(module)\n\(name)\n".utf8)
         }
@@ -124,7 +138,7 @@ public struct PickleWriter {
 
     /// A string that is one interned object in the pickled data.
     public mutating func sharedString(_ s: String) {
-        shared("string \(s)") { p in
+        shared(.string(s)) { p in
             let utf8 = Array(s.utf8)
             p.op(PickleWriter.binunicode)
             p.appendUInt32(UInt32(utf8.count))
