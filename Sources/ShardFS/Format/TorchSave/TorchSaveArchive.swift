@@ -48,7 +48,8 @@ struct TorchSaveArchive {
             throw bad("record \(first.name) is not inside an archive folder (torch.save writes <name>/data.pkl, ...)")
         }
         prefix = String(first.name[..<slash])
-        for record in directory.records where !record.name.hasPrefix(prefix + "/") {
+        let folder = prefix + "/"
+        for record in directory.records where !record.name.hasPrefix(folder) {
             throw bad("record \(record.name) is outside the archive folder \(prefix)/ of the other records")
         }
         if let byteorder = directory.record(named: prefix + "/byteorder") {
