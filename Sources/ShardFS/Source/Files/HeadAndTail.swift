@@ -42,6 +42,10 @@ final class HeadAndTail {
         let step = HeadAndTail.step
         if end <= HeadAndTail.limit, offset <= head.count + step {
             let grown = min(file.size, (end + step - 1) / step * step)
+            // Room for all the head may grow to, once: grown step by step, a
+            // 200 KiB optimizer file's head was reallocated (and its pages
+            // faulted in afresh) at each doubling.
+            if head.capacity < grown { head.reserveCapacity(min(file.size, HeadAndTail.limit)) }
             head += try handle.readBytes(at: head.count, count: grown - head.count)
             return Array(head[offset..<end])
         }
