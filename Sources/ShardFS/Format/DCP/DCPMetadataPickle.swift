@@ -29,41 +29,57 @@ extension DCPMetadata {
 
     private func write(_ p: inout PickleWriter) {
         p.dcpObject(.metadata) { p in
-            p.fields([
-                ("state_dict_metadata", { p in p.dict(entries) { p, e in p.sharedString(e.fqn); p.entry(e.entry) } }),
-                ("planner_data", { p in
-                    p.dict(plannerData) { p, item in
-                        p.sharedString(item.fqn)
-                        p.tuple(count: item.path.count) { p in for part in item.path { p.sharedString(part) } }
-                    }
-                }),
-                ("storage_data", { p in p.dict(locations) { p, location in p.location(location) } }),
-                ("storage_meta", { p in p.storageMeta(saveID: saveID) }),
-                ("version", { p in p.optionalString(version) }),
-            ])
+            p.fields(count: 5) { p in
+                p.field("state_dict_metadata")
+                p.dict(entries) { p, e in p.sharedString(e.fqn); p.entry(e.entry) }
+                p.field("planner_data")
+                p.dict(plannerData) { p, item in
+                    p.sharedString(item.fqn)
+                    p.tuple(count: item.path.count) { p in for part in item.path { p.sharedString(part) } }
+                }
+                p.field("storage_data")
+                p.dict(locations) { p, location in p.location(location) }
+                p.field("storage_meta")
+                p.storageMeta(saveID: saveID)
+                p.field("version")
+                p.optionalString(version)
+            }
         }
     }
 }
 
 extension PickleWriter {
-    /// A dataclass object: `cls`, `()`, NEWOBJ (memoized); then its state and BUILD.
-    mutating func dcpObject(_ c: DCPPickleClass, state: ((inout PickleWriter) -> Void)? = nil) {
+    /// A dataclass object with an empty `__dict__`: `cls`, `()`, NEWOBJ (memoized).
+    mutating func dcpObject(_ c: DCPPickleClass) {
         global(c.module, c.rawValue)
         op(PickleWriter.emptyTuple)
         op(PickleWriter.newobj)
         put()
-        if let state {
-            state(&self)
-            op(PickleWriter.build)
-        }
     }
 
-    /// A `__dict__`: attribute names (interned in Python, so shared) to values.
-    mutating func fields(_ items: [(name: String, write: (inout PickleWriter) -> Void)]) {
-        dict(items) { p, item in
-            p.sharedString(item.name)
-            item.write(&p)
-        }
+    /// A dataclass object, then its state and BUILD.
+    mutating func dcpObject(_ c: DCPPickleClass, state: (inout PickleWriter) -> Void) {
+        dcpObject(c)
+        state(&self)
+        op(PickleWriter.build)
+    }
+
+    /// A `__dict__` of `count` attributes (at most 1000: one batch, as `dict`
+    /// writes it), each written by `write` as `field(name)` then its value.
+    /// Written in place rather than from a list of (name, closure) pairs: a
+    /// 64-shard `.metadata` has hundreds of thousands of these objects.
+    mutating func fields(count: Int, _ write: (inout PickleWriter) -> Void) {
+        op(PickleWriter.emptyDict)
+        put()
+        guard count > 0 else { return }
+        if count > 1 { op(PickleWriter.mark) }
+        write(&self)
+        op(count > 1 ? PickleWriter.setitems : PickleWriter.setitem)
+    }
+
+    /// An attribute name: interned in Python, so one object.
+    mutating func field(_ name: String) {
+        sharedString(name)
     }
 
     mutating func optionalString(_ s: String?) {
@@ -78,17 +94,23 @@ extension PickleWriter {
     mutating func entry(_ entry: DCPMetadata.Entry) {
         guard case .tensor(let t) = entry else { return dcpObject(.bytesStorageMetadata) }
         dcpObject(.tensorStorageMetadata) { p in
-            p.fields([
-                ("properties", { p in p.tensorProperties(t.dtype) }),
-                ("size", { p in p.torchSize(t.size) }),
-                ("chunks", { p in
-                    p.list(t.chunks) { p, chunk in
-                        p.dcpObject(.chunkStorageMetadata) { p in
-                            p.fields([("offsets", { p in p.torchSize(chunk.offsets) }), ("sizes", { p in p.torchSize(chunk.sizes) })])
+            p.fields(count: 3) { p in
+                p.field("properties")
+                p.tensorProperties(t.dtype)
+                p.field("size")
+                p.torchSize(t.size)
+                p.field("chunks")
+                p.list(t.chunks) { p, chunk in
+                    p.dcpObject(.chunkStorageMetadata) { p in
+                        p.fields(count: 2) { p in
+                            p.field("offsets")
+                            p.torchSize(chunk.offsets)
+                            p.field("sizes")
+                            p.torchSize(chunk.sizes)
                         }
                     }
-                }),
-            ])
+                }
+            }
         }
     }
 
@@ -119,19 +141,26 @@ extension PickleWriter {
     /// then offset only when given) -> `_StorageInfo` (None fields dropped).
     mutating func location(_ l: DCPMetadata.Location) {
         dcpObject(.metadataIndex) { p in
-            var items: [(name: String, write: (inout PickleWriter) -> Void)] = [
-                ("fqn", { p in p.sharedString(l.fqn) }),
-                ("index", { p in p.optionalInt(l.chunkIndex) }),
-            ]
-            if let offsets = l.chunkOffsets { items.append(("offset", { p in p.torchSize(offsets) })) }
-            p.fields(items)
+            p.fields(count: l.chunkOffsets == nil ? 2 : 3) { p in
+                p.field("fqn")
+                p.sharedString(l.fqn)
+                p.field("index")
+                p.optionalInt(l.chunkIndex)
+                if let offsets = l.chunkOffsets {
+                    p.field("offset")
+                    p.torchSize(offsets)
+                }
+            }
         }
         dcpObject(.storageInfo) { p in
-            p.fields([
-                ("relative_path", { p in p.sharedString(l.relativePath) }),
-                ("offset", { p in p.int(l.offset) }),
-                ("length", { p in p.int(l.length) }),
-            ])
+            p.fields(count: 3) { p in
+                p.field("relative_path")
+                p.sharedString(l.relativePath)
+                p.field("offset")
+                p.int(l.offset)
+                p.field("length")
+                p.int(l.length)
+            }
         }
     }
 
@@ -139,12 +168,16 @@ extension PickleWriter {
     mutating func storageMeta(saveID: String?) {
         guard let saveID else { return op(PickleWriter.none) }
         dcpObject(.storageMeta) { p in
-            p.fields([
-                ("checkpoint_id", { p in p.op(PickleWriter.none) }),
-                ("save_id", { p in p.sharedString(saveID) }),
-                ("load_id", { p in p.op(PickleWriter.none) }),
-                ("modules", { p in p.list([Int]()) { _, _ in } }),
-            ])
+            p.fields(count: 4) { p in
+                p.field("checkpoint_id")
+                p.op(PickleWriter.none)
+                p.field("save_id")
+                p.sharedString(saveID)
+                p.field("load_id")
+                p.op(PickleWriter.none)
+                p.field("modules")
+                p.list([Int]()) { _, _ in }
+            }
         }
     }
 }
