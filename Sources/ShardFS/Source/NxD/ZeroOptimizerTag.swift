@@ -356,15 +356,15 @@ struct ZeroOptimizerTag: Sendable {
         for (index, parameter) in file.parameters.enumerated() {
             let rows = parameter.shape[0]
             let expected = [(rows + dpSize - 1) / dpSize] + parameter.shape.dropFirst()
-            var shards: [(String, ZeroOptimizerFile.Shard)] = parameter.state.compactMap {
-                if case .shard(let s) = $0.entry { return ("base_state[\(index)]['\($0.key)']", s) }
-                return nil
+            // Names are spelled only for a refusal: a 1,024-file tag has
+            // hundreds of thousands of shards.
+            func refuse(_ what: String, _ shard: ZeroOptimizerFile.Shard) -> ShardFSError {
+                .badSource(file: file.path, reason: "\(what) has shape \(shard.tensor.shape), but a ZeRO-1 shard of a \(parameter.shape) parameter over \(dpSize) data-parallel ranks is \(expected)")
             }
-            if let master = parameter.master { shards.append(("sharded_master_weights[\(index)]", master)) }
-            for (what, shard) in shards where shard.tensor.shape != expected {
-                throw ShardFSError.badSource(
-                    file: file.path, reason: "\(what) has shape \(shard.tensor.shape), but a ZeRO-1 shard of a \(parameter.shape) parameter over \(dpSize) data-parallel ranks is \(expected)")
+            for entry in parameter.state {
+                if case .shard(let shard) = entry.entry, shard.tensor.shape != expected { throw refuse("base_state[\(index)]['\(entry.key)']", shard) }
             }
+            if let master = parameter.master, master.tensor.shape != expected { throw refuse("sharded_master_weights[\(index)]", master) }
         }
     }
 }
