@@ -146,13 +146,16 @@ import Testing
         expectRefusal(mentioning: words, sourceLocation: sourceLocation) { () throws(ShardFSError) in try parse(b, limits: limits) }
     }
 
-    /// ParsedPickles (a tag's repeated data.pkls unpickled once): the same
-    /// bytes give the same value again (from its table), other bytes their
-    /// own; a refusal is raised again for each file that holds it, naming
-    /// that file (nothing refused is kept); after `forget()` it still parses.
+    /// ParsedPickles (a tag's repeated data.pkls unpickled once): during an
+    /// opening the same bytes give the same value again (from its table),
+    /// other bytes their own; a refusal is raised again for each file that
+    /// holds it, naming that file (nothing refused is kept); outside an
+    /// opening, and after it ends, it still parses.
     @Test func parsedPicklesGiveEachItsOwnValue() throws {
         let x = Self.proto2 + Self.unicode("x") + Self.stop
         let seven = Self.proto2 + Self.int1(7) + Self.stop
+        #expect(try ParsedPickles.parse(seven, file: "b/data.pkl") == .int(7))
+        ParsedPickles.begin()
         for _ in 0..<2 {
             #expect(try ParsedPickles.parse(x, file: "a/data.pkl") == .string("x"))
             #expect(try ParsedPickles.parse(seven, file: "b/data.pkl") == .int(7))
@@ -161,7 +164,7 @@ import Testing
         for file in ["c/data.pkl", "d/data.pkl"] {
             expectRefusal(mentioning: [file, "global os.system"]) { () throws(ShardFSError) in try ParsedPickles.parse(hostile, file: file) }
         }
-        ParsedPickles.forget()
+        ParsedPickles.end()
         #expect(try ParsedPickles.parse(seven, file: "b/data.pkl") == .int(7))
     }
 

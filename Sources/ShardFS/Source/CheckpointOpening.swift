@@ -51,7 +51,8 @@ extension Checkpoint {
     /// An NxD tag: config from `--config` (or a `config.json` in the tag),
     /// layout inferred from the rank files.
     static func openNxD(tag: String, options: SourceOptions) throws(ShardFSError) -> Checkpoint {
-        defer { ParsedPickles.forget() }
+        ParsedPickles.begin()
+        defer { ParsedPickles.end() }
         let configBytes: [UInt8]
         if let given = options.config {
             var isDirectory: ObjCBool = false

@@ -8,9 +8,12 @@
 /// the value of the others: at 70B counts (1,024 optimizer files) this
 /// takes the pickle machine out of most of a tag's opening.
 ///
-/// Only what parsed is kept (a refusal names the file and is raised again
-/// for each), small pickles only, and few of them: the table is emptied
-/// when full, and by `forget()` once a tag is open.
+/// It holds values only while a tag is being opened (between `begin()` and
+/// `end()`); elsewhere (a reader of one file, the fuzzers) every pickle is
+/// parsed afresh and nothing outlives the call. Only what parsed is kept (a
+/// refusal names the file and is raised again for each), small pickles only,
+/// and few of them: the table is emptied when full, and when the last open
+/// ends.
 enum ParsedPickles {
     /// Larger pickles (a rank file of a wide model) are parsed each time:
     /// keeping them would cost more memory than their repeats cost time.
@@ -21,6 +24,8 @@ enum ParsedPickles {
     private struct Table {
         var values: [Pickle: PickleValue] = [:]
         var bytes = 0
+        /// Opens under way (a `verify` opens two tags).
+        var opening = 0
     }
 
     /// A pickle's bytes as a key, hashed as one buffer (an array of bytes
@@ -38,19 +43,32 @@ enum ParsedPickles {
     static func parse(_ bytes: [UInt8], file: String) throws(ShardFSError) -> PickleValue {
         guard bytes.count <= largestKept else { return try PickleReader.parse(bytes, file: file) }
         let key = Pickle(bytes: bytes)
-        if let known = table.withLock({ $0.values[key] }) { return known }
+        let (known, keeping) = table.withLock { ($0.values[key], $0.opening > 0) }
+        if let known { return known }
         let value = try PickleReader.parse(bytes, file: file)
+        guard keeping else { return value }
         table.withLock { table in
-            guard table.values[key] == nil else { return }
-            if table.bytes + bytes.count > budget { table = Table() }
+            guard table.opening > 0, table.values[key] == nil else { return }
+            if table.bytes + bytes.count > budget {
+                table.values = [:]
+                table.bytes = 0
+            }
             table.values[key] = value
             table.bytes += bytes.count
         }
         return value
     }
 
-    /// Lets go of every kept value (a tag is open: its pickles are not read again).
-    static func forget() {
-        table.withLock { $0 = Table() }
+    /// A tag's opening starts: its pickles are kept until the matching `end()`.
+    static func begin() {
+        table.withLock { $0.opening += 1 }
+    }
+
+    /// A tag is open: once no other opening is under way, every kept value goes.
+    static func end() {
+        table.withLock { table in
+            table.opening -= 1
+            if table.opening == 0 { table = Table() }
+        }
     }
 }

@@ -10,7 +10,8 @@ import Foundation
 /// one element of each optimizer `step`).
 extension Checkpoint {
     static func openDCP(folder: String, options: SourceOptions) throws(ShardFSError) -> Checkpoint {
-        defer { ParsedPickles.forget() }
+        ParsedPickles.begin()
+        defer { ParsedPickles.end() }
         if let backend = options.backend {
             throw ShardFSError.badLayout(flag: "--source-hw-backend", reason: "\(backend.rawValue): only an NxD checkpoint source has a hardware backend; \(folder) is a DCP checkpoint")
         }
